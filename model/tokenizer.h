@@ -1,0 +1,67 @@
+// Tokenizers with Hugging Face (slow tokenizer) semantics: sentencepiece-based LlamaTokenizer
+// and BERT WordPiece. Torch-free.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace cocom::model {
+
+enum class PaddingSide { Left, Right };
+
+struct BatchEncodeOptions {
+  bool add_special_tokens = true;
+  PaddingSide padding_side = PaddingSide::Right;
+  bool pad_to_longest = true;      // pad every row to the longest row of the batch
+  int64_t max_length = 0;          // 0 = no truncation
+  bool truncation = false;         // truncate on the right to max_length
+  int64_t pad_to_multiple_of = 0;  // 0 = off
+};
+
+struct BatchEncoding {
+  std::vector<std::vector<int64_t>> input_ids;
+  std::vector<std::vector<int64_t>> attention_mask;
+  std::vector<std::vector<int64_t>> token_type_ids;  // zeros for single sequences
+};
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+
+  // "llama" (sentencepiece) or "bert" (WordPiece).
+  virtual std::string kind() const = 0;
+  virtual std::vector<int64_t> encode(const std::string& text, bool add_special_tokens) const = 0;
+  // The token strings of encode() (sentencepiece pieces / WordPiece tokens).
+  virtual std::vector<std::string> tokenize(const std::string& text,
+                                            bool add_special_tokens) const = 0;
+  virtual std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const = 0;
+
+  // Size of the full vocabulary including added tokens (= len(tokenizer) in Python).
+  virtual int64_t size() const = 0;
+  virtual std::optional<int64_t> token_to_id(const std::string& token) const = 0;
+  // Throws cocom::Error for an id out of range.
+  virtual std::string id_to_token(int64_t id) const = 0;
+  virtual bool is_special(int64_t id) const = 0;
+  virtual std::vector<std::string> special_tokens() const = 0;
+
+  // -1 when the tokenizer has none.
+  virtual int64_t bos_id() const = 0;
+  virtual int64_t eos_id() const = 0;
+  virtual int64_t pad_id() const = 0;
+  virtual int64_t unk_id() const = 0;
+
+  // Batch encoding with padding, truncation and pad_to_multiple_of, as the Hugging Face
+  // __call__ does for a list of texts. Throws when padding is needed and pad_id() is -1.
+  BatchEncoding encode_batch(const std::vector<std::string>& texts,
+                             const BatchEncodeOptions& opt) const;
+};
+
+// Loads the tokenizer in a directory: `tokenizer.model` (+ tokenizer_config.json,
+// added_tokens.json, special_tokens_map.json) gives a LlamaTokenizer; `vocab.txt` gives a
+// BertTokenizer. Throws naming the directory and the file at fault.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir);
+
+}  // namespace cocom::model
