@@ -83,7 +83,10 @@ int64_t as_int(const Json& v, const std::string& key, const std::string& origin)
   if (v.is_number_integer()) return v.get<int64_t>();
   if (v.is_number_float()) {
     double d = v.get<double>();
-    if (d == static_cast<double>(static_cast<int64_t>(d))) return static_cast<int64_t>(d);
+    // Range check first: converting an out-of-range double to int64 is undefined behaviour.
+    if (d >= -9.2e18 && d <= 9.2e18 && d == static_cast<double>(static_cast<int64_t>(d))) {
+      return static_cast<int64_t>(d);
+    }
   }
   fail(origin, ": field '", key, "' must be an integer (got ", v.dump(), ")");
 }

@@ -63,6 +63,13 @@ DecoderConfig DecoderConfig::from_json(const Json& j, const std::string& origin)
   c.num_key_value_heads = json_int_or(j, "num_key_value_heads", c.num_attention_heads, origin);
   c.head_dim = json_int_or(j, "head_dim", 0, origin);
   if (c.head_dim == 0 && c.num_attention_heads > 0) {
+    // Without an explicit head_dim, HF derives it as hidden_size / num_heads and refuses
+    // configs where that division is not exact.
+    if (c.hidden_size % c.num_attention_heads != 0) {
+      fail(origin, ": hidden_size (", c.hidden_size,
+           ") must be a multiple of num_attention_heads (", c.num_attention_heads,
+           ") when head_dim is not given");
+    }
     c.head_dim = c.hidden_size / c.num_attention_heads;
   }
   c.max_position_embeddings = json_int_or(j, "max_position_embeddings", 4096, origin);
@@ -130,7 +137,7 @@ Json DecoderConfig::to_json() const {
   j["num_hidden_layers"] = num_hidden_layers;
   j["num_attention_heads"] = num_attention_heads;
   j["num_key_value_heads"] = num_key_value_heads;
-  if (head_dim != hidden_size / num_attention_heads) j["head_dim"] = head_dim;
+  if (head_dim * num_attention_heads != hidden_size) j["head_dim"] = head_dim;
   j["max_position_embeddings"] = max_position_embeddings;
   j["rms_norm_eps"] = rms_norm_eps;
   j["rope_theta"] = rope_theta;

@@ -1,0 +1,186 @@
+#include "bench/bench_runtime.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <vector>
+
+#include "common/error.h"
+#include "common/json_util.h"
+#include "model/mistral.h"
+#include "model/runtime.h"
+
+namespace cocom::bench {
+
+namespace {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Best time of `reps` runs of fn (after one warm-up).
+template <typename F>
+double best_time(int reps, F&& fn) {
+  fn();
+  double best = 1e30;
+  for (int i = 0; i < reps; ++i) {
+    double t0 = now_s();
+    fn();
+    best = std::min(best, now_s() - t0);
+  }
+  return best;
+}
+
+model::DecoderConfig tinyllama_shape() {
+  model::DecoderConfig c;
+  c.model_type = "llama";
+  c.vocab_size = 32000;
+  c.hidden_size = 2048;
+  c.intermediate_size = 5632;
+  c.num_hidden_layers = 16;
+  c.num_attention_heads = 32;
+  c.num_key_value_heads = 8;
+  c.head_dim = 64;
+  c.max_position_embeddings = 2048;
+  c.rms_norm_eps = 1e-5;
+  c.rope_theta = 10000.0;
+  return c;
+}
+
+// Weights of the linear layers read once per decoded token (embedding rows are not).
+double linear_params(const model::DecoderConfig& c) {
+  double H = double(c.hidden_size), I = double(c.intermediate_size);
+  double q = double(c.num_attention_heads * c.head_dim), kv = double(c.num_key_value_heads * c.head_dim);
+  double per_layer = H * q + 2 * H * kv + q * H + 3 * H * I;
+  return per_layer * double(c.num_hidden_layers) + double(c.vocab_size) * H;
+}
+
+// FLOPs of a prefill over n tokens computing logits for the last position only.
+double prefill_flops(const model::DecoderConfig& c, double n) {
+  double H = double(c.hidden_size), I = double(c.intermediate_size);
+  double q = double(c.num_attention_heads * c.head_dim), kv = double(c.num_key_value_heads * c.head_dim);
+  double per_tok_layer = 2 * (H * q + 2 * H * kv + q * H + 3 * H * I);
+  // Scores and weighted sum over all n keys (the engine computes the full square, masked).
+  double attn_layer = 2 * 2 * n * n * q;
+  return double(c.num_hidden_layers) * (per_tok_layer * n + attn_layer) + 2 * double(c.vocab_size) * H;
+}
+
+}  // namespace
+
+int run_runtime_bench(const RuntimeBenchOptions& opt) {
+  if (opt.repeat < 1) fail("--repeat ", opt.repeat, ": must be at least 1");
+  if (opt.new_tokens < 2) fail("--new-tokens ", opt.new_tokens, ": must be at least 2");
+  c10::Device dev = model::parse_device(opt.device);
+  const int threads = at::get_num_threads();
+  auto log = [&](const std::string& s) {
+    if (!opt.json) std::fprintf(stderr, "%s\n", s.c_str());
+  };
+
+  // 1. The machine's limits, measured now.
+  const int64_t M = 656, K = 2048, N = 5632;
+  at::Tensor a = at::randn({M, K}), w = at::randn({N, K});
+  double t_mm = best_time(5, [&] { at::linear(a, w); });
+  const double matmul_gflops = 2.0 * M * K * N / t_mm / 1e9;
+  at::Tensor big = at::randn({int64_t(256) << 20});  // 1 GiB of fp32
+  double t_rd = best_time(5, [&] { big.sum(); });
+  const double read_gbs = double(big.numel()) * 4 / t_rd / 1e9;
+  big = at::Tensor();
+  char line[256];
+  std::snprintf(line, sizeof line, "machine: %d threads, fp32 matmul %.1f GFLOP/s, read bandwidth %.1f GB/s",
+                threads, matmul_gflops, read_gbs);
+  log(line);
+
+  // 2. The model.
+  std::unique_ptr<model::MistralModel> m;
+  std::string source;
+  double t0 = now_s();
+  if (!opt.model.empty()) {
+    m = model::MistralModel::load(opt.model, dev);
+    source = opt.model;
+  } else {
+    model::DecoderConfig cfg = opt.config.empty() ? tinyllama_shape() : model::DecoderConfig::load(opt.config);
+    model::RandomWeights rnd(opt.seed);
+    m = model::MistralModel::from_weights(cfg, rnd, dev);
+    source = opt.config.empty() ? "random TinyLlama shape" : "random weights, " + opt.config;
+  }
+  const model::DecoderConfig& cfg = m->config();
+  std::snprintf(line, sizeof line, "model: %s (%d layers, hidden %d, %.0fM params), built in %.1f s",
+                source.c_str(), int(cfg.num_hidden_layers), int(cfg.hidden_size),
+                cfg.parameter_count() / 1e6, now_s() - t0);
+  log(line);
+
+  std::vector<int64_t> lengths;
+  if (opt.prompt_tokens > 0) lengths = {opt.prompt_tokens};
+  else lengths = {656, 56};
+  Json prefill = Json::array();
+  double decode_tps = 0;
+  for (int64_t n : lengths) {
+    if (n + opt.new_tokens > cfg.max_position_embeddings) {
+      log("note: prompt + new tokens exceed max_position_embeddings; positions extrapolate");
+    }
+    at::Tensor ids = at::randint(3, cfg.vocab_size, {1, n}, at::kLong);
+    at::Tensor mask = at::ones({1, n}, at::kLong);
+    at::Tensor pos = model::MistralModel::arange_positions(mask);
+    model::DecoderForwardOptions fo;
+    fo.last_logits_only = true;
+    double t_prefill = best_time(opt.repeat, [&] {
+      model::KVCache cache = m->make_cache(1, n + opt.new_tokens);
+      m->forward(ids, mask, pos, &cache, fo);
+    });
+    double flops = prefill_flops(cfg, double(n));
+    Json p;
+    p["prompt_tokens"] = n;
+    p["seconds"] = t_prefill;
+    p["tokens_per_s"] = double(n) / t_prefill;
+    p["gflops"] = flops / t_prefill / 1e9;
+    p["fraction_of_peak"] = flops / t_prefill / 1e9 / matmul_gflops;
+    prefill.push_back(p);
+    std::snprintf(line, sizeof line,
+                  "prefill %5lld tokens: %.3f s, %.1f tok/s, %.1f GFLOP/s = %.0f%% of the matmul rate",
+                  static_cast<long long>(n), t_prefill, double(n) / t_prefill,
+                  flops / t_prefill / 1e9, 100.0 * flops / t_prefill / 1e9 / matmul_gflops);
+    log(line);
+    if (n != lengths.front()) continue;
+    // Decode: one token at a time after this prompt, KV cache in place.
+    model::KVCache cache = m->make_cache(1, n + opt.new_tokens + 1);
+    model::DecoderOutput o = m->forward(ids, mask, pos, &cache, fo);
+    at::Tensor next = o.logits.select(1, 0).argmax(-1).view({1, 1});
+    at::Tensor one = at::ones({1, 1}, at::kLong);
+    // The first step is a warm-up; time the rest.
+    double td0 = 0;
+    for (int64_t s = 0; s < opt.new_tokens; ++s) {
+      if (s == 1) td0 = now_s();
+      at::Tensor p1 = at::full({1, 1}, n + s, at::kLong);
+      o = m->forward(next, one, p1, &cache, fo);
+      next = o.logits.select(1, 0).argmax(-1).view({1, 1});
+    }
+    decode_tps = double(opt.new_tokens - 1) / (now_s() - td0);
+  }
+  const double bytes_per_token = linear_params(cfg) * 4.0;  // fp32 weights
+  const double bound_tps = read_gbs * 1e9 / bytes_per_token;
+  std::snprintf(line, sizeof line,
+                "decode: %.2f tok/s; bound %.2f tok/s (%.2f GB of fp32 weights per token) = %.0f%% of the bound",
+                decode_tps, bound_tps, bytes_per_token / 1e9, 100.0 * decode_tps / bound_tps);
+  log(line);
+  Json out;
+  out["threads"] = threads;
+  out["device"] = opt.device;
+  out["model"] = source;
+  out["matmul_gflops"] = matmul_gflops;
+  out["read_bandwidth_gbs"] = read_gbs;
+  out["prefill"] = prefill;
+  out["prefill_tokens_per_s"] = prefill[0]["tokens_per_s"];
+  out["prefill_fraction_of_peak"] = prefill[0]["fraction_of_peak"];
+  out["decode_tokens_per_s"] = decode_tps;
+  out["decode_bound_tokens_per_s"] = bound_tps;
+  out["decode_fraction_of_bound"] = decode_tps / bound_tps;
+  out["weight_bytes_per_token"] = bytes_per_token;
+  if (opt.json) std::cout << out.dump(2) << "\n";
+  return 0;
+}
+
+}  // namespace cocom::bench

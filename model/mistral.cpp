@@ -1,0 +1,268 @@
+#include "model/mistral.h"
+
+#include <cmath>
+#include <limits>
+
+#include "common/error.h"
+#include "common/json_util.h"
+
+namespace cocom::model {
+
+at::Tensor dense(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  const int64_t in = w.size(1);
+  if (x.numel() == in) {
+    // One row: matrix-vector product streams the weights at memory bandwidth, unlike
+    // the gemm path (ENVIRONMENT.md trap 6).
+    at::Tensor y = b.defined() ? at::addmv(b, w, x.reshape({in})) : at::mv(w, x.reshape({in}));
+    std::vector<int64_t> shape = x.sizes().vec();
+    shape.back() = w.size(0);
+    return y.view(shape);
+  }
+  return at::linear(x, w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt);
+}
+
+namespace {
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  at::Tensor var = x.pow(2).mean(-1, /*keepdim=*/true);
+  return weight * (x * at::rsqrt(var + eps));
+}
+
+at::Tensor rotate_half(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+// Finds the name prefix under which `model.embed_tokens.weight` lives (plain HF layout: "",
+// PEFT-wrapped: "base_model.model.").
+std::string detect_prefix(const CheckpointFiles& files) {
+  const std::string key = "model.embed_tokens.weight";
+  if (files.has(key)) return "";
+  for (const auto& n : files.names()) {
+    if (n.size() > key.size() && n.compare(n.size() - key.size(), key.size(), key) == 0) {
+      return n.substr(0, n.size() - key.size());
+    }
+  }
+  fail(files.dir(), ": no tensor named 'model.embed_tokens.weight' (or with a prefix such as ",
+       "'base_model.model.'); this does not look like a Mistral/Llama checkpoint");
+}
+
+}  // namespace
+
+std::unique_ptr<MistralModel> MistralModel::load(const std::string& dir, c10::Device device,
+                                                 const LoraSettings& lora) {
+  std::string cfg_path = join_path(dir, "config.json");
+  if (!file_exists(cfg_path)) fail(dir, ": no config.json (is this a Hugging Face model directory?)");
+  Json j = read_json_file(cfg_path);
+  if (detect_arch(j, cfg_path) != Arch::Decoder) {
+    fail(cfg_path, ": describes a BERT encoder, not a Mistral/Llama decoder");
+  }
+  DecoderConfig cfg = DecoderConfig::from_json(j, cfg_path);
+  auto files = CheckpointFiles::open(dir);
+  WeightSource src(*files, detect_prefix(*files), lora);
+  auto model = from_weights(cfg, src, device);
+  src.check_all_used();
+  return model;
+}
+
+std::unique_ptr<MistralModel> MistralModel::from_weights(const DecoderConfig& cfg,
+                                                         TensorProvider& src, c10::Device device) {
+  std::unique_ptr<MistralModel> m(new MistralModel());
+  m->cfg_ = cfg;
+  m->device_ = device;
+  const int64_t H = cfg.hidden_size, V = cfg.vocab_size, I = cfg.intermediate_size;
+  const int64_t d = cfg.head_dim, nq = cfg.num_attention_heads * d,
+                nkv = cfg.num_key_value_heads * d;
+  m->embed_tokens_ = src.get("model.embed_tokens.weight", {V, H}, device);
+  m->final_norm_ = src.get("model.norm.weight", {H}, device);
+  if (src.has("lm_head.weight")) {
+    m->lm_head_ = src.get("lm_head.weight", {V, H}, device);
+  } else if (cfg.tie_word_embeddings) {
+    m->lm_head_ = m->embed_tokens_;
+  } else {
+    fail(src.origin(), ": missing tensor 'lm_head.weight' and config.json has ",
+         "tie_word_embeddings false");
+  }
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    Layer L;
+    L.input_norm = src.get(p + "input_layernorm.weight", {H}, device);
+    L.post_norm = src.get(p + "post_attention_layernorm.weight", {H}, device);
+    at::Tensor q = src.get(p + "self_attn.q_proj.weight", {nq, H}, device);
+    at::Tensor k = src.get(p + "self_attn.k_proj.weight", {nkv, H}, device);
+    at::Tensor v = src.get(p + "self_attn.v_proj.weight", {nkv, H}, device);
+    L.wqkv = at::cat({q, k, v}, 0).contiguous();
+    if (cfg.attention_bias) {
+      L.bqkv = at::cat({src.get(p + "self_attn.q_proj.bias", {nq}, device),
+                        src.get(p + "self_attn.k_proj.bias", {nkv}, device),
+                        src.get(p + "self_attn.v_proj.bias", {nkv}, device)},
+                       0);
+    }
+    L.wo = src.get(p + "self_attn.o_proj.weight", {H, nq}, device);
+    at::Tensor gate = src.get(p + "mlp.gate_proj.weight", {I, H}, device);
+    at::Tensor up = src.get(p + "mlp.up_proj.weight", {I, H}, device);
+    L.w_gate_up = at::cat({gate, up}, 0).contiguous();
+    L.w_down = src.get(p + "mlp.down_proj.weight", {H, I}, device);
+    src.ignore(p + "self_attn.rotary_emb.inv_freq");
+    m->layers_.push_back(std::move(L));
+  }
+  // inv_freq[i] = theta^(-2i/d), computed in fp32 like the reference.
+  at::Tensor idx = at::arange(0, d, 2, at::TensorOptions().dtype(at::kLong)).to(at::kFloat);
+  m->inv_freq_ = (1.0 / at::pow(cfg.rope_theta, idx / static_cast<double>(d))).to(device);
+  return m;
+}
+
+int64_t MistralModel::parameter_count() const { return cfg_.parameter_count(); }
+
+at::Tensor MistralModel::embed(const at::Tensor& input_ids) const {
+  if (input_ids.dim() != 2) {
+    fail("input_ids: expected a [batch, length] tensor, got ", shape_str(input_ids.sizes()));
+  }
+  if (input_ids.numel() > 0) {
+    at::Tensor ids = input_ids.to(at::kCPU);
+    int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+    if (lo < 0 || hi >= cfg_.vocab_size) {
+      int64_t bad = lo < 0 ? lo : hi;
+      at::Tensor where = (ids == bad).nonzero();
+      fail("input_ids: token id ", bad, " at row ", where[0][0].item<int64_t>(), ", position ",
+           where[0][1].item<int64_t>(), " is outside the vocabulary (size ", cfg_.vocab_size, ")");
+    }
+  }
+  return at::embedding(embed_tokens_, input_ids.to(device_, at::kLong));
+}
+
+KVCache MistralModel::make_cache(int64_t batch, int64_t capacity) const {
+  KVCache c;
+  auto opts = at::TensorOptions().dtype(at::kFloat).device(device_);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    c.k.push_back(at::zeros({batch, cfg_.num_key_value_heads, capacity, cfg_.head_dim}, opts));
+    c.v.push_back(at::zeros({batch, cfg_.num_key_value_heads, capacity, cfg_.head_dim}, opts));
+  }
+  c.key_mask = at::zeros({batch, capacity}, at::TensorOptions().dtype(at::kLong).device(device_));
+  c.length = 0;
+  return c;
+}
+
+at::Tensor MistralModel::arange_positions(const at::Tensor& attention_mask) {
+  const int64_t B = attention_mask.size(0), T = attention_mask.size(1);
+  return at::arange(T, attention_mask.options().dtype(at::kLong)).unsqueeze(0).expand({B, T});
+}
+
+at::Tensor MistralModel::cumsum_positions(const at::Tensor& attention_mask) {
+  at::Tensor m = attention_mask.to(at::kLong);
+  return (m.cumsum(-1) - 1).masked_fill(m == 0, 1);
+}
+
+at::Tensor MistralModel::attention(const Layer& L, const at::Tensor& x, const at::Tensor& cos,
+                                   const at::Tensor& sin, const at::Tensor& allowed,
+                                   KVCache* cache, size_t layer_index, int64_t start) const {
+  const int64_t B = x.size(0), T = x.size(1);
+  const int64_t nh = cfg_.num_attention_heads, nkv = cfg_.num_key_value_heads, d = cfg_.head_dim;
+  const int64_t G = nh / nkv;
+  at::Tensor qkv = dense(x, L.wqkv, L.bqkv);
+  at::Tensor q = qkv.narrow(-1, 0, nh * d).view({B, T, nh, d}).transpose(1, 2);
+  at::Tensor k = qkv.narrow(-1, nh * d, nkv * d).view({B, T, nkv, d}).transpose(1, 2);
+  at::Tensor v = qkv.narrow(-1, (nh + nkv) * d, nkv * d).view({B, T, nkv, d}).transpose(1, 2);
+  q = q * cos + rotate_half(q) * sin;
+  k = k * cos + rotate_half(k) * sin;
+  at::Tensor keys = k, values = v;
+  if (cache) {
+    const int64_t S = start + T;
+    cache->k[layer_index].narrow(2, start, T).copy_(k);
+    cache->v[layer_index].narrow(2, start, T).copy_(v);
+    keys = cache->k[layer_index].narrow(2, 0, S);
+    values = cache->v[layer_index].narrow(2, 0, S);
+  }
+  const int64_t S = keys.size(2);
+  // Query head h uses key/value head h / G: group the query heads per kv head.
+  at::Tensor qg = q.reshape({B, nkv, G * T, d});
+  at::Tensor scores = at::matmul(qg, keys.transpose(-1, -2)).mul_(1.0 / std::sqrt(double(d)));
+  scores = scores.view({B, nkv, G, T, S});
+  // Disallowed keys get the lowest float (not -inf) like the reference, so a row with no
+  // visible key (a padding query) gets a uniform softmax instead of NaN.
+  scores.masked_fill_(allowed.logical_not(), std::numeric_limits<float>::lowest());
+  at::Tensor probs = at::softmax(scores, -1).view({B, nkv, G * T, S});
+  at::Tensor out = at::matmul(probs, values).view({B, nkv, G, T, d});
+  out = out.permute({0, 3, 1, 2, 4}).reshape({B, T, nh * d});
+  return dense(out, L.wo);
+}
+
+DecoderOutput MistralModel::forward_embeds(const at::Tensor& inputs_embeds,
+                                           const at::Tensor& attention_mask,
+                                           const at::Tensor& position_ids, KVCache* cache,
+                                           const DecoderForwardOptions& opt) const {
+  if (inputs_embeds.dim() != 3 || inputs_embeds.size(2) != cfg_.hidden_size) {
+    fail("inputs_embeds: expected [batch, length, ", cfg_.hidden_size, "], got ",
+         shape_str(inputs_embeds.sizes()));
+  }
+  const int64_t B = inputs_embeds.size(0), T = inputs_embeds.size(1);
+  if (T == 0) fail("inputs_embeds: empty sequence (at least one position is needed)");
+  if (attention_mask.sizes().vec() != std::vector<int64_t>{B, T}) {
+    fail("attention_mask: expected shape ", shape_str(std::vector<int64_t>{B, T}), ", got ",
+         shape_str(attention_mask.sizes()));
+  }
+  if (position_ids.sizes().vec() != std::vector<int64_t>{B, T}) {
+    fail("position_ids: expected shape ", shape_str(std::vector<int64_t>{B, T}), ", got ",
+         shape_str(position_ids.sizes()));
+  }
+  at::Tensor mask = attention_mask.to(device_, at::kLong);
+  const int64_t start = cache ? cache->length : 0;
+  if (cache) {
+    if (cache->key_mask.size(0) != B) {
+      fail("KV cache: made for batch ", cache->key_mask.size(0), ", used with batch ", B);
+    }
+    if (start + T > cache->capacity()) {
+      fail("KV cache: ", start + T, " positions exceed its capacity of ", cache->capacity());
+    }
+    cache->key_mask.narrow(1, start, T).copy_(mask);
+  }
+  const int64_t S = start + T;
+  at::Tensor key_mask = cache ? cache->key_mask.narrow(1, 0, S) : mask;
+
+  // allowed[b, t, j]: query slot start+t may see key slot j (causal by padded slot index,
+  // sliding window counted in slots, padding keys hidden).
+  auto lopts = at::TensorOptions().dtype(at::kLong).device(device_);
+  at::Tensor qi = at::arange(start, S, lopts).unsqueeze(1);
+  at::Tensor kj = at::arange(0, S, lopts).unsqueeze(0);
+  at::Tensor allowed = kj <= qi;
+  if (cfg_.sliding_window) allowed = allowed.logical_and(qi - kj <= *cfg_.sliding_window);
+  allowed = allowed.unsqueeze(0).logical_and(key_mask.unsqueeze(1) != 0);  // [B, T, S]
+  allowed = allowed.view({B, 1, 1, T, S});
+
+  at::Tensor pos = position_ids.to(device_, at::kFloat).unsqueeze(-1);  // [B, T, 1]
+  at::Tensor freqs = pos * inv_freq_;                                     // [B, T, d/2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);              // [B, 1, T, d]
+  at::Tensor cos = emb.cos(), sin = emb.sin();
+
+  DecoderOutput out;
+  at::Tensor h = inputs_embeds.to(device_, at::kFloat);
+  if (opt.output_hidden_states) out.hidden_states.push_back(h);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const Layer& L = layers_[l];
+    at::Tensor a = attention(L, rms_norm(h, L.input_norm, cfg_.rms_norm_eps), cos, sin, allowed,
+                             cache, l, start);
+    h = h + a;
+    at::Tensor gu = dense(rms_norm(h, L.post_norm, cfg_.rms_norm_eps), L.w_gate_up);
+    const int64_t I = cfg_.intermediate_size;
+    at::Tensor act = at::silu(gu.narrow(-1, 0, I)) * gu.narrow(-1, I, I);
+    h = h + dense(act, L.w_down);
+    if (opt.output_hidden_states && l + 1 < layers_.size()) out.hidden_states.push_back(h);
+  }
+  if (cache) cache->length = S;
+  h = rms_norm(h, final_norm_, cfg_.rms_norm_eps);
+  if (opt.output_hidden_states) out.hidden_states.push_back(h);
+  out.last_hidden_state = h;
+  if (opt.compute_logits) {
+    at::Tensor src = opt.last_logits_only ? h.narrow(1, T - 1, 1) : h;
+    out.logits = dense(src, lm_head_);
+  }
+  return out;
+}
+
+DecoderOutput MistralModel::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                                    const at::Tensor& position_ids, KVCache* cache,
+                                    const DecoderForwardOptions& opt) const {
+  return forward_embeds(embed(input_ids), attention_mask, position_ids, cache, opt);
+}
+
+}  // namespace cocom::model

@@ -1,0 +1,99 @@
+// Mistral / Llama decoder in the Hugging Face formulation (MistralForCausalLM): RMSNorm,
+// rotate-half RoPE, grouped-query attention with optional sliding window, SwiGLU MLP,
+// tied or untied lm_head. Compute is fp32 on CPU.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace cocom::model {
+
+// Pre-allocated key/value cache. Positions are slots in the padded sequence: a batch that
+// was left-padded keeps its pads as masked slots, as Hugging Face does.
+struct KVCache {
+  std::vector<at::Tensor> k, v;  // per layer [B, KV, capacity, head_dim]
+  at::Tensor key_mask;           // [B, capacity] int64, 1 = real token
+  int64_t length = 0;            // slots filled
+  int64_t capacity() const { return key_mask.defined() ? key_mask.size(1) : 0; }
+};
+
+struct DecoderOutput {
+  at::Tensor logits;                      // [B, T, V] (or [B, 1, V] with last_logits_only)
+  std::vector<at::Tensor> hidden_states;  // num_layers + 1 entries when requested
+  at::Tensor last_hidden_state;           // [B, T, H] after the final norm
+};
+
+struct DecoderForwardOptions {
+  bool output_hidden_states = false;
+  bool last_logits_only = false;  // only the final position's logits (generation)
+  bool compute_logits = true;     // false: hidden states only (compressor)
+};
+
+class MistralModel {
+ public:
+  // Loads `dir` (config.json + safetensors). LoRA in PEFT layout is merged on load.
+  static std::unique_ptr<MistralModel> load(const std::string& dir,
+                                            c10::Device device = c10::kCPU,
+                                            const LoraSettings& lora = {});
+  // Builds from an explicit config and weight source (e.g. a COCOM checkpoint's decoder part).
+  static std::unique_ptr<MistralModel> from_weights(const DecoderConfig& cfg, TensorProvider& src,
+                                                    c10::Device device = c10::kCPU);
+
+  const DecoderConfig& config() const { return cfg_; }
+  c10::Device device() const { return device_; }
+  int64_t parameter_count() const;
+
+  // Token embeddings for ids [B, T] (ids are checked against the vocabulary).
+  at::Tensor embed(const at::Tensor& input_ids) const;
+
+  // Forward over inputs_embeds [B, T, H] with attention_mask [B, T] (1 = token, 0 = pad) and
+  // position_ids [B, T]. With a cache, the T new slots are appended after cache->length and
+  // attend to everything cached. Without one, attention covers the T slots only.
+  DecoderOutput forward_embeds(const at::Tensor& inputs_embeds, const at::Tensor& attention_mask,
+                               const at::Tensor& position_ids, KVCache* cache = nullptr,
+                               const DecoderForwardOptions& opt = {}) const;
+  DecoderOutput forward(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                        const at::Tensor& position_ids, KVCache* cache = nullptr,
+                        const DecoderForwardOptions& opt = {}) const;
+
+  KVCache make_cache(int64_t batch, int64_t capacity) const;
+
+  // Position ids as Hugging Face computes them: plain forward uses 0..T-1 for every row
+  // (pads counted); generate() uses cumsum(mask) - 1 with pads set to 1.
+  static at::Tensor arange_positions(const at::Tensor& attention_mask);
+  static at::Tensor cumsum_positions(const at::Tensor& attention_mask);
+
+ private:
+  struct Layer {
+    at::Tensor input_norm, post_norm;
+    at::Tensor wqkv;  // [(H + 2KV) * d, hidden]  q, k and v stacked
+    at::Tensor bqkv;  // optional bias
+    at::Tensor wo;    // [hidden, H * d]
+    at::Tensor w_gate_up;  // [2 * I, hidden]
+    at::Tensor w_down;     // [hidden, I]
+  };
+  MistralModel() = default;
+  at::Tensor attention(const Layer& L, const at::Tensor& x, const at::Tensor& cos,
+                       const at::Tensor& sin, const at::Tensor& mask_bias, KVCache* cache,
+                       size_t layer_index, int64_t start) const;
+
+  DecoderConfig cfg_;
+  c10::Device device_ = c10::kCPU;
+  at::Tensor embed_tokens_;  // [V, H]
+  at::Tensor final_norm_;
+  at::Tensor lm_head_;  // [V, H] (same storage as embed_tokens_ when tied)
+  at::Tensor inv_freq_;
+  std::vector<Layer> layers_;
+};
+
+// y = x W^T (+ b) choosing the kernel that streams weights fastest for one-row inputs
+// (ENVIRONMENT.md trap 6).
+at::Tensor dense(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {});
+
+}  // namespace cocom::model

@@ -1,0 +1,249 @@
+// cocom info / forward / complete / model init
+#include <cstdio>
+#include <iostream>
+#include <set>
+
+#include "common/error.h"
+#include "model/checkpoint_io.h"
+#include "model/generation.h"
+#include "model/safetensors.h"
+#include "tools/commands.h"
+
+namespace cocom::cli {
+
+namespace {
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) {
+    b /= 1024;
+    ++u;
+  }
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f %s", b, units[u]);
+  return buf;
+}
+
+}  // namespace
+
+int cmd_info(const GlobalOptions& g, const InfoArgs& a) {
+  c10::Device dev = setup_runtime(g);
+  AnyModel m = load_any_model(a.model, dev);
+  auto files = model::CheckpointFiles::open(a.model);
+  std::set<std::string> dtypes;
+  int64_t stored = 0;
+  for (const auto& n : files->names()) {
+    const auto& ti = files->info(n);
+    dtypes.insert(model::dtype_name(ti.dtype));
+    stored += ti.numel();
+  }
+  Json out;
+  out["model"] = a.model;
+  out["load_seconds"] = m.load_seconds;
+  out["stored_parameters"] = stored;
+  out["checkpoint_bytes"] = files->total_bytes();
+  out["dtypes"] = std::vector<std::string>(dtypes.begin(), dtypes.end());
+  out["compute_dtype"] = "float32";
+  out["device"] = g.device;
+  if (m.arch == model::Arch::Decoder) {
+    const auto& c = m.decoder->config();
+    out["architecture"] = c.model_type == "llama" ? "LlamaForCausalLM" : "MistralForCausalLM";
+    out["config"] = c.to_json();
+    out["parameters"] = c.parameter_count();
+  } else {
+    const auto& c = m.bert->config();
+    out["architecture"] = "BertModel";
+    out["config"] = c.to_json();
+    out["parameters"] = c.parameter_count() - (m.bert->has_pooler() ? 0 : c.hidden_size * (c.hidden_size + 1));
+  }
+  std::string tok_dir;
+  try {
+    tok_dir = find_tokenizer_dir(a.model);
+  } catch (const Error&) {
+  }
+  if (!tok_dir.empty()) {
+    auto tok = model::load_tokenizer(tok_dir);
+    Json t;
+    t["dir"] = tok_dir;
+    t["kind"] = tok->kind();
+    t["size"] = tok->size();
+    t["special_tokens"] = tok->special_tokens();
+    t["bos_id"] = tok->bos_id();
+    t["eos_id"] = tok->eos_id();
+    t["pad_id"] = tok->pad_id();
+    t["unk_id"] = tok->unk_id();
+    out["tokenizer"] = t;
+  }
+  if (a.json) {
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  const Json& c = out["config"];
+  std::cout << "model:        " << a.model << "\n"
+            << "architecture: " << out["architecture"].get<std::string>() << "\n";
+  if (m.arch == model::Arch::Decoder) {
+    std::cout << "layers:       " << c["num_hidden_layers"] << "  hidden " << c["hidden_size"]
+              << "  intermediate " << c["intermediate_size"] << "\n"
+              << "heads:        " << c["num_attention_heads"] << " query, "
+              << c["num_key_value_heads"] << " key/value (head_dim "
+              << m.decoder->config().head_dim << ")\n"
+              << "rope_theta:   " << c["rope_theta"] << "  sliding_window " << c["sliding_window"]
+              << "  tied lm_head " << c["tie_word_embeddings"] << "\n";
+  } else {
+    std::cout << "layers:       " << c["num_hidden_layers"] << "  hidden " << c["hidden_size"]
+              << "  intermediate " << c["intermediate_size"] << "  heads "
+              << c["num_attention_heads"] << "\n"
+              << "positions:    " << c["max_position_embeddings"] << "  token types "
+              << c["type_vocab_size"] << "  pooler " << (m.bert->has_pooler() ? "yes" : "no")
+              << "\n";
+  }
+  std::cout << "vocabulary:   " << c["vocab_size"] << "\n"
+            << "parameters:   " << out["parameters"] << " (stored " << stored << ")\n"
+            << "checkpoint:   " << human_bytes(static_cast<double>(files->total_bytes())) << ", dtypes";
+  for (const auto& d : dtypes) std::cout << " " << d;
+  std::cout << " (computed in float32 on " << g.device << ")\n";
+  if (out.contains("tokenizer")) {
+    const Json& t = out["tokenizer"];
+    std::cout << "tokenizer:    " << t["kind"].get<std::string>() << ", " << t["size"]
+              << " tokens, bos " << t["bos_id"] << " eos " << t["eos_id"] << " pad " << t["pad_id"]
+              << " unk " << t["unk_id"] << "\n"
+              << "special:     ";
+    for (const auto& s : t["special_tokens"]) std::cout << " " << s.get<std::string>();
+    std::cout << "\n";
+  } else {
+    std::cout << "tokenizer:    none found in the model directory\n";
+  }
+  std::printf("load time:    %.3f s\n", m.load_seconds);
+  return 0;
+}
+
+int cmd_forward(const GlobalOptions& g, const ForwardArgs& a) {
+  c10::Device dev = setup_runtime(g);
+  IdBatch in = read_id_batch(a.in);
+  AnyModel m = load_any_model(a.model, dev);
+  model::NamedTensors outs;
+  if (m.arch == model::Arch::Decoder) {
+    if (in.token_type_ids.defined()) fail(a.in, ": token_type_ids is only valid for BERT models");
+    // A plain forward call counts positions 0..T-1 including left padding, as Hugging Face's
+    // forward() without position_ids does; pass position_ids to override.
+    at::Tensor pos = in.position_ids.defined()
+                         ? in.position_ids
+                         : model::MistralModel::arange_positions(in.attention_mask);
+    model::DecoderForwardOptions fo;
+    fo.output_hidden_states = a.hidden_states;
+    model::DecoderOutput o = m.decoder->forward(in.input_ids, in.attention_mask, pos, nullptr, fo);
+    outs.push_back({"logits", o.logits});
+    if (a.hidden_states) outs.push_back({"hidden_states", at::stack(o.hidden_states, 0)});
+  } else {
+    if (in.position_ids.defined()) fail(a.in, ": position_ids is not accepted for BERT models");
+    model::BertOutput o =
+        m.bert->forward(in.input_ids, in.attention_mask, in.token_type_ids, a.hidden_states);
+    outs.push_back({"last_hidden_state", o.last_hidden_state});
+    if (o.pooler_output.defined()) outs.push_back({"pooler_output", o.pooler_output});
+    if (a.hidden_states) outs.push_back({"hidden_states", at::stack(o.hidden_states, 0)});
+  }
+  outs.push_back({"input_ids", in.input_ids});
+  outs.push_back({"attention_mask", in.attention_mask});
+  model::write_tensors(a.out, outs);
+  std::fprintf(stderr, "wrote %s (%lld x %lld tokens)\n", a.out.c_str(),
+               static_cast<long long>(in.input_ids.size(0)),
+               static_cast<long long>(in.input_ids.size(1)));
+  return 0;
+}
+
+int cmd_complete(const GlobalOptions& g, const CompleteArgs& a) {
+  c10::Device dev = setup_runtime(g);
+  if (a.in.empty() == a.prompt.empty()) {
+    fail("complete: give either --in FILE.json or a prompt text (not both)");
+  }
+  if (!a.in.empty() && a.out.empty()) fail("complete: --in needs --out FILE.json");
+  model::SamplingOptions so;
+  so.max_new_tokens = a.max_new_tokens;
+  so.temperature = a.temperature;
+  so.top_p = a.top_p;
+  so.top_k = a.top_k;
+  so.seed = a.seed;
+  if (a.in.empty()) {
+    // Text mode: tokenize, stream the continuation to stdout, timings to stderr.
+    auto tok = model::load_tokenizer(a.tokenizer.empty() ? find_tokenizer_dir(a.model) : a.tokenizer);
+    AnyModel m = load_any_model(a.model, dev);
+    if (!m.decoder) fail(a.model, ": complete needs a decoder model, this is a BERT encoder");
+    std::vector<int64_t> ids = tok->encode(a.prompt, /*add_special_tokens=*/true);
+    if (ids.empty()) fail("complete: the prompt encodes to no tokens");
+    if (tok->eos_id() >= 0) so.eos_id = tok->eos_id();
+    at::Tensor input = at::tensor(ids, at::kLong).view({1, -1});
+    std::vector<int64_t> generated;
+    std::string printed;
+    auto on_token = [&](int64_t, const at::Tensor& next) {
+      int64_t id = next[0].item<int64_t>();
+      if (id == so.eos_id.value_or(m.decoder->config().eos_token_id)) return true;
+      generated.push_back(id);
+      std::string text = tok->decode(generated, /*skip_special_tokens=*/true);
+      // Print only what is new; an incomplete UTF-8 sequence decodes as U+FFFD and is held back.
+      if (text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0 &&
+          text.find("\xEF\xBF\xBD", printed.size()) == std::string::npos) {
+        std::cout << text.substr(printed.size()) << std::flush;
+        printed = text;
+      }
+      return true;
+    };
+    model::GenerationResult r =
+        model::generate_from_ids(*m.decoder, input, at::ones_like(input), so, on_token);
+    std::string final_text = tok->decode(generated, true);
+    if (final_text.size() > printed.size() && final_text.compare(0, printed.size(), printed) == 0) {
+      std::cout << final_text.substr(printed.size());
+    }
+    std::cout << std::endl;
+    const int64_t n = r.tokens.size(1);
+    std::fprintf(stderr, "[%lld prompt tokens, %lld new; load %.2f s, prefill %.1f tok/s, decode %.1f tok/s]\n",
+                 static_cast<long long>(r.prompt_tokens), static_cast<long long>(n), m.load_seconds,
+                 r.prefill_seconds > 0 ? r.prompt_tokens / r.prefill_seconds : 0.0,
+                 n > 1 && r.decode_seconds > 0 ? (n - 1) / r.decode_seconds : 0.0);
+    return 0;
+  }
+  IdBatch in = read_id_batch(a.in);
+  AnyModel m = load_any_model(a.model, dev);
+  if (!m.decoder) fail(a.model, ": complete needs a decoder model, this is a BERT encoder");
+  model::GenerationResult r = model::generate_from_ids(*m.decoder, in.input_ids, in.attention_mask, so);
+  Json out;
+  out["generated_ids"] = tensor_to_json(r.tokens);
+  out["prompt_tokens"] = r.prompt_tokens;
+  out["prefill_seconds"] = r.prefill_seconds;
+  out["decode_seconds"] = r.decode_seconds;
+  write_json_file(a.out, out);
+  std::fprintf(stderr, "wrote %s (%lld rows, %lld new tokens each at most)\n", a.out.c_str(),
+               static_cast<long long>(r.tokens.size(0)), static_cast<long long>(r.tokens.size(1)));
+  return 0;
+}
+
+int cmd_model_init(const GlobalOptions& g, const InitArgs& a) {
+  setup_runtime(g);
+  model::DType dt;
+  if (a.dtype == "bf16") dt = model::DType::BF16;
+  else if (a.dtype == "fp16") dt = model::DType::F16;
+  else if (a.dtype == "fp32") dt = model::DType::F32;
+  else fail("--dtype ", a.dtype, ": expected bf16, fp16 or fp32");
+  if (file_exists(join_path(a.out, "model.safetensors")) ||
+      file_exists(join_path(a.out, "config.json"))) {
+    fail("--out ", a.out, ": already holds a checkpoint; choose an empty directory");
+  }
+  Json j = read_json_file(a.config);
+  Stopwatch sw;
+  int64_t params = 0;
+  if (a.arch == "mistral") {
+    if (!j.contains("model_type")) j["model_type"] = "mistral";
+    params = model::write_random_decoder(model::DecoderConfig::from_json(j, a.config), a.out, a.seed, dt);
+  } else if (a.arch == "bert") {
+    if (!j.contains("model_type")) j["model_type"] = "bert";
+    params = model::write_random_bert(model::BertConfig::from_json(j, a.config), a.out, a.seed, dt);
+  } else {
+    fail("--arch ", a.arch, ": expected mistral or bert");
+  }
+  std::fprintf(stderr, "wrote %s: %lld parameters (%s, seed %llu) in %.1f s\n", a.out.c_str(),
+               static_cast<long long>(params), a.dtype.c_str(),
+               static_cast<unsigned long long>(a.seed), sw.seconds());
+  return 0;
+}
+
+}  // namespace cocom::cli
