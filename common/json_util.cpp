@@ -62,6 +62,9 @@ Json parse_json_text(const std::string& text, const std::string& origin) {
     return Json::parse(text);
   } catch (const Json::parse_error& e) {
     fail(origin, ": invalid JSON at byte ", std::to_string(e.byte), ": ", e.what());
+  } catch (const Json::exception& e) {
+    // e.g. out_of_range 406: a number literal too large for a double ("1e400").
+    fail(origin, ": invalid JSON: ", e.what());
   }
 }
 
