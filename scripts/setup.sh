@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One-command set-up on Debian 12: installs the Debian packages cocom needs (only those
+# missing), then configures and builds a Release build in ./build. Idempotent; quick when
+# nothing changed.
+#   scripts/setup.sh            install + build
+#   BUILD_DIR=dir BUILD_TYPE=Debug scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUILD_DIR=${BUILD_DIR:-build}
+BUILD_TYPE=${BUILD_TYPE:-Release}
+JOBS=${JOBS:-$(nproc)}
+
+PACKAGES=(
+  cmake g++ make pkg-config
+  libtorch-dev          # tensor runtime (CPU build, 1.13)
+  libopenblas0-pthread  # fast BLAS: libtorch otherwise uses the reference BLAS (~25x slower)
+  libfaiss-dev librocksdb-dev
+  libsentencepiece-dev sentencepiece
+  libspdlog-dev nlohmann-json3-dev libcli11-dev libutf8proc-dev
+  libgtest-dev
+  python3 python3-numpy # the fixture checker used by the tests
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  if [[ $(id -u) != 0 ]]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# libtorch must resolve libblas.so.3 to OpenBLAS (ENVIRONMENT.md, trap 1).
+blas=$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null || true)
+if [[ -n $blas && $blas != *openblas* ]]; then
+  echo "setup: warning: libblas.so.3 resolves to $blas, not OpenBLAS; matmuls will be slow" >&2
+  echo "       (fix: update-alternatives --config libblas.so.3-x86_64-linux-gnu)" >&2
+fi
+
+if [[ ! -f $BUILD_DIR/CMakeCache.txt ]]; then
+  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE="$BUILD_TYPE"
+fi
+cmake --build "$BUILD_DIR" -j "$JOBS"
+echo "setup: built $BUILD_DIR/bin/cocom"
