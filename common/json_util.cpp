@@ -75,6 +75,13 @@ void write_json_file(const std::string& path, const Json& j, int indent) {
 }
 
 namespace {
+// A value quoted in an error message, cut short so a hostile file cannot flood the message.
+std::string quote_value(const Json& v) {
+  std::string s = v.dump(-1, ' ', false, Json::error_handler_t::replace);
+  if (s.size() > 80) s = s.substr(0, 77) + "...";
+  return s;
+}
+
 const Json* find_field(const Json& j, const std::string& key, const std::string& origin) {
   if (!j.is_object()) fail(origin, ": expected a JSON object at the top level");
   auto it = j.find(key);
@@ -91,7 +98,7 @@ int64_t as_int(const Json& v, const std::string& key, const std::string& origin)
       return static_cast<int64_t>(d);
     }
   }
-  fail(origin, ": field '", key, "' must be an integer (got ", v.dump(), ")");
+  fail(origin, ": field '", key, "' must be an integer (got ", quote_value(v), ")");
 }
 }  // namespace
 
@@ -118,14 +125,14 @@ double json_number_or(const Json& j, const std::string& key, double dflt,
                       const std::string& origin) {
   const Json* v = find_field(j, key, origin);
   if (!v) return dflt;
-  if (!v->is_number()) fail(origin, ": field '", key, "' must be a number (got ", v->dump(), ")");
+  if (!v->is_number()) fail(origin, ": field '", key, "' must be a number (got ", quote_value(*v), ")");
   return v->get<double>();
 }
 
 bool json_bool_or(const Json& j, const std::string& key, bool dflt, const std::string& origin) {
   const Json* v = find_field(j, key, origin);
   if (!v) return dflt;
-  if (!v->is_boolean()) fail(origin, ": field '", key, "' must be true or false (got ", v->dump(), ")");
+  if (!v->is_boolean()) fail(origin, ": field '", key, "' must be true or false (got ", quote_value(*v), ")");
   return v->get<bool>();
 }
 
@@ -133,7 +140,7 @@ std::string json_string_or(const Json& j, const std::string& key, const std::str
                            const std::string& origin) {
   const Json* v = find_field(j, key, origin);
   if (!v) return dflt;
-  if (!v->is_string()) fail(origin, ": field '", key, "' must be a string (got ", v->dump(), ")");
+  if (!v->is_string()) fail(origin, ": field '", key, "' must be a string (got ", quote_value(*v), ")");
   return v->get<std::string>();
 }
 

@@ -1,6 +1,7 @@
 #include "model/config.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <vector>
 
@@ -118,6 +119,14 @@ void DecoderConfig::validate(const std::string& origin) const {
   if (!(rope_theta > 0) || !std::isfinite(rope_theta)) {
     fail(origin, ": field 'rope_theta' must be a positive number");
   }
+  if (bos_token_id < 0 || bos_token_id >= vocab_size) {
+    fail(origin, ": field 'bos_token_id' (", bos_token_id, ") is outside the vocabulary (",
+         vocab_size, ")");
+  }
+  if (eos_token_id < 0 || eos_token_id >= vocab_size) {
+    fail(origin, ": field 'eos_token_id' (", eos_token_id, ") is outside the vocabulary (",
+         vocab_size, ")");
+  }
   if (sliding_window && *sliding_window <= 0) {
     fail(origin, ": field 'sliding_window' must be positive or null (got ", *sliding_window, ")");
   }
@@ -143,6 +152,7 @@ Json DecoderConfig::to_json() const {
   j["rope_theta"] = rope_theta;
   j["sliding_window"] = sliding_window ? Json(*sliding_window) : Json(nullptr);
   j["tie_word_embeddings"] = tie_word_embeddings;
+  if (attention_bias) j["attention_bias"] = true;
   j["hidden_act"] = "silu";
   j["bos_token_id"] = bos_token_id;
   j["eos_token_id"] = eos_token_id;
@@ -192,6 +202,10 @@ void BertConfig::validate(const std::string& origin) const {
   if (hidden_size % num_attention_heads != 0) {
     fail(origin, ": hidden_size (", hidden_size, ") must be a multiple of num_attention_heads (",
          num_attention_heads, ")");
+  }
+  if (pad_token_id < 0 || pad_token_id >= vocab_size) {
+    fail(origin, ": field 'pad_token_id' (", pad_token_id, ") is outside the vocabulary (",
+         vocab_size, ")");
   }
   if (hidden_act != "gelu") {
     fail(origin, ": field 'hidden_act' is '", hidden_act, "'; only exact (erf) gelu is supported");

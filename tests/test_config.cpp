@@ -187,6 +187,24 @@ TEST_F(ConfigHostile, NumberBeyondDouble) {
   expect_bert_error(write(R"({"vocab_size": -1e999})"), {"invalid JSON"});
 }
 
+TEST_F(ConfigHostile, SpecialTokenIdsOutsideTheVocabulary) {
+  expect_decoder_error(decoder_with({{"eos_token_id", 1004}}), {"eos_token_id", "1004"});
+  expect_decoder_error(decoder_with({{"bos_token_id", -1}}), {"bos_token_id"});
+  expect_bert_error(bert_with({{"pad_token_id", 5000}}), {"pad_token_id"});
+}
+
+TEST_F(ConfigHostile, HugeValuesAreQuotedShort) {
+  std::string big(5000, 'x');
+  std::string m = error_of([&] { DecoderConfig::load(decoder_with({{"hidden_size", big}})); });
+  EXPECT_HAS(m, "hidden_size");
+  EXPECT_LT(m.size(), 400u) << m;
+}
+
+TEST_F(ConfigHostile, AttentionBiasSurvivesToJson) {
+  DecoderConfig c = DecoderConfig::load(decoder_with({{"attention_bias", true}}));
+  EXPECT_TRUE(DecoderConfig::from_json(c.to_json(), "round trip").attention_bias);
+}
+
 TEST_F(ConfigHostile, NotAnObject) {
   std::string p = write("[1, 2, 3]");
   expect_decoder_error(p, {"JSON object"});
