@@ -41,6 +41,8 @@ class Tokenizer {
 
   // Size of the full vocabulary including added tokens (= len(tokenizer) in Python).
   virtual int64_t size() const = 0;
+  // nullopt when the token is neither in the base vocabulary nor an added token (no fallback
+  // to the unknown token).
   virtual std::optional<int64_t> token_to_id(const std::string& token) const = 0;
   // Throws cocom::Error for an id out of range.
   virtual std::string id_to_token(int64_t id) const = 0;
@@ -55,6 +57,8 @@ class Tokenizer {
 
   // Batch encoding with padding, truncation and pad_to_multiple_of, as the Hugging Face
   // __call__ does for a list of texts. Throws when padding is needed and pad_id() is -1.
+  // Truncation keeps the special tokens and cuts the text's tokens (as transformers does, a
+  // row is left whole when max_length is smaller than its special tokens alone).
   BatchEncoding encode_batch(const std::vector<std::string>& texts,
                              const BatchEncodeOptions& opt) const;
 };
