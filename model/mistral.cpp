@@ -1,5 +1,7 @@
 #include "model/mistral.h"
 
+#include <omp.h>
+
 #include <cmath>
 #include <limits>
 
@@ -22,6 +24,29 @@ at::Tensor dense(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) 
 }
 
 namespace {
+
+// For single-token steps every element-wise op is tiny, so ATen's OpenMP workers would only
+// wake up, spin, and steal the cores that the BLAS threads need for the weight-streaming
+// matrix-vector products. This keeps the calling thread's OpenMP regions to one thread for the
+// duration of such a step (omp_set_num_threads is per calling thread).
+class SerialElementwiseScope {
+ public:
+  explicit SerialElementwiseScope(bool active) : active_(active) {
+    if (active_) {
+      saved_ = omp_get_max_threads();
+      omp_set_num_threads(1);
+    }
+  }
+  ~SerialElementwiseScope() {
+    if (active_) omp_set_num_threads(saved_);
+  }
+  SerialElementwiseScope(const SerialElementwiseScope&) = delete;
+  SerialElementwiseScope& operator=(const SerialElementwiseScope&) = delete;
+
+ private:
+  bool active_;
+  int saved_ = 1;
+};
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   at::Tensor var = x.pow(2).mean(-1, /*keepdim=*/true);
@@ -206,6 +231,7 @@ DecoderOutput MistralModel::forward_embeds(const at::Tensor& inputs_embeds,
          shape_str(position_ids.sizes()));
   }
   at::Tensor mask = attention_mask.to(device_, at::kLong);
+  SerialElementwiseScope serial(device_.is_cpu() && B * T <= 4);
   const int64_t start = cache ? cache->length : 0;
   if (cache) {
     if (cache->key_mask.size(0) != B) {
