@@ -54,7 +54,8 @@ model::DecoderConfig tinyllama_shape() {
 // Weights of the linear layers read once per decoded token (embedding rows are not).
 double linear_params(const model::DecoderConfig& c) {
   double H = double(c.hidden_size), I = double(c.intermediate_size);
-  double q = double(c.num_attention_heads * c.head_dim), kv = double(c.num_key_value_heads * c.head_dim);
+  double q = double(c.num_attention_heads * c.head_dim),
+         kv = double(c.num_key_value_heads * c.head_dim);
   double per_layer = H * q + 2 * H * kv + q * H + 3 * H * I;
   return per_layer * double(c.num_hidden_layers) + double(c.vocab_size) * H;
 }
@@ -62,11 +63,13 @@ double linear_params(const model::DecoderConfig& c) {
 // FLOPs of a prefill over n tokens computing logits for the last position only.
 double prefill_flops(const model::DecoderConfig& c, double n) {
   double H = double(c.hidden_size), I = double(c.intermediate_size);
-  double q = double(c.num_attention_heads * c.head_dim), kv = double(c.num_key_value_heads * c.head_dim);
+  double q = double(c.num_attention_heads * c.head_dim),
+         kv = double(c.num_key_value_heads * c.head_dim);
   double per_tok_layer = 2 * (H * q + 2 * H * kv + q * H + 3 * H * I);
   // Scores and weighted sum over all n keys (the engine computes the full square, masked).
   double attn_layer = 2 * 2 * n * n * q;
-  return double(c.num_hidden_layers) * (per_tok_layer * n + attn_layer) + 2 * double(c.vocab_size) * H;
+  return double(c.num_hidden_layers) * (per_tok_layer * n + attn_layer) +
+         2 * double(c.vocab_size) * H;
 }
 
 // Streams `data` once with all threads (8 independent accumulators per thread so the adds
@@ -111,7 +114,8 @@ int run_runtime_bench(const RuntimeBenchOptions& opt) {
   const double matmul_gflops = 2.0 * M * K * N / t_mm / 1e9;
   at::Tensor big = at::ones({int64_t(256) << 20});  // 1 GiB of fp32, far beyond the caches
   volatile float sink = 0;
-  double t_rd = best_time(5, [&] { sink = sink + stream_read(big.data_ptr<float>(), big.numel()); });
+  double t_rd =
+      best_time(5, [&] { sink = sink + stream_read(big.data_ptr<float>(), big.numel()); });
   const double stream_gbs = double(big.numel()) * 4 / t_rd / 1e9;
   // The matrix-vector kernel decode uses, on a 1 GiB matrix: on this VM it sometimes streams
   // faster than the plain loop, so the bandwidth limit is the best of the two.
@@ -135,20 +139,24 @@ int run_runtime_bench(const RuntimeBenchOptions& opt) {
     m = model::MistralModel::load(opt.model, dev);
     source = opt.model;
   } else {
-    model::DecoderConfig cfg = opt.config.empty() ? tinyllama_shape() : model::DecoderConfig::load(opt.config);
+    model::DecoderConfig cfg =
+        opt.config.empty() ? tinyllama_shape() : model::DecoderConfig::load(opt.config);
     model::RandomWeights rnd(opt.seed);
     m = model::MistralModel::from_weights(cfg, rnd, dev);
     source = opt.config.empty() ? "random TinyLlama shape" : "random weights, " + opt.config;
   }
   const model::DecoderConfig& cfg = m->config();
-  std::snprintf(line, sizeof line, "model: %s (%d layers, hidden %d, %.0fM params), built in %.1f s",
-                source.c_str(), int(cfg.num_hidden_layers), int(cfg.hidden_size),
-                cfg.parameter_count() / 1e6, now_s() - t0);
+  std::snprintf(line, sizeof line,
+                "model: %s (%d layers, hidden %d, %.0fM params), built in %.1f s", source.c_str(),
+                int(cfg.num_hidden_layers), int(cfg.hidden_size), cfg.parameter_count() / 1e6,
+                now_s() - t0);
   log(line);
 
   std::vector<int64_t> lengths;
-  if (opt.prompt_tokens > 0) lengths = {opt.prompt_tokens};
-  else lengths = {656, 56};
+  if (opt.prompt_tokens > 0)
+    lengths = {opt.prompt_tokens};
+  else
+    lengths = {656, 56};
   Json prefill = Json::array();
   double decode_tps = 0;
   for (int64_t n : lengths) {
@@ -172,10 +180,11 @@ int run_runtime_bench(const RuntimeBenchOptions& opt) {
     p["gflops"] = flops / t_prefill / 1e9;
     p["fraction_of_peak"] = flops / t_prefill / 1e9 / matmul_gflops;
     prefill.push_back(p);
-    std::snprintf(line, sizeof line,
-                  "prefill %5lld tokens: %.3f s, %.1f tok/s, %.1f GFLOP/s = %.0f%% of the matmul rate",
-                  static_cast<long long>(n), t_prefill, double(n) / t_prefill,
-                  flops / t_prefill / 1e9, 100.0 * flops / t_prefill / 1e9 / matmul_gflops);
+    std::snprintf(
+        line, sizeof line,
+        "prefill %5lld tokens: %.3f s, %.1f tok/s, %.1f GFLOP/s = %.0f%% of the matmul rate",
+        static_cast<long long>(n), t_prefill, double(n) / t_prefill, flops / t_prefill / 1e9,
+        100.0 * flops / t_prefill / 1e9 / matmul_gflops);
     log(line);
     if (n != lengths.front()) continue;
     // Decode: one token at a time after this prompt, KV cache in place.
@@ -196,7 +205,8 @@ int run_runtime_bench(const RuntimeBenchOptions& opt) {
   const double bytes_per_token = linear_params(cfg) * 4.0;  // fp32 weights
   const double bound_tps = read_gbs * 1e9 / bytes_per_token;
   std::snprintf(line, sizeof line,
-                "decode: %.2f tok/s; bound %.2f tok/s (%.2f GB of fp32 weights per token) = %.0f%% of the bound",
+                "decode: %.2f tok/s; bound %.2f tok/s (%.2f GB of fp32 weights per token) = %.0f%% "
+                "of the bound",
                 decode_tps, bound_tps, bytes_per_token / 1e9, 100.0 * decode_tps / bound_tps);
   log(line);
   Json out;

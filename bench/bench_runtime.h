@@ -9,8 +9,8 @@
 namespace cocom::bench {
 
 struct RuntimeBenchOptions {
-  std::string config;  // decoder config.json; empty = TinyLlama shape
-  std::string model;   // checkpoint directory to load instead of random weights
+  std::string config;         // decoder config.json; empty = TinyLlama shape
+  std::string model;          // checkpoint directory to load instead of random weights
   int64_t prompt_tokens = 0;  // 0 = both 656 and 56 (COCOM's uncompressed vs x16 prompts)
   int64_t new_tokens = 32;
   int repeat = 3;

@@ -125,14 +125,16 @@ double json_number_or(const Json& j, const std::string& key, double dflt,
                       const std::string& origin) {
   const Json* v = find_field(j, key, origin);
   if (!v) return dflt;
-  if (!v->is_number()) fail(origin, ": field '", key, "' must be a number (got ", quote_value(*v), ")");
+  if (!v->is_number())
+    fail(origin, ": field '", key, "' must be a number (got ", quote_value(*v), ")");
   return v->get<double>();
 }
 
 bool json_bool_or(const Json& j, const std::string& key, bool dflt, const std::string& origin) {
   const Json* v = find_field(j, key, origin);
   if (!v) return dflt;
-  if (!v->is_boolean()) fail(origin, ": field '", key, "' must be true or false (got ", quote_value(*v), ")");
+  if (!v->is_boolean())
+    fail(origin, ": field '", key, "' must be true or false (got ", quote_value(*v), ")");
   return v->get<bool>();
 }
 
@@ -140,7 +142,8 @@ std::string json_string_or(const Json& j, const std::string& key, const std::str
                            const std::string& origin) {
   const Json* v = find_field(j, key, origin);
   if (!v) return dflt;
-  if (!v->is_string()) fail(origin, ": field '", key, "' must be a string (got ", quote_value(*v), ")");
+  if (!v->is_string())
+    fail(origin, ": field '", key, "' must be a string (got ", quote_value(*v), ")");
   return v->get<std::string>();
 }
 

@@ -36,7 +36,8 @@ std::string detect_bert_prefix(const CheckpointFiles& files) {
 
 std::unique_ptr<BertModel> BertModel::load(const std::string& dir, c10::Device device) {
   std::string cfg_path = join_path(dir, "config.json");
-  if (!file_exists(cfg_path)) fail(dir, ": no config.json (is this a Hugging Face model directory?)");
+  if (!file_exists(cfg_path))
+    fail(dir, ": no config.json (is this a Hugging Face model directory?)");
   Json j = read_json_file(cfg_path);
   if (detect_arch(j, cfg_path) != Arch::Bert) {
     fail(cfg_path, ": describes a decoder, not a BERT encoder");
@@ -60,7 +61,8 @@ std::unique_ptr<BertModel> BertModel::from_weights(const BertConfig& cfg, Tensor
   m->device_ = device;
   const int64_t H = cfg.hidden_size, I = cfg.intermediate_size;
   m->word_ = src.get("embeddings.word_embeddings.weight", {cfg.vocab_size, H}, device);
-  m->pos_ = src.get("embeddings.position_embeddings.weight", {cfg.max_position_embeddings, H}, device);
+  m->pos_ =
+      src.get("embeddings.position_embeddings.weight", {cfg.max_position_embeddings, H}, device);
   m->type_ = src.get("embeddings.token_type_embeddings.weight", {cfg.type_vocab_size, H}, device);
   m->emb_ln_w_ = get_ln(src, "embeddings.LayerNorm", "weight", H, device);
   m->emb_ln_b_ = get_ln(src, "embeddings.LayerNorm", "bias", H, device);
@@ -105,8 +107,8 @@ BertOutput BertModel::forward(const at::Tensor& input_ids, const at::Tensor& att
   const int64_t nh = cfg_.num_attention_heads, d = H / nh;
   if (T == 0) fail("input_ids: empty sequence");
   if (T > cfg_.max_position_embeddings) {
-    fail("input_ids: length ", T, " exceeds max_position_embeddings (", cfg_.max_position_embeddings,
-         ")");
+    fail("input_ids: length ", T, " exceeds max_position_embeddings (",
+         cfg_.max_position_embeddings, ")");
   }
   if (attention_mask.sizes() != input_ids.sizes()) {
     fail("attention_mask: expected shape ", shape_str(input_ids.sizes()), ", got ",

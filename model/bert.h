@@ -32,11 +32,13 @@ class BertModel {
 
   // input_ids / attention_mask [B, T]; token_type_ids may be undefined (zeros).
   BertOutput forward(const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                     const at::Tensor& token_type_ids = {}, bool output_hidden_states = false) const;
+                     const at::Tensor& token_type_ids = {},
+                     bool output_hidden_states = false) const;
 
   // Sentence embeddings for retrieval: the [CLS] row, or the mean over real tokens.
   static at::Tensor cls_pool(const at::Tensor& last_hidden_state);
-  static at::Tensor mean_pool(const at::Tensor& last_hidden_state, const at::Tensor& attention_mask);
+  static at::Tensor mean_pool(const at::Tensor& last_hidden_state,
+                              const at::Tensor& attention_mask);
 
  private:
   struct Layer {

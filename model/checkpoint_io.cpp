@@ -60,8 +60,8 @@ void add_tensor(SafetensorsWriter& w, const std::string& name, const at::Tensor&
   }
 }
 
-int64_t write_random(const TensorSpecs& specs, const std::string& dir,
-                     uint64_t seed, DType dtype, Json config_json) {
+int64_t write_random(const TensorSpecs& specs, const std::string& dir, uint64_t seed, DType dtype,
+                     Json config_json) {
   make_dirs(dir);
   RandomWeights rnd(seed);
   SafetensorsWriter w;
@@ -73,7 +73,7 @@ int64_t write_random(const TensorSpecs& specs, const std::string& dir,
   }
   w.set_metadata("format", "pt");
   w.write(join_path(dir, "model.safetensors"));
-  config_json["torch_dtype"] = dtype == DType::BF16 ? "bfloat16"
+  config_json["torch_dtype"] = dtype == DType::BF16  ? "bfloat16"
                                : dtype == DType::F16 ? "float16"
                                                      : "float32";
   write_json_file(join_path(dir, "config.json"), config_json);

@@ -215,7 +215,9 @@ void BertConfig::validate(const std::string& origin) const {
   }
 }
 
-BertConfig BertConfig::load(const std::string& path) { return from_json(read_json_file(path), path); }
+BertConfig BertConfig::load(const std::string& path) {
+  return from_json(read_json_file(path), path);
+}
 
 Json BertConfig::to_json() const {
   Json j;

@@ -77,7 +77,8 @@ std::string detect_prefix(const CheckpointFiles& files) {
 std::unique_ptr<MistralModel> MistralModel::load(const std::string& dir, c10::Device device,
                                                  const LoraSettings& lora) {
   std::string cfg_path = join_path(dir, "config.json");
-  if (!file_exists(cfg_path)) fail(dir, ": no config.json (is this a Hugging Face model directory?)");
+  if (!file_exists(cfg_path))
+    fail(dir, ": no config.json (is this a Hugging Face model directory?)");
   Json j = read_json_file(cfg_path);
   if (detect_arch(j, cfg_path) != Arch::Decoder) {
     fail(cfg_path, ": describes a BERT encoder, not a Mistral/Llama decoder");
@@ -179,8 +180,8 @@ at::Tensor MistralModel::cumsum_positions(const at::Tensor& attention_mask) {
 }
 
 at::Tensor MistralModel::attention(const Layer& L, const at::Tensor& x, const at::Tensor& cos,
-                                   const at::Tensor& sin, const at::Tensor& allowed,
-                                   KVCache* cache, size_t layer_index, int64_t start) const {
+                                   const at::Tensor& sin, const at::Tensor& allowed, KVCache* cache,
+                                   size_t layer_index, int64_t start) const {
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t nh = cfg_.num_attention_heads, nkv = cfg_.num_key_value_heads, d = cfg_.head_dim;
   const int64_t G = nh / nkv;
@@ -256,8 +257,8 @@ DecoderOutput MistralModel::forward_embeds(const at::Tensor& inputs_embeds,
   allowed = allowed.view({B, 1, 1, T, S});
 
   at::Tensor pos = position_ids.to(device_, at::kFloat).unsqueeze(-1);  // [B, T, 1]
-  at::Tensor freqs = pos * inv_freq_;                                     // [B, T, d/2]
-  at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);              // [B, 1, T, d]
+  at::Tensor freqs = pos * inv_freq_;                                   // [B, T, d/2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);            // [B, 1, T, d]
   at::Tensor cos = emb.cos(), sin = emb.sin();
 
   DecoderOutput out;

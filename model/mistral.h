@@ -38,8 +38,7 @@ struct DecoderForwardOptions {
 class MistralModel {
  public:
   // Loads `dir` (config.json + safetensors). LoRA in PEFT layout is merged on load.
-  static std::unique_ptr<MistralModel> load(const std::string& dir,
-                                            c10::Device device = c10::kCPU,
+  static std::unique_ptr<MistralModel> load(const std::string& dir, c10::Device device = c10::kCPU,
                                             const LoraSettings& lora = {});
   // Builds from an explicit config and weight source (e.g. a COCOM checkpoint's decoder part).
   static std::unique_ptr<MistralModel> from_weights(const DecoderConfig& cfg, TensorProvider& src,
@@ -72,9 +71,9 @@ class MistralModel {
  private:
   struct Layer {
     at::Tensor input_norm, post_norm;
-    at::Tensor wqkv;  // [(H + 2KV) * d, hidden]  q, k and v stacked
-    at::Tensor bqkv;  // optional bias
-    at::Tensor wo;    // [hidden, H * d]
+    at::Tensor wqkv;       // [(H + 2KV) * d, hidden]  q, k and v stacked
+    at::Tensor bqkv;       // optional bias
+    at::Tensor wo;         // [hidden, H * d]
     at::Tensor w_gate_up;  // [2 * I, hidden]
     at::Tensor w_down;     // [hidden, I]
   };

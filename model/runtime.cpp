@@ -1,8 +1,8 @@
 #include "model/runtime.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <ATen/Context.h>
+#include <ATen/Parallel.h>
 
 #include <thread>
 

@@ -16,7 +16,7 @@ namespace cocom::model {
 enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
 
 size_t dtype_size(DType t);
-const char* dtype_name(DType t);                       // "F32", "BF16", ...
+const char* dtype_name(DType t);                         // "F32", "BF16", ...
 std::optional<DType> parse_dtype(const std::string& s);  // nullopt when unknown
 bool dtype_is_float(DType t);
 

@@ -25,7 +25,8 @@ at::Tensor tensor_from_bytes(const TensorInfo& ti, const uint8_t* src, const std
   const int64_t n = ti.numel();
   auto fail_type = [&]() {
     fail(file, ": tensor '", name, "' has dtype ", dtype_name(ti.dtype),
-         ", which cannot be used as ", target == at::kFloat ? "a float weight" : "an integer buffer");
+         ", which cannot be used as ",
+         target == at::kFloat ? "a float weight" : "an integer buffer");
   };
   if (target == at::kFloat) {
     at::Tensor out = at::empty(shape, at::kFloat);
@@ -64,12 +65,24 @@ at::Tensor tensor_from_bytes(const TensorInfo& ti, const uint8_t* src, const std
   if (target == at::kLong) {
     at::ScalarType st;
     switch (ti.dtype) {
-      case DType::I64: st = at::kLong; break;
-      case DType::I32: st = at::kInt; break;
-      case DType::I16: st = at::kShort; break;
-      case DType::I8: st = at::kChar; break;
-      case DType::U8: st = at::kByte; break;
-      case DType::BOOL: st = at::kBool; break;
+      case DType::I64:
+        st = at::kLong;
+        break;
+      case DType::I32:
+        st = at::kInt;
+        break;
+      case DType::I16:
+        st = at::kShort;
+        break;
+      case DType::I8:
+        st = at::kChar;
+        break;
+      case DType::U8:
+        st = at::kByte;
+        break;
+      case DType::BOOL:
+        st = at::kBool;
+        break;
       default:
         fail(file, ": tensor '", name, "' has dtype ", dtype_name(ti.dtype),
              ", which cannot be used as an integer buffer");
@@ -99,7 +112,8 @@ RandomWeights::RandomWeights(uint64_t seed, double std)
 
 bool RandomWeights::has(const std::string& name) const {
   // Random models have every parameter except optional extras.
-  return name.find("rotary_emb") == std::string::npos && name.find("position_ids") == std::string::npos &&
+  return name.find("rotary_emb") == std::string::npos &&
+         name.find("position_ids") == std::string::npos &&
          name.find(".gamma") == std::string::npos && name.find(".beta") == std::string::npos;
 }
 
@@ -109,7 +123,8 @@ at::Tensor RandomWeights::get(const std::string& name, const std::vector<int64_t
   auto ends_with = [&](const std::string& s) {
     return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
   };
-  bool is_norm = name.find("norm") != std::string::npos || name.find("LayerNorm") != std::string::npos;
+  bool is_norm =
+      name.find("norm") != std::string::npos || name.find("LayerNorm") != std::string::npos;
   if (ends_with(".bias")) {
     t = at::zeros(shape, at::kFloat);
   } else if (is_norm) {
@@ -127,7 +142,8 @@ WeightSource::WeightSource(const CheckpointFiles& files, std::string prefix, Lor
 bool WeightSource::has(const std::string& name) const {
   if (files_.has(prefix_ + name)) return true;
   const std::string suffix = ".weight";
-  if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+  if (name.size() > suffix.size() &&
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
     std::string stem = name.substr(0, name.size() - suffix.size());
     return files_.has(prefix_ + stem + ".base_layer.weight");
   }
@@ -207,8 +223,8 @@ at::Tensor WeightSource::get(const std::string& name, const std::vector<int64_t>
     }
   }
   if (w.sizes().vec() != shape) {
-    fail(where, ": tensor '", full, "' has shape ", shape_str(w.sizes()), " but the config implies ",
-         shape_str(shape));
+    fail(where, ": tensor '", full, "' has shape ", shape_str(w.sizes()),
+         " but the config implies ", shape_str(shape));
   }
   if (device != c10::Device(c10::kCPU)) w = w.to(device);
   return w;

@@ -74,7 +74,9 @@ class WeightSource : public TensorProvider {
   at::Tensor get(const std::string& name, const std::vector<int64_t>& shape,
                  c10::Device device) override;
   void ignore(const std::string& name) override;
-  std::string origin() const override { return files_.dir() + (prefix_.empty() ? "" : " (tensors under '" + prefix_ + "')"); }
+  std::string origin() const override {
+    return files_.dir() + (prefix_.empty() ? "" : " (tensors under '" + prefix_ + "')");
+  }
   // Throws listing tensors under the prefix that were never read (unless their name starts
   // with one of `ignorable_prefixes`, relative to the prefix).
   void check_all_used(const std::vector<std::string>& ignorable_prefixes = {}) const;

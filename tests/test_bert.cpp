@@ -43,7 +43,8 @@ TEST(Bert, MatchesGoldenAtEveryPosition) {
   // Omitting token_type_ids means zeros.
   BertOutput z = m->forward(g["input_ids"], g["attention_mask"]);
   EXPECT_TRUE(z.last_hidden_state.equal(
-      m->forward(g["input_ids"], g["attention_mask"], at::zeros_like(g["input_ids"])).last_hidden_state));
+      m->forward(g["input_ids"], g["attention_mask"], at::zeros_like(g["input_ids"]))
+          .last_hidden_state));
   // and token types matter.
   BertOutput one = m->forward(g["input_ids"], g["attention_mask"], at::ones_like(g["input_ids"]));
   EXPECT_GT((one.last_hidden_state - z.last_hidden_state).abs().max().item<double>(), 1e-3);
@@ -77,7 +78,8 @@ TEST(Bert, LegacyNamesAndPrefixLoadTheSame) {
   write_tensors(dir + "/model.safetensors", t);
   auto g = golden();
   auto a = BertModel::load(dir)->forward(g["input_ids"], g["attention_mask"]).last_hidden_state;
-  auto b = BertModel::load(bert_dir())->forward(g["input_ids"], g["attention_mask"]).last_hidden_state;
+  auto b =
+      BertModel::load(bert_dir())->forward(g["input_ids"], g["attention_mask"]).last_hidden_state;
   EXPECT_TRUE(a.equal(b));
 }
 

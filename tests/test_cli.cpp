@@ -60,7 +60,8 @@ TEST(Cli, HelpListsTheCommands) {
   int rc = 0;
   std::string out = run("--help", &rc);
   EXPECT_EQ(rc, 0);
-  for (const char* c : {"info", "tokenize", "forward", "complete", "model", "conformance", "bench"}) {
+  for (const char* c :
+       {"info", "tokenize", "forward", "complete", "model", "conformance", "bench"}) {
     EXPECT_NE(out.find(c), std::string::npos) << c;
   }
   run("frobnicate", &rc);
@@ -83,11 +84,14 @@ TEST(Cli, InfoDescribesDecoderAndBert) {
 
 TEST(Cli, TokenizeGivesGoldenIds) {
   int rc = 0;
-  std::string out = run("tokenize --json --tokenizer " + fx() + "/tokenizer/llama 'Hello world'", &rc);
+  std::string out =
+      run("tokenize --json --tokenizer " + fx() + "/tokenizer/llama 'Hello world'", &rc);
   ASSERT_EQ(rc, 0) << out;
   Json j = parse_json_text(out, "tokenize");
   EXPECT_EQ(j["ids"], Json({1, 643, 926, 354, 928, 278, 272, 554}));
-  out = run("tokenize --json --no-special-tokens --tokenizer " + fx() + "/tokenizer/bert 'No warranty.'", &rc);
+  out = run(
+      "tokenize --json --no-special-tokens --tokenizer " + fx() + "/tokenizer/bert 'No warranty.'",
+      &rc);
   ASSERT_EQ(rc, 0) << out;
   EXPECT_EQ(parse_json_text(out, "tokenize")["ids"], Json({202, 197, 14}));
 }
@@ -96,8 +100,8 @@ TEST(Cli, ForwardWritesGoldenLogitsAndHiddenStates) {
   std::string dir = test::make_temp_dir("cli-forward");
   auto g = tensors(fx() + "/mistral/golden.safetensors");
   int rc = 0;
-  std::string out = run("forward --model " + fx() + "/mistral --in " + write_ids_json(dir, g, false) +
-                            " --out " + dir + "/o.safetensors",
+  std::string out = run("forward --model " + fx() + "/mistral --in " +
+                            write_ids_json(dir, g, false) + " --out " + dir + "/o.safetensors",
                         &rc);
   ASSERT_EQ(rc, 0) << out;
   auto o = tensors(dir + "/o.safetensors");
@@ -119,9 +123,10 @@ TEST(Cli, CompleteGivesGoldenGreedyIds) {
   std::string dir = test::make_temp_dir("cli-complete");
   auto g = tensors(fx() + "/mistral/golden.safetensors");
   int rc = 0;
-  std::string out = run("complete --model " + fx() + "/mistral --in " + write_ids_json(dir, g, false) +
-                            " --max-new-tokens 8 --out " + dir + "/o.json",
-                        &rc);
+  std::string out =
+      run("complete --model " + fx() + "/mistral --in " + write_ids_json(dir, g, false) +
+              " --max-new-tokens 8 --out " + dir + "/o.json",
+          &rc);
   ASSERT_EQ(rc, 0) << out;
   Json j = read_json_file(dir + "/o.json");
   at::Tensor gold = g["generated_ids"];
@@ -132,8 +137,10 @@ TEST(Cli, CompleteGivesGoldenGreedyIds) {
     }
   }
   // Text mode prints a continuation and the timing line; sampling flags are accepted.
-  out = run("complete --model " + fx() + "/mistral --max-new-tokens 5 --temperature 0.8 --top-p 0.9 "
-            "--top-k 50 --seed 3 'The license'", &rc);
+  out = run("complete --model " + fx() +
+                "/mistral --max-new-tokens 5 --temperature 0.8 --top-p 0.9 "
+                "--top-k 50 --seed 3 'The license'",
+            &rc);
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("prompt tokens"), std::string::npos) << out;
 }
@@ -185,14 +192,16 @@ TEST(Cli, ConformanceReadsOnlyInputs) {
     std::string p = copy + "/" + part + "/golden.safetensors";
     NamedTensors keep;
     for (auto& [n, t] : read_all_tensors(p)) {
-      if (n == "input_ids" || n == "attention_mask" || n == "token_type_ids") keep.push_back({n, t});
+      if (n == "input_ids" || n == "attention_mask" || n == "token_type_ids")
+        keep.push_back({n, t});
     }
     fs::permissions(p, fs::perms::owner_write, fs::perm_options::add);
     write_tensors(p, keep);
   }
   Json tok = read_json_file(copy + "/tokenizer/golden.json");
   for (auto& c : tok["cases"]) {
-    Json only = {{"tokenizer", c["tokenizer"]}, {"text", c["text"]},
+    Json only = {{"tokenizer", c["tokenizer"]},
+                 {"text", c["text"]},
                  {"add_special_tokens", c["add_special_tokens"]}};
     c = only;
   }
@@ -223,20 +232,25 @@ TEST(CliHostile, BadInputsAreClearErrors) {
     EXPECT_NE(out.find(needle), std::string::npos) << args << "\n" << out;
   };
   test::write_bytes(dir + "/bad.json", "{\"input_ids\": [[1, 2], [3]]}");
-  expect_err("forward --model " + fx() + "/mistral --in " + dir + "/bad.json --out " + dir + "/o.st",
-             "row 1 has 1 values");
+  expect_err(
+      "forward --model " + fx() + "/mistral --in " + dir + "/bad.json --out " + dir + "/o.st",
+      "row 1 has 1 values");
   test::write_bytes(dir + "/bad2.json", "{\"input_ids\": [[1, 2]");
-  expect_err("forward --model " + fx() + "/mistral --in " + dir + "/bad2.json --out " + dir + "/o.st",
-             "invalid JSON");
+  expect_err(
+      "forward --model " + fx() + "/mistral --in " + dir + "/bad2.json --out " + dir + "/o.st",
+      "invalid JSON");
   test::write_bytes(dir + "/bad3.json", "{\"input_ids\": [[1, 99999]]}");
-  expect_err("forward --model " + fx() + "/mistral --in " + dir + "/bad3.json --out " + dir + "/o.st",
-             "outside the vocabulary");
+  expect_err(
+      "forward --model " + fx() + "/mistral --in " + dir + "/bad3.json --out " + dir + "/o.st",
+      "outside the vocabulary");
   test::write_bytes(dir + "/bad4.json", "{\"input_ids\": [[1, 2]], \"attention_mask\": [[1, 7]]}");
-  expect_err("forward --model " + fx() + "/mistral --in " + dir + "/bad4.json --out " + dir + "/o.st",
-             "only 0 and 1");
+  expect_err(
+      "forward --model " + fx() + "/mistral --in " + dir + "/bad4.json --out " + dir + "/o.st",
+      "only 0 and 1");
   expect_err("info --model " + dir + "/nowhere", "no such directory");
   expect_err("complete --model " + fx() + "/mistral --max-new-tokens -3 'x'", "max-new-tokens");
-  expect_err("conformance --fixtures " + fx() + " --out " + dir + "/c --parts nonsense", "nonsense");
+  expect_err("conformance --fixtures " + fx() + " --out " + dir + "/c --parts nonsense",
+             "nonsense");
   if (!at::hasCUDA()) expect_err("--device cuda info --model " + fx() + "/mistral", "cuda");
   EXPECT_FALSE(fs::exists(dir + "/o.st"));
 }

@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <filesystem>
+#include <functional>
 #include <map>
 
 #include "common/error.h"
@@ -192,13 +192,14 @@ TEST(Mistral, SamplingIsSeededAndFiltered) {
   SamplingOptions greedy;
   greedy.max_new_tokens = 8;
   greedy.eos_id = 1003;
-  EXPECT_TRUE(generate_from_ids(*m, ids, mask, so).tokens.equal(
-      generate_from_ids(*m, ids, mask, greedy).tokens));
+  EXPECT_TRUE(generate_from_ids(*m, ids, mask, so)
+                  .tokens.equal(generate_from_ids(*m, ids, mask, greedy).tokens));
 }
 
 TEST(Sampling, TopPAndTopKKeepOnlyTheHead) {
   // probs 0.5, 0.3, 0.15, 0.05: top_p 0.7 keeps {0, 1}; top_k 3 keeps {0, 1, 2}.
-  at::Tensor logits = at::tensor({0.5, 0.3, 0.15, 0.05}, at::kDouble).log().to(at::kFloat).view({1, 4});
+  at::Tensor logits =
+      at::tensor({0.5, 0.3, 0.15, 0.05}, at::kDouble).log().to(at::kFloat).view({1, 4});
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1);
   SamplingOptions p;
   p.temperature = 1.0;
@@ -312,23 +313,38 @@ TEST(MistralHostile, BadCheckpointsGiveClearErrors) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
     }
   };
-  expect_error(rewrite_checkpoint("missing", [](NamedTensors& t) {
-    t.erase(std::remove_if(t.begin(), t.end(),
-                           [](auto& p) { return p.first == "model.layers.1.mlp.up_proj.weight"; }),
-            t.end());
-  }), "model.layers.1.mlp.up_proj.weight");
-  expect_error(rewrite_checkpoint("shape", [](NamedTensors& t) {
-    for (auto& [n, w] : t)
-      if (n == "model.norm.weight") w = at::ones({63});
-  }), "model.norm.weight' has shape [63]");
-  expect_error(rewrite_checkpoint("extra", [](NamedTensors& t) {
-    t.push_back({"model.layers.7.mlp.up_proj.weight", at::ones({2, 2})});
-  }), "unexpected tensor");
-  expect_error(rewrite_checkpoint("halflora", [](NamedTensors& t) {
-    for (auto& [n, w] : t)
-      if (n == "model.layers.0.self_attn.k_proj.weight") n = "model.layers.0.self_attn.k_proj.base_layer.weight";
-    t.push_back({"model.layers.0.self_attn.k_proj.lora_A.default.weight", at::ones({2, 64})});
-  }), "lora_B.default.weight' is missing");
+  expect_error(rewrite_checkpoint(
+                   "missing",
+                   [](NamedTensors& t) {
+                     t.erase(std::remove_if(t.begin(), t.end(),
+                                            [](auto& p) {
+                                              return p.first == "model.layers.1.mlp.up_proj.weight";
+                                            }),
+                             t.end());
+                   }),
+               "model.layers.1.mlp.up_proj.weight");
+  expect_error(rewrite_checkpoint("shape",
+                                  [](NamedTensors& t) {
+                                    for (auto& [n, w] : t)
+                                      if (n == "model.norm.weight") w = at::ones({63});
+                                  }),
+               "model.norm.weight' has shape [63]");
+  expect_error(
+      rewrite_checkpoint("extra",
+                         [](NamedTensors& t) {
+                           t.push_back({"model.layers.7.mlp.up_proj.weight", at::ones({2, 2})});
+                         }),
+      "unexpected tensor");
+  expect_error(
+      rewrite_checkpoint("halflora",
+                         [](NamedTensors& t) {
+                           for (auto& [n, w] : t)
+                             if (n == "model.layers.0.self_attn.k_proj.weight")
+                               n = "model.layers.0.self_attn.k_proj.base_layer.weight";
+                           t.push_back({"model.layers.0.self_attn.k_proj.lora_A.default.weight",
+                                        at::ones({2, 64})});
+                         }),
+      "lora_B.default.weight' is missing");
   std::string noconf = test::make_temp_dir("noconf");
   expect_error(noconf, "no config.json");
   expect_error(test::fixtures_dir() + "/bert", "not a Mistral");

@@ -20,10 +20,12 @@ c10::Device setup_runtime(const GlobalOptions& g) {
 AnyModel load_any_model(const std::string& dir, c10::Device device) {
   std::string cfg_path = join_path(dir, "config.json");
   if (!dir_exists(dir)) fail("--model ", dir, ": no such directory");
-  if (!file_exists(cfg_path)) fail(dir, ": no config.json (is this a Hugging Face model directory?)");
+  if (!file_exists(cfg_path))
+    fail(dir, ": no config.json (is this a Hugging Face model directory?)");
   Json j = read_json_file(cfg_path);
   if (j.is_object() && j.contains("decoder_model_name")) {
-    fail(cfg_path, ": this is a COCOM checkpoint (decoder_model_name is set); the runtime commands ",
+    fail(cfg_path,
+         ": this is a COCOM checkpoint (decoder_model_name is set); the runtime commands ",
          "take a plain Mistral/Llama or BERT directory");
   }
   AnyModel m;
@@ -78,7 +80,8 @@ at::Tensor rows_to_tensor(const Json& rows, const std::string& field, const std:
   }
   if (T == 0) fail(path, ": field '", field, "' has empty rows");
   if (expect_cols >= 0 && T != expect_cols) {
-    fail(path, ": field '", field, "' rows have ", T, " values but input_ids rows have ", expect_cols);
+    fail(path, ": field '", field, "' rows have ", T, " values but input_ids rows have ",
+         expect_cols);
   }
   return at::tensor(flat, at::kLong).view({B, T});
 }

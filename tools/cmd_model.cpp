@@ -55,7 +55,8 @@ int cmd_info(const GlobalOptions& g, const InfoArgs& a) {
     const auto& c = m.bert->config();
     out["architecture"] = "BertModel";
     out["config"] = c.to_json();
-    out["parameters"] = c.parameter_count() - (m.bert->has_pooler() ? 0 : c.hidden_size * (c.hidden_size + 1));
+    out["parameters"] =
+        c.parameter_count() - (m.bert->has_pooler() ? 0 : c.hidden_size * (c.hidden_size + 1));
   }
   std::string tok_dir;
   try {
@@ -86,8 +87,8 @@ int cmd_info(const GlobalOptions& g, const InfoArgs& a) {
     std::cout << "layers:       " << c["num_hidden_layers"] << "  hidden " << c["hidden_size"]
               << "  intermediate " << c["intermediate_size"] << "\n"
               << "heads:        " << c["num_attention_heads"] << " query, "
-              << c["num_key_value_heads"] << " key/value (head_dim "
-              << m.decoder->config().head_dim << ")\n"
+              << c["num_key_value_heads"] << " key/value (head_dim " << m.decoder->config().head_dim
+              << ")\n"
               << "rope_theta:   " << c["rope_theta"] << "  sliding_window " << c["sliding_window"]
               << "  tied lm_head " << c["tie_word_embeddings"] << "\n";
   } else {
@@ -100,7 +101,8 @@ int cmd_info(const GlobalOptions& g, const InfoArgs& a) {
   }
   std::cout << "vocabulary:   " << c["vocab_size"] << "\n"
             << "parameters:   " << out["parameters"] << " (stored " << stored << ")\n"
-            << "checkpoint:   " << human_bytes(static_cast<double>(files->total_bytes())) << ", dtypes";
+            << "checkpoint:   " << human_bytes(static_cast<double>(files->total_bytes()))
+            << ", dtypes";
   for (const auto& d : dtypes) std::cout << " " << d;
   std::cout << " (computed in float32 on " << g.device << ")\n";
   if (out.contains("tokenizer")) {
@@ -166,7 +168,8 @@ int cmd_complete(const GlobalOptions& g, const CompleteArgs& a) {
   so.seed = a.seed;
   if (a.in.empty()) {
     // Text mode: tokenize, stream the continuation to stdout, timings to stderr.
-    auto tok = model::load_tokenizer(a.tokenizer.empty() ? find_tokenizer_dir(a.model) : a.tokenizer);
+    auto tok =
+        model::load_tokenizer(a.tokenizer.empty() ? find_tokenizer_dir(a.model) : a.tokenizer);
     AnyModel m = load_any_model(a.model, dev);
     if (!m.decoder) fail(a.model, ": complete needs a decoder model, this is a BERT encoder");
     std::vector<int64_t> ids = tok->encode(a.prompt, /*add_special_tokens=*/true);
@@ -196,16 +199,19 @@ int cmd_complete(const GlobalOptions& g, const CompleteArgs& a) {
     }
     std::cout << std::endl;
     const int64_t n = r.tokens.size(1);
-    std::fprintf(stderr, "[%lld prompt tokens, %lld new; load %.2f s, prefill %.1f tok/s, decode %.1f tok/s]\n",
-                 static_cast<long long>(r.prompt_tokens), static_cast<long long>(n), m.load_seconds,
-                 r.prefill_seconds > 0 ? r.prompt_tokens / r.prefill_seconds : 0.0,
-                 n > 1 && r.decode_seconds > 0 ? (n - 1) / r.decode_seconds : 0.0);
+    std::fprintf(
+        stderr,
+        "[%lld prompt tokens, %lld new; load %.2f s, prefill %.1f tok/s, decode %.1f tok/s]\n",
+        static_cast<long long>(r.prompt_tokens), static_cast<long long>(n), m.load_seconds,
+        r.prefill_seconds > 0 ? r.prompt_tokens / r.prefill_seconds : 0.0,
+        n > 1 && r.decode_seconds > 0 ? (n - 1) / r.decode_seconds : 0.0);
     return 0;
   }
   IdBatch in = read_id_batch(a.in);
   AnyModel m = load_any_model(a.model, dev);
   if (!m.decoder) fail(a.model, ": complete needs a decoder model, this is a BERT encoder");
-  model::GenerationResult r = model::generate_from_ids(*m.decoder, in.input_ids, in.attention_mask, so);
+  model::GenerationResult r =
+      model::generate_from_ids(*m.decoder, in.input_ids, in.attention_mask, so);
   Json out;
   out["generated_ids"] = tensor_to_json(r.tokens);
   out["prompt_tokens"] = r.prompt_tokens;
@@ -220,10 +226,14 @@ int cmd_complete(const GlobalOptions& g, const CompleteArgs& a) {
 int cmd_model_init(const GlobalOptions& g, const InitArgs& a) {
   setup_runtime(g);
   model::DType dt;
-  if (a.dtype == "bf16") dt = model::DType::BF16;
-  else if (a.dtype == "fp16") dt = model::DType::F16;
-  else if (a.dtype == "fp32") dt = model::DType::F32;
-  else fail("--dtype ", a.dtype, ": expected bf16, fp16 or fp32");
+  if (a.dtype == "bf16")
+    dt = model::DType::BF16;
+  else if (a.dtype == "fp16")
+    dt = model::DType::F16;
+  else if (a.dtype == "fp32")
+    dt = model::DType::F32;
+  else
+    fail("--dtype ", a.dtype, ": expected bf16, fp16 or fp32");
   if (file_exists(join_path(a.out, "model.safetensors")) ||
       file_exists(join_path(a.out, "config.json"))) {
     fail("--out ", a.out, ": already holds a checkpoint; choose an empty directory");
@@ -233,7 +243,8 @@ int cmd_model_init(const GlobalOptions& g, const InitArgs& a) {
   int64_t params = 0;
   if (a.arch == "mistral") {
     if (!j.contains("model_type")) j["model_type"] = "mistral";
-    params = model::write_random_decoder(model::DecoderConfig::from_json(j, a.config), a.out, a.seed, dt);
+    params = model::write_random_decoder(model::DecoderConfig::from_json(j, a.config), a.out,
+                                         a.seed, dt);
   } else if (a.arch == "bert") {
     if (!j.contains("model_type")) j["model_type"] = "bert";
     params = model::write_random_bert(model::BertConfig::from_json(j, a.config), a.out, a.seed, dt);

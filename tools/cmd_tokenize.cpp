@@ -16,8 +16,7 @@ int cmd_tokenize(const GlobalOptions& g, const TokenizeArgs& a) {
     out["ids"] = ids;
     out["tokens"] = pieces;
     out["count"] = ids.size();
-    std::cout << out.dump(-1, ' ', /*ensure_ascii=*/false,
-                          nlohmann::json::error_handler_t::replace)
+    std::cout << out.dump(-1, ' ', /*ensure_ascii=*/false, nlohmann::json::error_handler_t::replace)
               << "\n";
     return 0;
   }

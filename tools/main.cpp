@@ -6,8 +6,8 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
-#include <string>
 #include <iostream>
+#include <string>
 
 #include "bench/bench_runtime.h"
 #include "common/error.h"
@@ -48,37 +48,49 @@ int main(int argc, char** argv) {
   int rc = 0;
 
   InfoArgs info;
-  auto* c_info = app.add_subcommand("info", "describe a model directory: architecture, parameters, dtypes, tokenizer, load time");
+  auto* c_info = app.add_subcommand(
+      "info", "describe a model directory: architecture, parameters, dtypes, tokenizer, load time");
   c_info->add_option("--model", info.model, "Hugging Face model directory")->required();
   c_info->add_flag("--json", info.json, "print one JSON object");
   c_info->callback([&] { rc = cmd_info(g, info); });
 
   TokenizeArgs tk;
   auto* c_tok = app.add_subcommand("tokenize", "print the token ids (and pieces) of a text");
-  c_tok->add_option("--tokenizer", tk.tokenizer, "directory with tokenizer.model or vocab.txt")->required();
+  c_tok->add_option("--tokenizer", tk.tokenizer, "directory with tokenizer.model or vocab.txt")
+      ->required();
   c_tok->add_flag("--json", tk.json, "print {\"ids\": [...], \"tokens\": [...]}");
   c_tok->add_flag("--no-special-tokens", tk.no_special, "do not add bos/eos or [CLS]/[SEP]");
   c_tok->add_option("text", tk.text, "text to tokenize")->required();
   c_tok->callback([&] { rc = cmd_tokenize(g, tk); });
 
   ForwardArgs fw;
-  auto* c_fw = app.add_subcommand("forward", "run one forward pass; write logits (decoder) or last_hidden_state (BERT) as fp32 safetensors");
+  auto* c_fw = app.add_subcommand("forward",
+                                  "run one forward pass; write logits (decoder) or "
+                                  "last_hidden_state (BERT) as fp32 safetensors");
   c_fw->add_option("--model", fw.model, "model directory")->required();
-  c_fw->add_option("--in", fw.in, "JSON {\"input_ids\": [[...]], \"attention_mask\": [[...]]} (+ token_type_ids for BERT, position_ids for decoders)")->required();
+  c_fw->add_option("--in", fw.in,
+                   "JSON {\"input_ids\": [[...]], \"attention_mask\": [[...]]} (+ token_type_ids "
+                   "for BERT, position_ids for decoders)")
+      ->required();
   c_fw->add_option("--out", fw.out, "output .safetensors")->required();
   c_fw->add_flag("--hidden-states", fw.hidden_states, "also write hidden_states [layers+1,B,T,H]");
   c_fw->callback([&] { rc = cmd_forward(g, fw); });
 
   CompleteArgs cp;
-  auto* c_cp = app.add_subcommand("complete", "generate a continuation: token ids from --in to --out, or a text prompt printed as text");
+  auto* c_cp = app.add_subcommand(
+      "complete",
+      "generate a continuation: token ids from --in to --out, or a text prompt printed as text");
   c_cp->add_option("--model", cp.model, "decoder model directory")->required();
   c_cp->add_option("--in", cp.in, "JSON with input_ids / attention_mask (left padded)");
   c_cp->add_option("--out", cp.out, "output JSON {\"generated_ids\": [[...]]}");
   c_cp->add_option("--tokenizer", cp.tokenizer, "tokenizer directory (default: the model's)");
-  c_cp->add_option("--max-new-tokens", cp.max_new_tokens, "tokens to generate at most")->capture_default_str();
-  c_cp->add_option("--temperature", cp.temperature, "sampling temperature (0 = greedy)")->capture_default_str();
+  c_cp->add_option("--max-new-tokens", cp.max_new_tokens, "tokens to generate at most")
+      ->capture_default_str();
+  c_cp->add_option("--temperature", cp.temperature, "sampling temperature (0 = greedy)")
+      ->capture_default_str();
   c_cp->add_option("--top-p", cp.top_p, "nucleus sampling mass (1 = off)")->capture_default_str();
-  c_cp->add_option("--top-k", cp.top_k, "keep the k most likely tokens (0 = off)")->capture_default_str();
+  c_cp->add_option("--top-k", cp.top_k, "keep the k most likely tokens (0 = off)")
+      ->capture_default_str();
   c_cp->add_option("--seed", cp.seed, "random seed for sampling")->capture_default_str();
   c_cp->add_option("prompt", cp.prompt, "prompt text (text mode)");
   c_cp->callback([&] { rc = cmd_complete(g, cp); });
@@ -86,8 +98,11 @@ int main(int argc, char** argv) {
   auto* c_model = app.add_subcommand("model", "model utilities");
   c_model->require_subcommand(1);
   InitArgs init;
-  auto* c_init = c_model->add_subcommand("init", "write a random-weight checkpoint in Hugging Face layout");
-  c_init->add_option("--arch", init.arch, "mistral or bert")->required()->check(CLI::IsMember({"mistral", "bert"}));
+  auto* c_init =
+      c_model->add_subcommand("init", "write a random-weight checkpoint in Hugging Face layout");
+  c_init->add_option("--arch", init.arch, "mistral or bert")
+      ->required()
+      ->check(CLI::IsMember({"mistral", "bert"}));
   c_init->add_option("--config", init.config, "config.json with the shape")->required();
   c_init->add_option("--out", init.out, "output directory (created)")->required();
   c_init->add_option("--seed", init.seed, "random seed")->capture_default_str();
@@ -95,8 +110,10 @@ int main(int argc, char** argv) {
   c_init->callback([&] { rc = cmd_model_init(g, init); });
 
   ConformanceArgs conf;
-  auto* c_conf = app.add_subcommand("conformance", "run the engine on a golden fixture set; write outputs for check_fixtures.py");
-  c_conf->add_option("--fixtures", conf.fixtures, "fixture set directory (like ../shared/fixtures)")->required();
+  auto* c_conf = app.add_subcommand(
+      "conformance", "run the engine on a golden fixture set; write outputs for check_fixtures.py");
+  c_conf->add_option("--fixtures", conf.fixtures, "fixture set directory (like ../shared/fixtures)")
+      ->required();
   c_conf->add_option("--out", conf.out, "output directory")->required();
   c_conf->add_option("--parts", conf.parts, "comma list of parts")->capture_default_str();
   c_conf->callback([&] { rc = cmd_conformance(g, conf); });
@@ -104,12 +121,15 @@ int main(int argc, char** argv) {
   auto* c_bench = app.add_subcommand("bench", "benchmarks (print numbers; never fail on time)");
   c_bench->require_subcommand(1);
   cocom::bench::RuntimeBenchOptions rb;
-  auto* c_rb = c_bench->add_subcommand("runtime", "decoder prefill/decode speed vs the machine's matmul rate and memory bandwidth");
-  c_rb->add_option("--config", rb.config, "decoder config.json (default: TinyLlama shape, random weights)");
+  auto* c_rb = c_bench->add_subcommand(
+      "runtime", "decoder prefill/decode speed vs the machine's matmul rate and memory bandwidth");
+  c_rb->add_option("--config", rb.config,
+                   "decoder config.json (default: TinyLlama shape, random weights)");
   c_rb->add_option("--model", rb.model, "load this checkpoint instead of random weights");
   c_rb->add_option("--prompt-tokens", rb.prompt_tokens, "prompt length (default: 656 and 56)");
   c_rb->add_option("--new-tokens", rb.new_tokens, "decode steps to time")->capture_default_str();
-  c_rb->add_option("--repeat", rb.repeat, "timed repetitions after a warm-up")->capture_default_str();
+  c_rb->add_option("--repeat", rb.repeat, "timed repetitions after a warm-up")
+      ->capture_default_str();
   c_rb->add_option("--seed", rb.seed, "seed for random weights")->capture_default_str();
   c_rb->add_flag("--json", rb.json, "print one JSON object");
   c_rb->callback([&] {
