@@ -491,13 +491,19 @@ std::vector<std::string> AddedTokenTrie::split(const std::string& text) const {
 
 std::vector<std::string> SpecialTokens::all() const {
   std::vector<std::string> out;
-  auto add = [&](const std::string& t) {
-    if (std::find(out.begin(), out.end(), t) == out.end()) out.push_back(t);
+  auto seen = [&](const std::string& t) {
+    return std::find(out.begin(), out.end(), t) != out.end();
   };
   for (const auto* t : {&bos, &eos, &unk, &sep, &pad, &cls, &mask}) {
-    if (t->has_value()) add(**t);
+    if (t->has_value() && !seen(**t)) out.push_back(**t);
   }
-  for (const auto& t : additional) add(t);
+  // The additional list is filtered against the tokens before it only (a token listed twice
+  // stays twice, as in all_special_tokens_extended).
+  std::vector<std::string> extra;
+  for (const auto& t : additional) {
+    if (!seen(t)) extra.push_back(t);
+  }
+  out.insert(out.end(), extra.begin(), extra.end());
   return out;
 }
 
@@ -759,20 +765,7 @@ void TokenizerBase::init_vocab(const TokenizerFiles& files, int64_t base_size) {
   }
 
   for (const auto& [id, t] : added_decoder_) trie_.add(t.content);
-
-  all_special_tokens_ = special_.all();
-  all_special_set_.insert(all_special_tokens_.begin(), all_special_tokens_.end());
-  for (const auto& token : all_special_tokens_) all_special_ids_.insert(added_encoder_.at(token));
-
-  // _decode's "legacy added tokens": added tokens that are not special tokens, plus the
-  // additional special tokens beyond the base vocabulary. They are decoded on their own and
-  // joined to their neighbours with a space.
-  for (const auto& [content, id] : added_encoder_) {
-    if (all_special_set_.count(content) == 0) legacy_added_.insert(content);
-  }
-  for (const auto& token : special_.additional) {
-    if (added_encoder_.at(token) >= base_size_) legacy_added_.insert(token);
-  }
+  refresh_special();
 
   const std::string origin = files.config_path.empty() ? dir_ : files.config_path;
   clean_up_ = json_opt_bool(files.config, "clean_up_tokenization_spaces", origin)
@@ -794,7 +787,89 @@ int64_t TokenizerBase::convert_token(const std::string& token) const {
 
 int64_t TokenizerBase::special_id(const std::optional<std::string>& token) const {
   if (!token.has_value()) return -1;
-  return added_id(*token);
+  return convert_token(*token);
+}
+
+void TokenizerBase::refresh_special() {
+  all_special_tokens_ = special_.all();
+  all_special_set_.clear();
+  all_special_set_.insert(all_special_tokens_.begin(), all_special_tokens_.end());
+  // all_special_ids = convert_tokens_to_ids(all_special_tokens). Every special token is in the
+  // vocabulary (init_vocab adds the missing ones, set_pad_token checks), so convert_token never
+  // falls back to unk here.
+  all_special_ids_.clear();
+  for (const auto& token : all_special_tokens_) {
+    const int64_t id = convert_token(token);
+    if (id >= 0) all_special_ids_.insert(id);
+  }
+
+  // _decode's "legacy added tokens": added tokens that are not special tokens, plus the
+  // additional special tokens beyond the base vocabulary. They are decoded on their own and
+  // joined to their neighbours with a space.
+  legacy_added_.clear();
+  for (const auto& [content, id] : added_encoder_) {
+    if (all_special_set_.count(content) == 0) legacy_added_.insert(content);
+  }
+  for (const auto& token : special_.additional) {
+    if (convert_token(token) >= base_size_) legacy_added_.insert(token);
+  }
+  special_tokens_changed();
+}
+
+// PreTrainedTokenizerBase.add_special_tokens({"additional_special_tokens": tokens}) with
+// replace_additional_special_tokens=True, then _add_tokens(special_tokens=True), as in 4.41.
+int64_t TokenizerBase::add_special_tokens(const std::vector<std::string>& tokens) {
+  // Validate everything first so that a failure leaves the tokenizer unchanged.
+  int64_t n_new = 0;
+  std::unordered_set<std::string> fresh;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i].empty()) {
+      fail("tokenizer ", dir_, ": add_special_tokens: token ", i,
+           " is the empty string, which cannot be a token");
+    }
+    if (!token_to_id(tokens[i]).has_value() && fresh.insert(tokens[i]).second) ++n_new;
+  }
+  if (size_ + n_new > int64_t{INT32_MAX}) {
+    fail("tokenizer ", dir_, ": add_special_tokens: ", n_new,
+         " new tokens would make the vocabulary larger than ", INT32_MAX);
+  }
+  // An empty list leaves additional_special_tokens as it is (4.41 replaces it only with a
+  // non-empty one).
+  if (tokens.empty()) return 0;
+
+  special_.additional = tokens;
+  int64_t created = 0;
+  for (const auto& token : tokens) {
+    // get_vocab() lookup: an added token or a base token keeps its id; a new one gets the next.
+    std::optional<int64_t> found = token_to_id(token);
+    int64_t id = 0;
+    if (found.has_value()) {
+      id = *found;
+    } else {
+      id = size_++;
+      ++created;
+    }
+    // The token (re)becomes an added token with the flags of a string passed to
+    // add_special_tokens: special, not normalized, no stripping.
+    AddedToken t;
+    t.content = token;
+    t.special = true;
+    t.normalized = false;
+    added_decoder_[id] = t;
+    added_encoder_[token] = id;
+    trie_.add(token);
+  }
+  refresh_special();
+  return created;
+}
+
+void TokenizerBase::set_pad_token(const std::string& token) {
+  if (!token_to_id(token).has_value()) {
+    fail("tokenizer ", dir_, ": cannot make \"", token,
+         "\" the pad token: it is not in the vocabulary (neither a base token nor an added token)");
+  }
+  special_.pad = token;
+  refresh_special();
 }
 
 void TokenizerBase::fail_id(int64_t id) const {

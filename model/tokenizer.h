@@ -55,6 +55,34 @@ class Tokenizer {
   virtual int64_t pad_id() const = 0;
   virtual int64_t unk_id() const = 0;
 
+  // Adds `tokens` as additional special tokens, as
+  // add_special_tokens({"additional_special_tokens": tokens}) does: tokens not yet in the
+  // vocabulary get the next ids in order; the additional-special list is replaced
+  // (replace_additional_special_tokens=True); all become special (skipped by
+  // decode(skip_special_tokens)). Returns how many new ids were created. Throws cocom::Error for
+  // an empty token (and then changes nothing).
+  //
+  // Details, as transformers 4.41 does them:
+  // - A token already in the base vocabulary or already an added token keeps its id. It becomes
+  //   (again) an added token with fresh flags: special, not normalized, no
+  //   lstrip/rstrip/single_word. So a base piece added this way is split out of the text like
+  //   any added token from then on.
+  // - The next new id is size() (one past the highest id). A token listed twice gets one id and
+  //   is listed twice in special_tokens(), as in all_special_tokens.
+  // - An empty list changes nothing and returns 0 (the list is only replaced by a non-empty one).
+  // - Tokens that drop out of the additional list stay in the vocabulary as added tokens (still
+  //   split out of text on encode) but are no longer special tokens: not in special_tokens(),
+  //   is_special() false, not skipped by decode(skip_special_tokens), decoded on their own as
+  //   "legacy added tokens". 4.41 skips by all_special_ids, not by the AddedToken's `special`
+  //   flag (which stays set; so the BERT lower-casing pass no longer spares such a token).
+  // Not thread-safe: call it (and set_pad_token) before sharing the tokenizer between threads.
+  virtual int64_t add_special_tokens(const std::vector<std::string>& tokens) = 0;
+  // pad_token := token (which must already be in the vocabulary; throws naming it otherwise).
+  // As `tokenizer.pad_token = token` in 4.41: the token becomes a special token (the previous
+  // pad token stops being one unless another attribute holds it); the vocabulary and the split
+  // of text on added tokens are not changed.
+  virtual void set_pad_token(const std::string& token) = 0;
+
   // Batch encoding with padding, truncation and pad_to_multiple_of, as the Hugging Face
   // __call__ does for a list of texts. Throws when padding is needed and pad_id() is -1.
   // Truncation keeps the special tokens and cuts the text's tokens (as transformers does, a

@@ -158,15 +158,6 @@ class BertTokenizer final : public TokenizerBase {
            ") is not in the vocabulary");
     }
     init_vocab(files, static_cast<int64_t>(lines_.size()));
-
-    // The lower-casing pass of tokenize() keeps the special tokens and the non-special
-    // normalized added tokens as they are (in this order: the first that matches wins).
-    lower_keep_ = all_special_tokens_;
-    for (const auto& [id, t] : added_decoder_) {
-      if (!t.special && t.normalized) lower_keep_.push_back(t.content);
-    }
-    basic_never_split_ = never_split_;
-    basic_never_split_.insert(all_special_tokens_.begin(), all_special_tokens_.end());
   }
 
   std::string kind() const override { return "bert"; }
@@ -212,6 +203,19 @@ class BertTokenizer final : public TokenizerBase {
     return it == vocab_.end() ? -1 : it->second;
   }
   bool default_clean_up() const override { return true; }
+
+  // tokenize() and _tokenize read all_special_tokens and the added tokens at every call in
+  // transformers; here their derived sets are rebuilt whenever those change.
+  void special_tokens_changed() override {
+    // The lower-casing pass of tokenize() keeps the special tokens and the non-special
+    // normalized added tokens as they are (in this order: the first that matches wins).
+    lower_keep_ = all_special_tokens_;
+    for (const auto& [id, t] : added_decoder_) {
+      if (!t.special && t.normalized) lower_keep_.push_back(t.content);
+    }
+    basic_never_split_ = never_split_;
+    basic_never_split_.insert(all_special_tokens_.begin(), all_special_tokens_.end());
+  }
 
   std::string tokens_to_string(std::vector<std::string> tokens) const override {
     std::string joined;

@@ -208,7 +208,10 @@ class AddedTokenTrie {
 struct SpecialTokens {
   std::optional<std::string> bos, eos, unk, sep, pad, cls, mask;
   std::vector<std::string> additional;
-  // all_special_tokens: bos, eos, unk, sep, pad, cls, mask, additional (deduplicated, in order).
+  // all_special_tokens: bos, eos, unk, sep, pad, cls, mask, additional, in this order. As
+  // all_special_tokens_extended (4.41) does, a token is left out when an earlier attribute (or,
+  // for the additional list, a token before the list) has it; duplicates inside the additional
+  // list are kept.
   std::vector<std::string> all() const;
 };
 
@@ -249,6 +252,9 @@ class TokenizerBase : public Tokenizer {
   int64_t pad_id() const override { return special_id(special_.pad); }
   int64_t unk_id() const override { return special_id(special_.unk); }
 
+  int64_t add_special_tokens(const std::vector<std::string>& tokens) override;
+  void set_pad_token(const std::string& token) override;
+
   std::vector<int64_t> encode(const std::string& text, bool add_special_tokens) const override;
   std::vector<std::string> tokenize(const std::string& text,
                                     bool add_special_tokens) const override;
@@ -274,6 +280,12 @@ class TokenizerBase : public Tokenizer {
   // convert_tokens_to_string of the subclass.
   virtual std::string tokens_to_string(std::vector<std::string> tokens) const = 0;
   virtual bool default_clean_up() const = 0;
+  // Recomputes what derives from the special tokens and the added vocabulary: all_special_*,
+  // legacy_added_, then calls special_tokens_changed(). Run by init_vocab and after every change.
+  void refresh_special();
+  // Hook for the subclass state that depends on the special tokens (BERT's lower-casing pass and
+  // never_split). Called from refresh_special().
+  virtual void special_tokens_changed() {}
 
   // The token-level split of PreTrainedTokenizer.tokenize(): chunks of text and added tokens
   // (is_added = true), after lstrip/rstrip/single_word handling, empty chunks dropped.
@@ -290,6 +302,7 @@ class TokenizerBase : public Tokenizer {
   bool is_special_token(const std::string& token) const {
     return all_special_set_.count(token) != 0;
   }
+  // convert_tokens_to_ids of a special-token attribute: -1 when unset.
   int64_t special_id(const std::optional<std::string>& token) const;
   // An error with the tokenizer directory as context.
   [[noreturn]] void fail_id(int64_t id) const;
@@ -304,7 +317,7 @@ class TokenizerBase : public Tokenizer {
   std::vector<std::string> all_special_tokens_;
   std::unordered_set<std::string> all_special_set_;
   std::unordered_set<int64_t> all_special_ids_;
-  std::unordered_set<std::string> legacy_added_;  // see decode()
+  std::unordered_set<std::string> legacy_added_;  // see refresh_special() and decode()
   bool clean_up_ = false;
 };
 

@@ -272,6 +272,358 @@ TEST(TokenizerGolden, CocomLightEncoderBatch) {
 }
 
 // ------------------------------------------------------------------------------------------
+// Special tokens added at run time (COCOM: the base decoder's tokenizer has no COCOM tokens)
+
+const std::vector<std::string> kCocomTokens = {"<MEM>", "<AE>", "<ENC>", "<SEP>"};
+
+// What the reference does to the base decoder's tokenizer:
+//   add_special_tokens({'additional_special_tokens': ['<MEM>', '<AE>', '<ENC>', '<SEP>']})
+//   pad_token = bos_token
+std::unique_ptr<Tokenizer> load_with_cocom_tokens(const std::string& dir) {
+  auto tok = load_tokenizer(dir);
+  EXPECT_EQ(tok->add_special_tokens(kCocomTokens), 4) << dir;
+  tok->set_pad_token(tok->id_to_token(tok->bos_id()));
+  return tok;
+}
+
+Ids concat(const std::vector<Ids>& parts) {
+  Ids out;
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
+
+std::vector<std::string> sorted(std::vector<std::string> v) {
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+// `a` and `b` behave the same on `texts` and on every id.
+void expect_same_behaviour(const Tokenizer& a, const Tokenizer& b,
+                           const std::vector<std::string>& texts) {
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_EQ(a.bos_id(), b.bos_id());
+  EXPECT_EQ(a.eos_id(), b.eos_id());
+  EXPECT_EQ(a.unk_id(), b.unk_id());
+  EXPECT_EQ(a.pad_id(), b.pad_id());
+  EXPECT_EQ(sorted(a.special_tokens()), sorted(b.special_tokens()));
+  Ids all_ids;
+  for (int64_t id = 0; id < a.size(); ++id) {
+    all_ids.push_back(id);
+    const std::string token = a.id_to_token(id);
+    ASSERT_EQ(token, b.id_to_token(id)) << id;
+    EXPECT_EQ(a.token_to_id(token), b.token_to_id(token)) << token;
+    EXPECT_EQ(a.is_special(id), b.is_special(id)) << id;
+    for (bool skip : {false, true}) EXPECT_EQ(a.decode({id}, skip), b.decode({id}, skip)) << id;
+  }
+  for (bool skip : {false, true}) EXPECT_EQ(a.decode(all_ids, skip), b.decode(all_ids, skip));
+  for (const auto& text : texts) {
+    SCOPED_TRACE("text: " + text);
+    for (bool add : {false, true}) {
+      const Ids ids = b.encode(text, add);
+      EXPECT_EQ(a.encode(text, add), ids);
+      EXPECT_EQ(a.tokenize(text, add), b.tokenize(text, add));
+      EXPECT_EQ(a.decode(ids, false), b.decode(ids, false));
+      EXPECT_EQ(a.decode(ids, true), b.decode(ids, true));
+    }
+  }
+}
+
+const std::vector<std::string> kCocomTexts = {
+    "",
+    "<MEM><AE><ENC><SEP>",
+    "Hello<MEM>world <SEP> x",
+    "<s></s><unk><MEM>",
+    " leading space<ENC>",
+    "<MEM",
+    "<<SEP>>",
+    "<MEM><MEM>",
+    "\xC3\xA9[?]<AE>\n\t 12 3.5",
+    "<ENC><s>Source code is text, and the license is free.</s>",
+    "<s><MEM><MEM><SEP><MEM><MEM><SEP>[INST]Which license?\n[/INST]\n",
+    "\xE2\x96\x81<SEP>\xE2\x96\x81 tokens </s>x",
+};
+
+TEST(RuntimeSpecialTokens, LlamaPlusCocomTokensMatchesGolden) {
+  auto tok = load_with_cocom_tokens(tok_dir("llama"));
+  json golden = read_json(tok_dir("golden.json"));
+  EXPECT_EQ(tok->size(), 1004);
+  EXPECT_EQ(tok->size(), golden.at("llama_cocom_len").get<int64_t>());
+  for (const auto& [token, id] : golden.at("cocom_special_token_ids").items()) {
+    EXPECT_EQ(tok->token_to_id(token), id.get<int64_t>()) << token;
+    EXPECT_EQ(tok->id_to_token(id.get<int64_t>()), token);
+    EXPECT_TRUE(tok->is_special(id.get<int64_t>())) << token;
+  }
+  for (size_t i = 0; i < kCocomTokens.size(); ++i) {
+    EXPECT_EQ(tok->token_to_id(kCocomTokens[i]), 1000 + static_cast<int64_t>(i));
+  }
+  EXPECT_EQ(tok->pad_id(), 1);
+  EXPECT_EQ(tok->bos_id(), 1);
+  EXPECT_EQ(tok->eos_id(), 2);
+  EXPECT_EQ(tok->unk_id(), 0);
+  // all_special_tokens order: bos, eos, unk, pad (= bos, left out), additional.
+  EXPECT_EQ(tok->special_tokens(),
+            (std::vector<std::string>{"<s>", "</s>", "<unk>", "<MEM>", "<AE>", "<ENC>", "<SEP>"}));
+
+  size_t n_cases = 0;
+  for (const auto& c : golden.at("cases")) {
+    if (c.at("tokenizer") != "llama_cocom") continue;
+    ++n_cases;
+    const std::string text = c.at("text");
+    const bool add = c.at("add_special_tokens");
+    SCOPED_TRACE(std::string("add_special_tokens=") + (add ? "true" : "false") + " text: " + text);
+    const Ids ids = c.at("ids").get<Ids>();
+    EXPECT_EQ(tok->encode(text, add), ids);
+    EXPECT_EQ(tok->tokenize(text, add), c.at("tokens").get<std::vector<std::string>>());
+    EXPECT_EQ(tok->decode(ids, false), c.at("decoded").get<std::string>());
+    EXPECT_EQ(tok->decode(ids, true), c.at("decoded_skip_special").get<std::string>());
+  }
+  EXPECT_EQ(n_cases, 10u);
+}
+
+TEST(RuntimeSpecialTokens, LlamaPlusCocomTokensBehavesAsSavedLlamaCocom) {
+  auto tok = load_with_cocom_tokens(tok_dir("llama"));
+  // The saved llama_cocom also has sep_token = <SEP> (the reference sets it before adding), so
+  // its special_tokens() lists the same tokens in another order; nothing else differs.
+  expect_same_behaviour(*tok, fixture("llama_cocom"), kCocomTexts);
+}
+
+TEST(RuntimeSpecialTokens, BaseDecoderBatchesMatchCocomGoldens) {
+  for (const std::string variant : {"cocom", "cocom-light"}) {
+    SCOPED_TRACE(variant);
+    const std::string root = cocom::test::fixtures_dir() + "/" + variant;
+    auto tok = load_with_cocom_tokens(root + "/base_decoder");
+    json g = read_json(root + "/golden.json");
+    const std::string st = root + "/golden.safetensors";
+    EXPECT_EQ(tok->size(), 1004);
+    EXPECT_EQ(tok->token_to_id("<MEM>"), g.at("mem_token_id").get<int64_t>());
+    EXPECT_EQ(tok->token_to_id("<SEP>"), g.at("sep_token_id").get<int64_t>());
+    EXPECT_EQ(tok->token_to_id("<ENC>"), g.at("enc_token_id").get<int64_t>());
+    EXPECT_EQ(tok->token_to_id("<AE>"), g.at("ae_token_id").get<int64_t>());
+    EXPECT_EQ(tok->pad_id(), g.at("pad_token_id").get<int64_t>());
+
+    BatchEncodeOptions dopt;
+    dopt.add_special_tokens = false;
+    dopt.padding_side = PaddingSide::Left;
+    BatchEncoding dec =
+        tok->encode_batch(g.at("decoder_prompts").get<std::vector<std::string>>(), dopt);
+    EXPECT_EQ(dec.input_ids, read_i64_matrix(st, "dec_input_ids"));
+    EXPECT_EQ(dec.attention_mask, read_i64_matrix(st, "dec_attention_mask"));
+    EXPECT_EQ(tok->decode(dec.input_ids[0], true),
+              fixture("llama_cocom").decode(dec.input_ids[0], true));
+
+    if (variant == "cocom") {
+      // The decoder-compressor's input, as in CocomEncoderAndDecoderBatches.
+      std::vector<std::string> texts;
+      for (const auto& c : flat_contexts(g)) texts.push_back("<ENC><s>" + c + "</s>");
+      BatchEncodeOptions opt;
+      opt.add_special_tokens = false;
+      opt.padding_side = PaddingSide::Left;
+      opt.truncation = true;
+      opt.max_length = g.at("context_max_length");
+      opt.pad_to_multiple_of = g.at("compr_rate");
+      BatchEncoding enc = tok->encode_batch(texts, opt);
+      auto golden_ids = read_i64_matrix(st, "enc_input_ids");
+      auto golden_mask = read_i64_matrix(st, "enc_attention_mask");
+      const size_t n_mem = g.at("num_mem_tokens_per_doc");
+      ASSERT_EQ(golden_ids.size(), enc.input_ids.size());
+      for (size_t r = 0; r < golden_ids.size(); ++r) {
+        const auto cut = static_cast<std::ptrdiff_t>(n_mem);
+        EXPECT_EQ(enc.input_ids[r], Ids(golden_ids[r].begin(), golden_ids[r].end() - cut)) << r;
+        EXPECT_EQ(enc.attention_mask[r], Ids(golden_mask[r].begin(), golden_mask[r].end() - cut))
+            << r;
+      }
+    }
+  }
+}
+
+TEST(RuntimeSpecialTokens, AddingTwiceAddsNothing) {
+  auto tok = load_with_cocom_tokens(tok_dir("llama"));
+  EXPECT_EQ(tok->add_special_tokens(kCocomTokens), 0);
+  EXPECT_EQ(tok->size(), 1004);
+  expect_same_behaviour(*tok, fixture("llama_cocom"), kCocomTexts);
+  // On a tokenizer saved with them, too.
+  auto saved = load_tokenizer(tok_dir("llama_cocom"));
+  EXPECT_EQ(saved->add_special_tokens(kCocomTokens), 0);
+  expect_same_behaviour(*saved, fixture("llama_cocom"), kCocomTexts);
+  // An empty list changes nothing (transformers replaces the list only with a non-empty one).
+  EXPECT_EQ(tok->add_special_tokens({}), 0);
+  expect_same_behaviour(*tok, fixture("llama_cocom"), kCocomTexts);
+}
+
+TEST(RuntimeSpecialTokens, TokensAlreadyInTheVocabularyKeepTheirIds) {
+  const std::string license = "\xE2\x96\x81license";  // an ordinary piece, id 425
+  auto tok = load_tokenizer(tok_dir("llama"));
+  ASSERT_EQ(tok->token_to_id(license), 425);
+  EXPECT_EQ(tok->add_special_tokens({"<s>", license, "<NEW>", "<NEW>", "</s>"}), 1);
+  EXPECT_EQ(tok->size(), 1001);
+  EXPECT_EQ(tok->token_to_id("<s>"), 1);
+  EXPECT_EQ(tok->token_to_id("</s>"), 2);
+  EXPECT_EQ(tok->token_to_id(license), 425);
+  EXPECT_EQ(tok->token_to_id("<NEW>"), 1000);
+  EXPECT_EQ(tok->id_to_token(1000), "<NEW>");
+  EXPECT_TRUE(tok->is_special(425));
+  EXPECT_TRUE(tok->is_special(1000));
+  EXPECT_FALSE(tok->is_special(426));
+  // all_special_tokens keeps duplicates inside the additional list, as transformers does.
+  EXPECT_EQ(tok->special_tokens(),
+            (std::vector<std::string>{"<s>", "</s>", "<unk>", license, "<NEW>", "<NEW>"}));
+
+  // Ordinary text still encodes as before ("license" after a space is not the literal "▁").
+  const Ids free_ids = {560, 425, 330, 538, 948};
+  EXPECT_EQ(tok->encode("The license is free.", false), free_ids);
+  // The piece is now an added token: a literal "▁license" is split out of the text (the other
+  // chunks go through sentencepiece on their own).
+  const Tokenizer& base = fixture("llama");
+  EXPECT_EQ(tok->encode("a" + license + "b", false),
+            concat({base.encode("a", false), {425}, base.encode("b", false)}));
+  // decode skips it as a special token; without skipping, LlamaTokenizer.convert_tokens_to_string
+  // writes the special token raw with a space before it (legacy) and sentencepiece drops the
+  // leading space of the next run: " The" + "▁license" + "is free.".
+  EXPECT_EQ(tok->decode(free_ids, true), "The is free.");
+  EXPECT_EQ(tok->decode(free_ids, false), " The\xE2\x96\x81licenseis free.");
+  // <NEW> is beyond the base vocabulary: decoded on its own, joined with spaces.
+  EXPECT_EQ(tok->decode({643, 1000, 926}, false), "H <NEW> e");
+  EXPECT_EQ(tok->decode({643, 1000, 926}, true), "He");
+  EXPECT_EQ(tok->encode("x<NEW>y", true),
+            concat({{1}, base.encode("x", false), {1000}, base.encode("y", false)}));
+}
+
+TEST(RuntimeSpecialTokens, ReplacingTheAdditionalListKeepsTheOldTokensAsPlainAddedTokens) {
+  auto tok = load_with_cocom_tokens(tok_dir("llama"));
+  const Tokenizer& base = fixture("llama");
+  EXPECT_EQ(tok->add_special_tokens({"<X>"}), 1);
+  EXPECT_EQ(tok->size(), 1005);
+  EXPECT_EQ(tok->token_to_id("<X>"), 1004);
+  EXPECT_EQ(tok->special_tokens(), (std::vector<std::string>{"<s>", "</s>", "<unk>", "<X>"}));
+  EXPECT_TRUE(tok->is_special(1004));
+  EXPECT_TRUE(tok->is_special(1));  // pad = bos is still set
+  EXPECT_EQ(tok->pad_id(), 1);
+  for (int64_t id = 1000; id < 1004; ++id) {
+    // Still in the vocabulary and still split out of text, but no longer special (4.41 skips
+    // by all_special_ids).
+    EXPECT_EQ(tok->token_to_id(kCocomTokens[static_cast<size_t>(id - 1000)]), id);
+    EXPECT_FALSE(tok->is_special(id)) << id;
+    EXPECT_EQ(tok->decode({id}, true), kCocomTokens[static_cast<size_t>(id - 1000)]);
+  }
+  EXPECT_EQ(tok->encode("a<MEM>b", false),
+            concat({base.encode("a", false), {1000}, base.encode("b", false)}));
+  // Non-special added tokens are decoded on their own and joined with spaces.
+  EXPECT_EQ(tok->decode({643, 1000, 926}, true), "H <MEM> e");
+  EXPECT_EQ(tok->decode({643, 1004, 926}, true), "He");
+  EXPECT_EQ(tok->decode({643, 1004, 926}, false), "H <X> e");
+  EXPECT_EQ(tok->decode({1, 1000, 1004, 643}, true), "<MEM> H");
+
+  // Adding the COCOM list again makes them special again, and <X> drops out.
+  EXPECT_EQ(tok->add_special_tokens(kCocomTokens), 0);
+  EXPECT_EQ(tok->size(), 1005);
+  EXPECT_FALSE(tok->is_special(1004));
+  EXPECT_EQ(tok->decode({643, 1000, 926}, true), "He");
+  EXPECT_EQ(tok->decode({643, 1004, 926}, true), "H <X> e");
+}
+
+TEST(RuntimeSpecialTokens, ReAddingAnAddedTokenResetsItsFlags) {
+  // Flags of a saved added token are replaced by those of add_special_tokens (no stripping).
+  TempTokenizerDir dir("llama_cocom");
+  json cfg = read_json(dir.file("tokenizer_config.json"));
+  cfg["added_tokens_decoder"]["1003"]["lstrip"] = true;
+  cfg["added_tokens_decoder"]["1003"]["rstrip"] = true;
+  dir.write("tokenizer_config.json", cfg.dump());
+  auto tok = load_tokenizer(dir.path());
+  EXPECT_EQ(tok->encode("ab  <SEP>  cd", false), tok->encode("ab<SEP>cd", false));
+  EXPECT_EQ(tok->add_special_tokens(kCocomTokens), 0);
+  EXPECT_EQ(tok->encode("ab  <SEP>  cd", false),
+            fixture("llama_cocom").encode("ab  <SEP>  cd", false));
+  EXPECT_NE(tok->encode("ab  <SEP>  cd", false), tok->encode("ab<SEP>cd", false));
+}
+
+TEST(RuntimeSpecialTokens, BertAddsAfterTheVocabulary) {
+  const Tokenizer& base = fixture("bert");
+  auto tok = load_tokenizer(tok_dir("bert"));
+  ASSERT_EQ(tok->size(), 1000);
+  EXPECT_EQ(tok->add_special_tokens({"<MEM>", "<SEP>"}), 2);
+  EXPECT_EQ(tok->size(), 1002);
+  EXPECT_EQ(tok->token_to_id("<MEM>"), 1000);
+  EXPECT_EQ(tok->token_to_id("<SEP>"), 1001);
+  EXPECT_TRUE(tok->is_special(1000));
+  EXPECT_EQ(tok->special_tokens(), (std::vector<std::string>{"[UNK]", "[SEP]", "[PAD]", "[CLS]",
+                                                             "[MASK]", "<MEM>", "<SEP>"}));
+  EXPECT_EQ(tok->pad_id(), 0);
+  // The lower-casing pass leaves the special tokens alone, so they are found in the text.
+  const Ids hello = base.encode("Hello", false);
+  const Ids world = base.encode("world", false);
+  const Ids ids = tok->encode("Hello <MEM> world<SEP>", true);
+  EXPECT_EQ(ids, concat({{2}, hello, {1000}, world, {1001, 3}}));
+  EXPECT_EQ(tok->tokenize("Hello<MEM>", false).back(), "<MEM>");
+  EXPECT_EQ(tok->decode(ids, true), "hello world");
+  EXPECT_EQ(tok->decode(ids, false), "[CLS] hello <MEM> world <SEP> [SEP]");
+  BatchEncoding enc = tok->encode_batch({"<MEM>", "Hello <MEM> world<SEP>"}, {});
+  EXPECT_EQ(enc.input_ids[0], concat({{2, 1000, 3}, Ids(ids.size() - 3, 0)}));
+  EXPECT_EQ(enc.input_ids[1], ids);
+  EXPECT_EQ(tok->add_special_tokens({"<MEM>", "<SEP>"}), 0);
+
+  // A base token keeps its id and becomes special (and split out of words).
+  auto tok2 = load_tokenizer(tok_dir("bert"));
+  ASSERT_EQ(tok2->token_to_id("world"), 919);
+  EXPECT_EQ(tok2->add_special_tokens({"world"}), 0);
+  EXPECT_EQ(tok2->size(), 1000);
+  EXPECT_TRUE(tok2->is_special(919));
+  EXPECT_EQ(tok2->encode("Hello world", false), concat({hello, {919}}));
+  EXPECT_EQ(tok2->decode(concat({hello, {919}}), true), "hello");
+
+  // A dropped uppercase token is lower-cased again by the tokenize() pass of 4.41 (its
+  // AddedToken is special, so the non-special-normalized rule does not keep it either), so it
+  // no longer matches.
+  EXPECT_EQ(tok->add_special_tokens({"<X>"}), 1);
+  EXPECT_EQ(tok->token_to_id("<MEM>"), 1000);
+  EXPECT_EQ(tok->encode("<MEM>", false), base.encode("<MEM>", false));
+}
+
+TEST(RuntimeSpecialTokens, Errors) {
+  auto tok = load_tokenizer(tok_dir("llama"));
+  expect_error([&] { tok->add_special_tokens({"<A>", ""}); }, {"empty", "token 1"});
+  // Nothing was changed by the failed call.
+  EXPECT_EQ(tok->size(), 1000);
+  EXPECT_EQ(tok->token_to_id("<A>"), std::nullopt);
+  EXPECT_EQ(tok->special_tokens(), (std::vector<std::string>{"<s>", "</s>", "<unk>"}));
+
+  expect_error([&] { tok->set_pad_token("<nope>"); }, {"\"<nope>\"", "pad", "vocabulary"});
+  expect_error([&] { tok->set_pad_token(""); }, {"\"\"", "pad"});
+  EXPECT_EQ(tok->pad_id(), -1);
+  // <MEM> is unknown until it is added.
+  expect_error([&] { tok->set_pad_token("<MEM>"); }, {"<MEM>"});
+  tok->add_special_tokens(kCocomTokens);
+  tok->set_pad_token("<MEM>");
+  EXPECT_EQ(tok->pad_id(), 1000);
+
+  auto bert = load_tokenizer(tok_dir("bert"));
+  expect_error([&] { bert->add_special_tokens({""}); }, {"empty"});
+  expect_error([&] { bert->set_pad_token("[NOPE]"); }, {"[NOPE]"});
+  EXPECT_EQ(bert->pad_id(), 0);
+}
+
+TEST(RuntimeSpecialTokens, PadTokenFromTheBaseVocabulary) {
+  // pad_token = an ordinary piece: it becomes special (skipped by decode) without becoming an
+  // added token, and padding uses its id.
+  const std::string license = "\xE2\x96\x81license";
+  auto tok = load_tokenizer(tok_dir("llama"));
+  tok->set_pad_token(license);
+  EXPECT_EQ(tok->pad_id(), 425);
+  EXPECT_EQ(tok->size(), 1000);
+  EXPECT_TRUE(tok->is_special(425));
+  EXPECT_EQ(tok->special_tokens(), (std::vector<std::string>{"<s>", "</s>", "<unk>", license}));
+  EXPECT_EQ(tok->decode({560, 425, 330, 538, 948}, true), "The is free.");
+  BatchEncodeOptions opt;
+  opt.add_special_tokens = false;
+  opt.padding_side = PaddingSide::Left;
+  BatchEncoding enc = tok->encode_batch({"Hello world", "The license is free."}, opt);
+  EXPECT_EQ(enc.input_ids[1], (Ids{425, 425, 560, 425, 330, 538, 948}));
+  // Replacing the pad token: the old one is no longer special.
+  tok->set_pad_token("<s>");
+  EXPECT_EQ(tok->pad_id(), 1);
+  EXPECT_FALSE(tok->is_special(425));
+}
+
+// ------------------------------------------------------------------------------------------
 // encode_batch, hand-computed
 
 // BERT fixture: "no warranty." -> [CLS] no warranty . [SEP] = 2 202 197 14 3

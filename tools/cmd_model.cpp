@@ -248,8 +248,10 @@ int cmd_model_init(const GlobalOptions& g, const InitArgs& a) {
   } else if (a.arch == "bert") {
     if (!j.contains("model_type")) j["model_type"] = "bert";
     params = model::write_random_bert(model::BertConfig::from_json(j, a.config), a.out, a.seed, dt);
+  } else if (a.arch == "cocom" || a.arch == "cocom-light") {
+    params = write_random_cocom(j, a.config, a.arch == "cocom-light", a.out, a.seed, dt);
   } else {
-    fail("--arch ", a.arch, ": expected mistral or bert");
+    fail("--arch ", a.arch, ": expected mistral, bert, cocom or cocom-light");
   }
   std::fprintf(stderr, "wrote %s: %lld parameters (%s, seed %llu) in %.1f s\n", a.out.c_str(),
                static_cast<long long>(params), a.dtype.c_str(),

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "model/safetensors.h"
 #include "tools/cli_util.h"
 
 namespace cocom::cli {
@@ -47,8 +48,32 @@ struct InitArgs {
 int cmd_model_init(const GlobalOptions& g, const InitArgs& a);
 
 struct ConformanceArgs {
-  std::string fixtures, out, parts = "tokenizer,mistral,bert";
+  std::string fixtures, out, parts = "tokenizer,mistral,bert,cocom,cocom-light";
 };
 int cmd_conformance(const GlobalOptions& g, const ConformanceArgs& a);
+// The COCOM parts (cocom, cocom-light) of conformance.
+void run_cocom_conformance(const GlobalOptions& g, const std::string& fixtures,
+                           const std::string& part, const std::string& out_dir);
+
+struct GenerateArgs {
+  std::string model, in, out, dump_dir, decoder_tokenizer, compressor_tokenizer;
+  int64_t batch_size = 1;
+  int64_t max_new_tokens = 32;
+  int64_t context_max_length = 128;
+  bool no_compress = false;
+};
+int cmd_generate(const GlobalOptions& g, const GenerateArgs& a);
+
+struct CompressArgs {
+  std::string model, in, out, decoder_tokenizer, compressor_tokenizer;
+  int64_t batch_size = 8;
+  int64_t context_max_length = 128;
+};
+int cmd_compress(const GlobalOptions& g, const CompressArgs& a);
+
+// Writes a random-weight COCOM / COCOM-light checkpoint in the published layout; returns the
+// number of parameters.
+int64_t write_random_cocom(const Json& spec, const std::string& spec_path, bool light,
+                           const std::string& out, uint64_t seed, model::DType dtype);
 
 }  // namespace cocom::cli

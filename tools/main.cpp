@@ -26,7 +26,7 @@ void prefer_passive_openmp(int argc, char** argv) {
   bool heavy = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "bench" || a == "complete") heavy = true;
+    if (a == "bench" || a == "complete" || a == "generate" || a == "compress") heavy = true;
   }
   if (!heavy) return;
   ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
@@ -100,14 +100,55 @@ int main(int argc, char** argv) {
   InitArgs init;
   auto* c_init =
       c_model->add_subcommand("init", "write a random-weight checkpoint in Hugging Face layout");
-  c_init->add_option("--arch", init.arch, "mistral or bert")
+  c_init->add_option("--arch", init.arch, "mistral, bert, cocom or cocom-light")
       ->required()
-      ->check(CLI::IsMember({"mistral", "bert"}));
+      ->check(CLI::IsMember({"mistral", "bert", "cocom", "cocom-light"}));
   c_init->add_option("--config", init.config, "config.json with the shape")->required();
   c_init->add_option("--out", init.out, "output directory (created)")->required();
   c_init->add_option("--seed", init.seed, "random seed")->capture_default_str();
   c_init->add_option("--dtype", init.dtype, "bf16, fp16 or fp32")->capture_default_str();
   c_init->callback([&] { rc = cmd_model_init(g, init); });
+
+  GenerateArgs gen;
+  auto* c_gen = app.add_subcommand(
+      "generate",
+      "answer questions from their passages with a COCOM checkpoint (reference batch semantics)");
+  c_gen->add_option("--model", gen.model, "COCOM checkpoint directory")->required();
+  c_gen->add_option("--in", gen.in, "QA.jsonl: {\"question\": ..., \"contexts\": [...]} per line")
+      ->required();
+  c_gen->add_option("--out", gen.out, "answers jsonl (default: stdout)");
+  c_gen->add_option("--batch-size", gen.batch_size, "questions per batch")->capture_default_str();
+  c_gen->add_option("--max-new-tokens", gen.max_new_tokens, "tokens per answer at most")
+      ->capture_default_str();
+  c_gen->add_option("--context-max-length", gen.context_max_length,
+                    "compressor tokens per passage (128 for the published models)")
+      ->capture_default_str();
+  c_gen->add_option("--dump-dir", gen.dump_dir,
+                    "write each batch's encoder/decoder inputs and embeddings as safetensors");
+  c_gen->add_flag("--no-compress", gen.no_compress,
+                  "uncompressed baseline: the same decoder reads the passages' text");
+  c_gen->add_option("--decoder-tokenizer", gen.decoder_tokenizer,
+                    "base decoder directory (tokenizer.model + config.json)");
+  c_gen->add_option("--compressor-tokenizer", gen.compressor_tokenizer,
+                    "base compressor directory for COCOM-light (vocab.txt + config.json)");
+  c_gen->callback([&] { rc = cmd_generate(g, gen); });
+
+  CompressArgs cmp;
+  auto* c_cmp = app.add_subcommand(
+      "compress", "compress passages into context embeddings (engine regime: fixed length)");
+  c_cmp->add_option("--model", cmp.model, "COCOM checkpoint directory")->required();
+  c_cmp->add_option("--in", cmp.in, "PASSAGES.jsonl: {\"text\": ...} per line")->required();
+  c_cmp->add_option("--out", cmp.out, "output .safetensors ('embeddings' [N, n, H] fp32)")
+      ->required();
+  c_cmp->add_option("--batch-size", cmp.batch_size, "passages per forward pass")
+      ->capture_default_str();
+  c_cmp->add_option("--context-max-length", cmp.context_max_length,
+                    "tokens per passage; longer passages are truncated")
+      ->capture_default_str();
+  c_cmp->add_option("--decoder-tokenizer", cmp.decoder_tokenizer, "base decoder directory");
+  c_cmp->add_option("--compressor-tokenizer", cmp.compressor_tokenizer,
+                    "base compressor directory");
+  c_cmp->callback([&] { rc = cmd_compress(g, cmp); });
 
   ConformanceArgs conf;
   auto* c_conf = app.add_subcommand(

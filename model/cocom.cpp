@@ -1,0 +1,285 @@
+#include "model/cocom.h"
+
+#include <dirent.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+
+#include "common/error.h"
+#include "common/json_util.h"
+
+namespace cocom::model {
+
+const std::vector<std::string> kCocomSpecialTokens = {"<MEM>", "<AE>", "<ENC>", "<SEP>"};
+
+CocomConfig CocomConfig::from_json(const Json& j, const std::string& origin) {
+  if (!j.is_object()) fail(origin, ": expected a JSON object at the top level");
+  CocomConfig c;
+  c.decoder_model_name = json_string_or(j, "decoder_model_name", "", origin);
+  if (c.decoder_model_name.empty()) {
+    fail(origin, ": missing field 'decoder_model_name' (is this a COCOM checkpoint?)");
+  }
+  if (j.contains("compr_model_name") && !j["compr_model_name"].is_null()) {
+    c.compr_model_name = json_string_or(j, "compr_model_name", "", origin);
+    if (c.compr_model_name->empty()) c.compr_model_name.reset();
+  }
+  c.compr_rate = json_int_or(j, "compr_rate", 16, origin);
+  if (c.compr_rate < 1 || c.compr_rate > 4096) {
+    fail(origin, ": field 'compr_rate' must be between 1 and 4096 (got ", c.compr_rate, ")");
+  }
+  c.compr_linear_type = json_string_or(j, "compr_linear_type", "concat", origin);
+  if (c.compr_linear_type != "concat" && c.compr_linear_type != "mean") {
+    fail(origin, ": field 'compr_linear_type' must be concat or mean (got '", c.compr_linear_type,
+         "')");
+  }
+  c.generation_top_k = json_int_or(j, "generation_top_k", 5, origin);
+  if (c.generation_top_k < 1) fail(origin, ": field 'generation_top_k' must be at least 1");
+  c.sep = json_bool_or(j, "sep", true, origin);
+  c.lora = json_bool_or(j, "lora", true, origin);
+  c.lora_r = json_int_or(j, "lora_r", 16, origin);
+  if (c.lora && c.lora_r < 1) fail(origin, ": field 'lora_r' must be positive");
+  c.training_form = json_string_or(j, "training_form", "both", origin);
+  c.quantization = json_string_or(j, "quantization", "no", origin);
+  return c;
+}
+
+CocomConfig CocomConfig::load(const std::string& path) {
+  return from_json(read_json_file(path), path);
+}
+
+Json CocomConfig::to_json() const {
+  Json j;
+  j["architectures"] = {"COCOM"};
+  j["model_type"] = "COCOM";
+  j["decoder_model_name"] = decoder_model_name;
+  j["compr_model_name"] = compr_model_name ? Json(*compr_model_name) : Json(nullptr);
+  j["compr_rate"] = compr_rate;
+  j["compr_linear_type"] = compr_linear_type;
+  j["generation_top_k"] = generation_top_k;
+  j["sep"] = sep;
+  j["lora"] = lora;
+  j["lora_r"] = lora_r;
+  j["training_form"] = training_form;
+  j["quantization"] = quantization;
+  return j;
+}
+
+bool is_cocom_checkpoint(const std::string& dir) {
+  std::string p = join_path(dir, "config.json");
+  if (!file_exists(p)) return false;
+  try {
+    Json j = read_json_file(p);
+    return j.is_object() && j.contains("decoder_model_name");
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+namespace {
+
+std::vector<std::string> list_dir(const std::string& dir) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") out.push_back(n);
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// The Hugging Face hub cache directories, in the order huggingface_hub consults them.
+std::vector<std::string> hub_caches() {
+  std::vector<std::string> out;
+  if (const char* c = std::getenv("HF_HUB_CACHE")) out.push_back(c);
+  if (const char* h = std::getenv("HF_HOME")) out.push_back(join_path(h, "hub"));
+  if (const char* x = std::getenv("XDG_CACHE_HOME")) out.push_back(join_path(x, "huggingface/hub"));
+  if (const char* home = std::getenv("HOME")) out.push_back(join_path(home, ".cache/huggingface/hub"));
+  return out;
+}
+
+bool has_model_files(const std::string& dir, const std::string& kind) {
+  if (!file_exists(join_path(dir, "config.json"))) return false;
+  if (kind == "decoder") return file_exists(join_path(dir, "tokenizer.model"));
+  return file_exists(join_path(dir, "vocab.txt"));
+}
+
+std::string describe_missing(const std::string& dir, const std::string& kind) {
+  if (!dir_exists(dir)) return "no such directory";
+  std::string need = kind == "decoder" ? "tokenizer.model" : "vocab.txt";
+  std::string miss;
+  if (!file_exists(join_path(dir, "config.json"))) miss += "config.json";
+  if (!file_exists(join_path(dir, need))) miss += (miss.empty() ? "" : " and ") + need;
+  return "no " + miss;
+}
+
+}  // namespace
+
+std::string resolve_base_model_dir(const std::string& checkpoint_dir, const std::string& name,
+                                   const std::string& flag_dir, const std::string& kind,
+                                   const std::string& flag) {
+  std::vector<std::string> tried;
+  auto try_dir = [&](const std::string& d) {
+    if (has_model_files(d, kind)) return true;
+    tried.push_back(d + " (" + describe_missing(d, kind) + ")");
+    return false;
+  };
+  if (!flag_dir.empty()) {
+    if (try_dir(flag_dir)) return flag_dir;
+    fail(flag, " ", flag_dir, ": not a usable ", kind, " directory (", describe_missing(flag_dir, kind),
+         "); it needs config.json and ", kind == "decoder" ? "tokenizer.model" : "vocab.txt");
+  }
+  if (!name.empty() && name[0] != '/' && try_dir(join_path(checkpoint_dir, name))) {
+    return join_path(checkpoint_dir, name);
+  }
+  if (!name.empty() && dir_exists(name) && try_dir(name)) return name;
+  std::string cache_name = "models--" + name;
+  for (size_t p = cache_name.find('/'); p != std::string::npos; p = cache_name.find('/')) {
+    cache_name.replace(p, 1, "--");
+  }
+  for (const auto& cache : hub_caches()) {
+    std::string base = join_path(cache, cache_name);
+    std::string snaps = join_path(base, "snapshots");
+    if (!dir_exists(snaps)) {
+      tried.push_back(snaps + " (not in this cache)");
+      continue;
+    }
+    // The snapshot that refs/main points at first, then the others.
+    std::vector<std::string> order;
+    std::string ref = join_path(base, "refs/main");
+    if (file_exists(ref)) {
+      std::string h = read_text_file(ref);
+      h.erase(std::remove_if(h.begin(), h.end(), [](char c) { return std::isspace(static_cast<unsigned char>(c)); }), h.end());
+      if (!h.empty()) order.push_back(h);
+    }
+    for (const auto& s : list_dir(snaps)) {
+      if (std::find(order.begin(), order.end(), s) == order.end()) order.push_back(s);
+    }
+    for (const auto& s : order) {
+      if (try_dir(join_path(snaps, s))) return join_path(snaps, s);
+    }
+  }
+  std::string list;
+  for (const auto& t : tried) list += "\n  - " + t;
+  fail("cannot find the ", kind, " model '", name, "' named in ", join_path(checkpoint_dir, "config.json"),
+       " (it provides the tokenizer and the base config.json, which COCOM checkpoints do not include). "
+       "Looked in:",
+       list, "\nPass ", flag, " DIR (a directory with config.json and ",
+       kind == "decoder" ? "tokenizer.model" : "vocab.txt",
+       "), or download the model into the Hugging Face cache.");
+}
+
+namespace {
+
+// The prefix under which the decoder's `model.embed_tokens.weight` lives
+// ("decoder.base_model.model." with PEFT, "decoder." without).
+std::string decoder_prefix(const CheckpointFiles& files) {
+  const std::string key = "model.embed_tokens.weight";
+  for (const auto& n : files.names()) {
+    if (n.rfind("decoder.", 0) == 0 && n.size() > key.size() &&
+        n.compare(n.size() - key.size(), key.size(), key) == 0) {
+      return n.substr(0, n.size() - key.size());
+    }
+  }
+  fail(files.dir(), ": no decoder embedding tensor ('decoder.base_model.model.model.embed_tokens.weight' ",
+       "or 'decoder.model.embed_tokens.weight'); this is not a COCOM checkpoint in the reference layout");
+}
+
+}  // namespace
+
+std::unique_ptr<CocomModel> CocomModel::load(const std::string& dir, const CocomLoadOptions& opt) {
+  auto t0 = std::chrono::steady_clock::now();
+  const std::string cfg_path = join_path(dir, "config.json");
+  if (!dir_exists(dir)) fail("--model ", dir, ": no such directory");
+  if (!file_exists(cfg_path)) fail(dir, ": no config.json (is this a COCOM checkpoint directory?)");
+  std::unique_ptr<CocomModel> m(new CocomModel());
+  m->dir_ = dir;
+  m->cfg_ = CocomConfig::load(cfg_path);
+  const CocomConfig& cfg = m->cfg_;
+
+  // Decoder tokenizer: the base model's, plus the COCOM tokens, pad := bos (as the reference).
+  m->decoder_source_ = resolve_base_model_dir(dir, cfg.decoder_model_name, opt.decoder_tokenizer,
+                                              "decoder", "--decoder-tokenizer");
+  m->dec_tok_ = load_tokenizer(m->decoder_source_);
+  if (m->dec_tok_->kind() != "llama") {
+    fail(m->decoder_source_, ": the decoder tokenizer must be a sentencepiece tokenizer.model");
+  }
+  m->dec_tok_->add_special_tokens(kCocomSpecialTokens);
+  if (m->dec_tok_->bos_id() < 0) fail(m->decoder_source_, ": the decoder tokenizer has no bos token");
+  m->dec_tok_->set_pad_token(m->dec_tok_->id_to_token(m->dec_tok_->bos_id()));
+  m->mem_id_ = *m->dec_tok_->token_to_id("<MEM>");
+  m->ae_id_ = *m->dec_tok_->token_to_id("<AE>");
+  m->enc_id_ = *m->dec_tok_->token_to_id("<ENC>");
+  m->sep_id_ = *m->dec_tok_->token_to_id("<SEP>");
+
+  auto files = CheckpointFiles::open(dir);
+  const std::string prefix = decoder_prefix(*files);
+  DecoderConfig dcfg = DecoderConfig::load(join_path(m->decoder_source_, "config.json"));
+  const TensorInfo& emb = files->info(prefix + "model.embed_tokens.weight");
+  if (emb.shape.size() != 2) fail(files->file_of(emb.name), ": tensor '", emb.name, "' is not 2-D");
+  const int64_t rows = emb.shape[0];
+  if (rows != m->dec_tok_->size()) {
+    fail(files->file_of(emb.name), ": tensor '", emb.name, "' has ", rows,
+         " rows but the decoder tokenizer from ", m->decoder_source_, " has ", m->dec_tok_->size(),
+         " tokens after adding <MEM> <AE> <ENC> <SEP>; the tokenizer does not belong to this checkpoint");
+  }
+  if (rows != dcfg.vocab_size) {
+    spdlog::debug("decoder vocabulary resized from {} to {} (COCOM tokens)", dcfg.vocab_size, rows);
+  }
+  dcfg.vocab_size = rows;
+  LoraSettings lora;
+  if (cfg.lora) {
+    lora.r = cfg.lora_r;
+    lora.alpha = 2.0 * static_cast<double>(cfg.lora_r);  // LoraConfig(lora_alpha = 2 * lora_r)
+  }
+  {
+    WeightSource src(*files, prefix, lora);
+    m->decoder_ = MistralModel::from_weights(dcfg, src, opt.device);
+    src.check_all_used();
+    if (cfg.lora && src.lora_merged() == 0) {
+      spdlog::warn("{}: config says lora=true but no LoRA adapters were found", cfg_path);
+    }
+  }
+
+  std::vector<std::string> known_prefixes = {prefix};
+  if (cfg.light()) {
+    m->compressor_source_ = resolve_base_model_dir(dir, *cfg.compr_model_name, opt.compressor_tokenizer,
+                                                   "compressor", "--compressor-tokenizer");
+    m->enc_tok_ = load_tokenizer(m->compressor_source_);
+    BertConfig bcfg = BertConfig::load(join_path(m->compressor_source_, "config.json"));
+    WeightSource bsrc(*files, "compr.model.", {});
+    m->bert_ = BertModel::from_weights(bcfg, bsrc, opt.device);
+    bsrc.check_all_used({"embeddings.position_ids"});
+    const int64_t H = dcfg.hidden_size, Hb = bcfg.hidden_size;
+    const int64_t in = cfg.compr_linear_type == "concat" ? cfg.compr_rate * Hb : Hb;
+    const std::string wname = "compr.linear.weight";
+    if (!files->has(wname)) fail(dir, ": missing tensor '", wname, "' (the COCOM-light projection)");
+    const TensorInfo& wi = files->info(wname);
+    if (wi.shape != std::vector<int64_t>{H, in}) {
+      fail(files->file_of(wname), ": tensor '", wname, "' has shape ", shape_str(wi.shape),
+           " but compr_rate ", cfg.compr_rate, " with compr_linear_type '", cfg.compr_linear_type,
+           "' and BERT hidden size ", Hb, " needs ", shape_str(std::vector<int64_t>{H, in}));
+    }
+    WeightSource lsrc(*files, "compr.linear.", {});
+    m->proj_w_ = lsrc.get("weight", {H, in}, opt.device);
+    m->proj_b_ = lsrc.has("bias") ? lsrc.get("bias", {H}, opt.device) : at::zeros({H}, at::TensorOptions().device(opt.device));
+    known_prefixes.push_back("compr.");
+  }
+  for (const auto& n : files->names()) {
+    bool known = false;
+    for (const auto& p : known_prefixes) known = known || n.rfind(p, 0) == 0;
+    if (!known) {
+      fail(files->file_of(n), ": unexpected tensor '", n, "'",
+           cfg.light() ? "" : " (compr_model_name is null, so no compressor tensors are expected)");
+    }
+  }
+  m->load_seconds_ =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return m;
+}
+
+}  // namespace cocom::model

@@ -1,0 +1,95 @@
+// A COCOM checkpoint (naver/cocom-v1-*, COCOM-light): its config, the LoRA decoder, the
+// optional BERT compressor with its projection, and the tokenizers, resolved the way the
+// reference code resolves them (the tokenizers are not inside the checkpoint).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model/bert.h"
+#include "model/config.h"
+#include "model/mistral.h"
+#include "model/tokenizer.h"
+
+namespace cocom::model {
+
+// COCOMConfig as the reference saves it in config.json.
+struct CocomConfig {
+  std::string decoder_model_name;
+  std::optional<std::string> compr_model_name;  // null = the decoder compresses (COCOM)
+  int64_t compr_rate = 16;
+  std::string compr_linear_type = "concat";  // concat | mean (COCOM-light only)
+  int64_t generation_top_k = 5;
+  bool sep = true;
+  bool lora = true;
+  int64_t lora_r = 16;
+  std::string training_form = "both";
+  std::string quantization = "no";
+
+  static CocomConfig from_json(const Json& j, const std::string& origin);
+  static CocomConfig load(const std::string& path);
+  Json to_json() const;
+  bool light() const { return compr_model_name.has_value(); }
+};
+
+// True when `dir/config.json` describes a COCOM checkpoint.
+bool is_cocom_checkpoint(const std::string& dir);
+
+struct CocomLoadOptions {
+  std::string decoder_tokenizer;     // --decoder-tokenizer (directory with tokenizer + config.json)
+  std::string compressor_tokenizer;  // --compressor-tokenizer
+  c10::Device device = c10::kCPU;
+};
+
+// The tokens COCOM appends to the decoder vocabulary, in this order.
+extern const std::vector<std::string> kCocomSpecialTokens;  // <MEM> <AE> <ENC> <SEP>
+
+class CocomModel {
+ public:
+  // Loads a COCOM directory (config.json + safetensors in the reference key layout). Throws
+  // naming the file, tensor or flag at fault.
+  static std::unique_ptr<CocomModel> load(const std::string& dir, const CocomLoadOptions& opt = {});
+
+  const CocomConfig& config() const { return cfg_; }
+  const std::string& dir() const { return dir_; }
+  const MistralModel& decoder() const { return *decoder_; }
+  const Tokenizer& decoder_tokenizer() const { return *dec_tok_; }
+  const BertModel* bert() const { return bert_.get(); }
+  const Tokenizer* compressor_tokenizer() const { return enc_tok_.get(); }
+  const at::Tensor& projection_weight() const { return proj_w_; }
+  const at::Tensor& projection_bias() const { return proj_b_; }
+  const std::string& decoder_source() const { return decoder_source_; }
+  const std::string& compressor_source() const { return compressor_source_; }
+  int64_t mem_id() const { return mem_id_; }
+  int64_t ae_id() const { return ae_id_; }
+  int64_t enc_id() const { return enc_id_; }
+  int64_t sep_id() const { return sep_id_; }
+  double load_seconds() const { return load_seconds_; }
+
+ private:
+  CocomModel() = default;
+  CocomConfig cfg_;
+  std::string dir_;
+  std::unique_ptr<Tokenizer> dec_tok_, enc_tok_;
+  std::unique_ptr<MistralModel> decoder_;
+  std::unique_ptr<BertModel> bert_;
+  at::Tensor proj_w_, proj_b_;
+  std::string decoder_source_, compressor_source_;
+  int64_t mem_id_ = -1, ae_id_ = -1, enc_id_ = -1, sep_id_ = -1;
+  double load_seconds_ = 0;
+};
+
+// Where the base model named `name` (config.json + tokenizer files) is found: `flag_dir` when
+// given; else `<checkpoint>/<name>`; else `name` as a path; else the local Hugging Face cache
+// ($HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub: models--ORG--NAME/snapshots/*/).
+// `kind` ("decoder" / "compressor") and `flag` ("--decoder-tokenizer") are used in the error,
+// which lists every place looked at.
+std::string resolve_base_model_dir(const std::string& checkpoint_dir, const std::string& name,
+                                   const std::string& flag_dir, const std::string& kind,
+                                   const std::string& flag);
+
+}  // namespace cocom::model
