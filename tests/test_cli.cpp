@@ -177,11 +177,11 @@ TEST(Cli, ConformancePassesTheChecker) {
   std::string out = run("conformance --fixtures " + fx() + " --out " + out_dir, &rc);
   ASSERT_EQ(rc, 0) << out;
   std::string verdict;
-  rc = test::run_command("/usr/bin/python3 " + checker() + " --golden " + fx() + " --engine " +
-                             out_dir + " --parts tokenizer,mistral,bert",
-                         &verdict);
+  // Every required part: tokenizer, mistral, bert, cocom, cocom-light.
+  rc = test::run_command(
+      "/usr/bin/python3 " + checker() + " --golden " + fx() + " --engine " + out_dir, &verdict);
   EXPECT_EQ(rc, 0) << verdict;
-  EXPECT_NE(verdict.find("VERDICT: PASS"), std::string::npos) << verdict;
+  EXPECT_NE(verdict.find("VERDICT: PASS (34 checks"), std::string::npos) << verdict;
 }
 
 TEST(Cli, ConformanceReadsOnlyInputs) {
@@ -207,6 +207,19 @@ TEST(Cli, ConformanceReadsOnlyInputs) {
   }
   fs::permissions(copy + "/tokenizer/golden.json", fs::perms::owner_write, fs::perm_options::add);
   write_json_file(copy + "/tokenizer/golden.json", tok);
+  for (const char* part : {"cocom", "cocom-light"}) {
+    std::string d = copy + "/" + part;
+    Json g = read_json_file(d + "/golden.json");
+    Json only = {{"contexts", g["contexts"]}, {"questions", g["questions"]},
+                 {"max_new_tokens", g["max_new_tokens"]},
+                 {"context_max_length", g["context_max_length"]}};
+    fs::permissions(d, fs::perms::owner_all, fs::perm_options::add);
+    fs::permissions(d + "/golden.json", fs::perms::owner_write, fs::perm_options::add);
+    write_json_file(d + "/golden.json", only);
+    fs::remove(d + "/golden.safetensors");
+    fs::permissions(d + "/hf_literal", fs::perms::owner_all, fs::perm_options::add);
+    fs::remove_all(d + "/hf_literal");
+  }
   Json mj = read_json_file(copy + "/mistral/golden.json");
   Json mini = {{"max_new_tokens", mj["max_new_tokens"]}};
   fs::permissions(copy + "/mistral/golden.json", fs::perms::owner_write, fs::perm_options::add);
@@ -217,10 +230,139 @@ TEST(Cli, ConformanceReadsOnlyInputs) {
   std::string out = run("conformance --fixtures " + copy + " --out " + out_dir, &rc);
   ASSERT_EQ(rc, 0) << out;
   std::string verdict;
-  rc = test::run_command("/usr/bin/python3 " + checker() + " --golden " + fx() + " --engine " +
-                             out_dir + " --parts tokenizer,mistral,bert",
-                         &verdict);
+  rc = test::run_command(
+      "/usr/bin/python3 " + checker() + " --golden " + fx() + " --engine " + out_dir, &verdict);
   EXPECT_EQ(rc, 0) << verdict;
+}
+
+namespace {
+// QA.jsonl from the COCOM golden contexts and questions.
+std::string write_qa(const std::string& dir, const Json& g) {
+  std::string lines;
+  for (size_t q = 0; q < g["questions"].size(); ++q) {
+    Json l = {{"question", g["questions"][q]}, {"contexts", g["contexts"][q]}};
+    lines += l.dump() + "\n";
+  }
+  test::write_bytes(dir + "/qa.jsonl", lines);
+  return dir + "/qa.jsonl";
+}
+std::vector<Json> read_lines(const std::string& path) {
+  std::vector<Json> out;
+  std::string text = read_text_file(path);
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t e = text.find('\n', pos);
+    if (e == std::string::npos) e = text.size();
+    if (e > pos) out.push_back(parse_json_text(text.substr(pos, e - pos), path));
+    pos = e + 1;
+  }
+  return out;
+}
+}  // namespace
+
+TEST(CliCocom, GenerateAnswersLikeTheReference) {
+  for (const std::string part : {"cocom", "cocom-light"}) {
+    SCOPED_TRACE(part);
+    std::string dir = test::make_temp_dir("cli-gen");
+    Json g = read_json_file(fx() + "/" + part + "/golden.json");
+    auto gt = tensors(fx() + "/" + part + "/golden.safetensors");
+    int rc = 0;
+    std::string out = run("generate --model " + fx() + "/" + part + " --in " + write_qa(dir, g) +
+                              " --out " + dir + "/answers.jsonl --batch-size 2 --max-new-tokens 8 "
+                              "--context-max-length 32 --dump-dir " + dir + "/dump",
+                          &rc);
+    ASSERT_EQ(rc, 0) << out;
+    std::vector<Json> lines = read_lines(dir + "/answers.jsonl");
+    ASSERT_EQ(lines.size(), 2u);
+    for (size_t q = 0; q < 2; ++q) {
+      EXPECT_EQ(lines[q]["answer"], g["decoded"][q]);
+      at::Tensor row = gt["generated_ids"][int64_t(q)];
+      Json ids = Json::array();
+      for (int64_t t = 0; t < row.size(0) && row[t].item<int64_t>() != 2; ++t) {
+        ids.push_back(row[t].item<int64_t>());
+      }
+      EXPECT_EQ(lines[q]["token_ids"], ids);
+    }
+    auto dump = tensors(dir + "/dump/batch_00000.safetensors");
+    EXPECT_TRUE(dump["enc_input_ids"].equal(gt["enc_input_ids"]));
+    EXPECT_TRUE(dump["dec_input_ids"].equal(gt["dec_input_ids"]));
+    EXPECT_LT((dump["compressed_embeddings"] - gt["compressed_embs"]).abs().max().item<double>(), 1e-3);
+    // The uncompressed baseline answers from the text with the same decoder.
+    out = run("generate --no-compress --model " + fx() + "/" + part + " --in " + dir +
+                  "/qa.jsonl --out " + dir + "/plain.jsonl --max-new-tokens 4",
+              &rc);
+    ASSERT_EQ(rc, 0) << out;
+    EXPECT_EQ(read_lines(dir + "/plain.jsonl").size(), 2u);
+  }
+}
+
+TEST(CliCocom, CompressIsBatchIndependent) {
+  std::string dir = test::make_temp_dir("cli-compress");
+  Json g = read_json_file(fx() + "/cocom/golden.json");
+  std::string all, one;
+  for (const auto& c : g["contexts"][0]) all += Json({{"text", c}}).dump() + "\n";
+  one = Json({{"text", g["contexts"][0][2]}}).dump() + "\n";
+  test::write_bytes(dir + "/all.jsonl", all);
+  test::write_bytes(dir + "/one.jsonl", one);
+  int rc = 0;
+  std::string out = run("compress --model " + fx() + "/cocom --in " + dir + "/all.jsonl --out " + dir +
+                            "/all.safetensors --context-max-length 32 --batch-size 5",
+                        &rc);
+  ASSERT_EQ(rc, 0) << out;
+  out = run("compress --model " + fx() + "/cocom --in " + dir + "/one.jsonl --out " + dir +
+                "/one.safetensors --context-max-length 32",
+            &rc);
+  ASSERT_EQ(rc, 0) << out;
+  at::Tensor a = tensors(dir + "/all.safetensors")["embeddings"];
+  at::Tensor b = tensors(dir + "/one.safetensors")["embeddings"];
+  ASSERT_EQ(a.sizes(), (std::vector<int64_t>{5, 8, 64}));
+  EXPECT_LT((a[2] - b[0]).abs().max().item<double>(), 1e-5);
+}
+
+TEST(CliCocom, RandomCheckpointsWorkWithEveryCommand) {
+  std::string dir = test::make_temp_dir("cli-cocom-init");
+  Json spec = {{"compr_rate", 16}, {"sep", false}, {"lora_r", 2}, {"generation_top_k", 5},
+               {"decoder", {{"vocab_size", 1000}, {"hidden_size", 32}, {"intermediate_size", 48},
+                            {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                            {"num_key_value_heads", 1}, {"max_position_embeddings", 512}}},
+               {"decoder_tokenizer", fx() + "/tokenizer/llama"}};
+  write_json_file(dir + "/cocom.json", spec);
+  spec["compressor"] = {{"vocab_size", 1000}, {"hidden_size", 16}, {"intermediate_size", 32},
+                        {"num_hidden_layers", 1}, {"num_attention_heads", 2},
+                        {"max_position_embeddings", 128}};
+  spec["compressor_tokenizer"] = fx() + "/tokenizer/bert";
+  spec["compr_linear_type"] = "mean";
+  write_json_file(dir + "/light.json", spec);
+  Json g = read_json_file(fx() + "/cocom/golden.json");
+  std::string qa = write_qa(dir, g);
+  for (const std::string arch : {"cocom", "cocom-light"}) {
+    SCOPED_TRACE(arch);
+    int rc = 0;
+    std::string cfg = dir + (arch == "cocom" ? "/cocom.json" : "/light.json");
+    std::string out = run("model init --arch " + arch + " --config " + cfg + " --out " + dir + "/" + arch, &rc);
+    ASSERT_EQ(rc, 0) << out;
+    out = run("generate --model " + dir + "/" + arch + " --in " + qa + " --out " + dir + "/" + arch +
+                  ".jsonl --max-new-tokens 3",
+              &rc);
+    ASSERT_EQ(rc, 0) << out;
+    EXPECT_EQ(read_lines(dir + "/" + arch + ".jsonl").size(), 2u);
+  }
+}
+
+TEST(CliHostile, CocomInputs) {
+  std::string dir = test::make_temp_dir("cli-cocom-hostile");
+  int rc = 0;
+  test::write_bytes(dir + "/bad.jsonl", "{\"question\": \"q\", \"contexts\": [\"a\"]}\n{oops\n");
+  std::string out = run("generate --model " + fx() + "/cocom --in " + dir + "/bad.jsonl", &rc);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("bad.jsonl:2"), std::string::npos) << out;
+  test::write_bytes(dir + "/nocontexts.jsonl", "{\"question\": \"q\"}\n");
+  out = run("generate --model " + fx() + "/cocom --in " + dir + "/nocontexts.jsonl", &rc);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(out.find("contexts"), std::string::npos) << out;
+  out = run("info --model " + fx() + "/cocom", &rc);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(out.find("COCOM checkpoint"), std::string::npos) << out;
 }
 
 TEST(CliHostile, BadInputsAreClearErrors) {
