@@ -22,8 +22,10 @@ namespace detail {
 namespace {
 
 // The sanitizers' dlopen interceptor refuses RTLD_DEEPBIND (it would bypass their malloc), so
-// sanitized builds load the shim without it. Those builds do not link libtorch in the same
-// process as the shim (test_tokenizer, the fuzzers), which is what DEEPBIND protects against.
+// sanitized builds load the shim into a link-map namespace of its own (dlmopen LM_ID_NEWLM):
+// sentencepiece and its bundled protobuf then cannot meet libtorch's protobuf either. The shim
+// is built without sanitizer instrumentation for this (model/CMakeLists.txt); every buffer it
+// returns is freed by the shim itself, so the two namespaces' allocators never mix.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 constexpr bool kSanitized = true;
 #elif defined(__has_feature)
@@ -65,10 +67,9 @@ bool try_load_shim(const std::string& path, SpmApi* api, std::string* why) {
     *why = "not found";
     return false;
   }
-  int flags = RTLD_NOW | RTLD_LOCAL;
-  if (!kSanitized) flags |= RTLD_DEEPBIND;
   ::dlerror();
-  void* handle = ::dlopen(path.c_str(), flags);
+  void* handle = kSanitized ? ::dlmopen(LM_ID_NEWLM, path.c_str(), RTLD_NOW | RTLD_LOCAL)
+                            : ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
   if (handle == nullptr) {
     const char* err = ::dlerror();
     *why = err != nullptr ? err : "dlopen failed";
