@@ -296,6 +296,18 @@ TEST(CliCocom, GenerateAnswersLikeTheReference) {
   }
 }
 
+TEST(CliCocom, InfoDescribesCocomCheckpoints) {
+  int rc = 0;
+  std::string out = run("info --model " + fx() + "/cocom-light", &rc);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("COCOM-light (compression rate x4, 32 embeddings"), std::string::npos) << out;
+  EXPECT_NE(out.find("<MEM> 1000"), std::string::npos) << out;
+  Json j = parse_json_text(run("info --json --model " + fx() + "/cocom", &rc), "info");
+  ASSERT_EQ(rc, 0);
+  EXPECT_EQ(j["architecture"], "COCOM");
+  EXPECT_EQ(j["decoder"]["vocab_size"], 1004);
+}
+
 TEST(CliCocom, CompressIsBatchIndependent) {
   std::string dir = test::make_temp_dir("cli-compress");
   Json g = read_json_file(fx() + "/cocom/golden.json");
@@ -360,7 +372,8 @@ TEST(CliHostile, CocomInputs) {
   out = run("generate --model " + fx() + "/cocom --in " + dir + "/nocontexts.jsonl", &rc);
   EXPECT_EQ(rc, 1);
   EXPECT_NE(out.find("contexts"), std::string::npos) << out;
-  out = run("info --model " + fx() + "/cocom", &rc);
+  test::write_bytes(dir + "/ids.json", "{\"input_ids\": [[1, 2]]}");
+  out = run("forward --model " + fx() + "/cocom --in " + dir + "/ids.json --out " + dir + "/y.st", &rc);
   EXPECT_EQ(rc, 1);
   EXPECT_NE(out.find("COCOM checkpoint"), std::string::npos) << out;
 }

@@ -25,8 +25,9 @@ AnyModel load_any_model(const std::string& dir, c10::Device device) {
   Json j = read_json_file(cfg_path);
   if (j.is_object() && j.contains("decoder_model_name")) {
     fail(cfg_path,
-         ": this is a COCOM checkpoint (decoder_model_name is set); the runtime commands ",
-         "take a plain Mistral/Llama or BERT directory");
+         ": this is a COCOM checkpoint (decoder_model_name is set); use cocom generate / ",
+         "compress / info with it (forward and complete take a plain Mistral/Llama or BERT ",
+         "directory)");
   }
   AnyModel m;
   m.arch = model::detect_arch(j, cfg_path);

@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "model/checkpoint_io.h"
+#include "model/cocom.h"
 #include "model/generation.h"
 #include "model/safetensors.h"
 #include "tools/commands.h"
@@ -27,8 +28,62 @@ std::string human_bytes(double b) {
 
 }  // namespace
 
+namespace {
+int cocom_info(const GlobalOptions& g, const InfoArgs& a, c10::Device dev) {
+  model::CocomLoadOptions o;
+  o.device = dev;
+  o.decoder_tokenizer = a.decoder_tokenizer;
+  o.compressor_tokenizer = a.compressor_tokenizer;
+  auto m = model::CocomModel::load(a.model, o);
+  const auto& c = m->config();
+  const auto& d = m->decoder().config();
+  Json out;
+  out["model"] = a.model;
+  out["architecture"] = c.light() ? "COCOM-light" : "COCOM";
+  out["cocom"] = c.to_json();
+  out["decoder"] = d.to_json();
+  out["decoder_source"] = m->decoder_source();
+  if (c.light()) {
+    out["compressor"] = m->bert()->config().to_json();
+    out["compressor_source"] = m->compressor_source();
+  }
+  out["embeddings_per_128_token_passage"] = (128 + c.compr_rate - 1) / c.compr_rate;
+  out["special_ids"] = {{"<MEM>", m->mem_id()}, {"<AE>", m->ae_id()}, {"<ENC>", m->enc_id()},
+                        {"<SEP>", m->sep_id()}};
+  out["load_seconds"] = m->load_seconds();
+  out["device"] = g.device;
+  if (a.json) {
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << "model:        " << a.model << "\n"
+            << "architecture: " << out["architecture"].get<std::string>() << " (compression rate x"
+            << c.compr_rate << ", " << out["embeddings_per_128_token_passage"]
+            << " embeddings per 128-token passage, sep " << (c.sep ? "on" : "off") << ", top-k "
+            << c.generation_top_k << ")\n"
+            << "decoder:      " << d.num_hidden_layers << " layers, hidden " << d.hidden_size
+            << ", heads " << d.num_attention_heads << "/" << d.num_key_value_heads << ", vocabulary "
+            << d.vocab_size << (c.lora ? ", LoRA r " + std::to_string(c.lora_r) + " merged" : "")
+            << "\n"
+            << "              base model and tokenizer from " << m->decoder_source() << "\n";
+  if (c.light()) {
+    const auto& b = m->bert()->config();
+    std::cout << "compressor:   BERT, " << b.num_hidden_layers << " layers, hidden " << b.hidden_size
+              << ", projection " << c.compr_linear_type << "\n"
+              << "              from " << m->compressor_source() << "\n";
+  } else {
+    std::cout << "compressor:   the decoder itself (<MEM> tokens)\n";
+  }
+  std::cout << "tokens:       <MEM> " << m->mem_id() << "  <AE> " << m->ae_id() << "  <ENC> "
+            << m->enc_id() << "  <SEP> " << m->sep_id() << "\n";
+  std::printf("load time:    %.3f s\n", m->load_seconds());
+  return 0;
+}
+}  // namespace
+
 int cmd_info(const GlobalOptions& g, const InfoArgs& a) {
   c10::Device dev = setup_runtime(g);
+  if (model::is_cocom_checkpoint(a.model)) return cocom_info(g, a, dev);
   AnyModel m = load_any_model(a.model, dev);
   auto files = model::CheckpointFiles::open(a.model);
   std::set<std::string> dtypes;

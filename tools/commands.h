@@ -12,7 +12,7 @@
 namespace cocom::cli {
 
 struct InfoArgs {
-  std::string model;
+  std::string model, decoder_tokenizer, compressor_tokenizer;
   bool json = false;
 };
 int cmd_info(const GlobalOptions& g, const InfoArgs& a);

@@ -52,6 +52,10 @@ int main(int argc, char** argv) {
       "info", "describe a model directory: architecture, parameters, dtypes, tokenizer, load time");
   c_info->add_option("--model", info.model, "Hugging Face model directory")->required();
   c_info->add_flag("--json", info.json, "print one JSON object");
+  c_info->add_option("--decoder-tokenizer", info.decoder_tokenizer,
+                     "COCOM: base decoder directory (tokenizer.model + config.json)");
+  c_info->add_option("--compressor-tokenizer", info.compressor_tokenizer,
+                     "COCOM-light: base compressor directory (vocab.txt + config.json)");
   c_info->callback([&] { rc = cmd_info(g, info); });
 
   TokenizeArgs tk;
