@@ -1,0 +1,129 @@
+// The knowledge store: RocksDB is the single source of truth for documents, passages (text
+// + provenance), context embeddings, BM25 postings and the manifest. Torch-free; the only
+// third-party dependency is RocksDB (kept out of this header).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace cocom::storage {
+
+constexpr int kSchemaVersion = 1;
+
+enum class EmbeddingDType { F16, BF16, F32 };
+const char* embedding_dtype_name(EmbeddingDType t);               // "fp16", "bf16", "fp32"
+std::optional<EmbeddingDType> parse_embedding_dtype(const std::string& s);
+
+// What the stored embeddings and postings were made with. Opening a store with a different
+// compressor or retriever fingerprint is an error (no silent mixing).
+struct Manifest {
+  int schema_version = kSchemaVersion;
+  std::string compressor_fingerprint;  // identifies the COCOM checkpoint that made the embeddings
+  int64_t compr_rate = 0;
+  int64_t embeddings_per_passage = 0;  // n
+  int64_t embedding_dim = 0;           // H
+  EmbeddingDType embedding_dtype = EmbeddingDType::F16;
+  std::string retriever_fingerprint;  // empty = no dense retriever (BM25 only)
+  int64_t retriever_dim = 0;
+  std::string index_factory = "Flat";
+};
+
+struct DocumentRecord {
+  std::string id;      // caller-chosen, unique (e.g. the source path, or a jsonl "id")
+  std::string source;  // file path it came from
+  std::string title;
+  std::string content_hash;  // hex digest of the document's text + title
+  std::string meta_json;     // other fields, as a JSON object text
+  std::vector<uint64_t> passage_ids;  // filled by the store on put
+};
+
+struct PassageRecord {
+  uint64_t id = 0;  // assigned by the store (dense, never reused), = the FAISS id
+  std::string doc_id;
+  int64_t index = 0;  // position within its document
+  std::string text;   // the passage as compressed ("Title. text")
+  int64_t char_begin = 0, char_end = 0;  // span in the document text
+};
+
+// One passage to add: its text, its context embeddings [n * H] row-major fp32 (converted to
+// the store's dtype), its retriever vector (may be empty), and its BM25 terms.
+struct NewPassage {
+  PassageRecord record;  // id is ignored (assigned)
+  std::vector<float> embeddings;
+  std::vector<float> retriever_vector;
+  std::vector<std::string> terms;  // analysed tokens, for BM25
+};
+
+struct StoreStats {
+  int64_t documents = 0, passages = 0, embeddings = 0, bm25_documents = 0;
+  int64_t total_terms = 0;  // sum of passage lengths (BM25 avgdl = total_terms / bm25_documents)
+  uint64_t next_passage_id = 0;
+};
+
+class Store {
+ public:
+  // Opens or creates the store at `path` (a directory). A new store takes `manifest`; an
+  // existing one must match it (schema version, compressor and retriever fingerprints,
+  // embedding shape): otherwise throws cocom::Error naming the field, both values and the
+  // path. Fields of `manifest` left empty/zero are not checked and take the stored value.
+  static std::unique_ptr<Store> open(const std::string& path, const Manifest& manifest);
+  // Opens an existing store read-only-ish for inspection (no manifest check).
+  static std::unique_ptr<Store> open_existing(const std::string& path);
+  ~Store();
+
+  const Manifest& manifest() const;
+  const std::string& path() const;
+
+  // Adds or replaces a document with all its passages in ONE RocksDB WriteBatch: the
+  // document is entirely present or entirely absent after a crash. A replaced document's
+  // old passages, embeddings and postings are deleted in the same batch. Returns the new
+  // passage ids (in order).
+  std::vector<uint64_t> put_document(DocumentRecord doc, std::vector<NewPassage> passages);
+  // Removes a document and everything it owns (one WriteBatch). Returns its passage ids,
+  // or nullopt when no such document.
+  std::optional<std::vector<uint64_t>> remove_document(const std::string& doc_id);
+
+  std::optional<DocumentRecord> get_document(const std::string& doc_id) const;
+  std::vector<DocumentRecord> documents_by_source(const std::string& source) const;
+  std::optional<PassageRecord> get_passage(uint64_t id) const;
+  // Context embeddings of a passage as fp32 [n * H].
+  std::optional<std::vector<float>> get_embeddings(uint64_t id) const;
+  std::optional<std::vector<float>> get_retriever_vector(uint64_t id) const;
+
+  // Visits every passage id with its retriever vector (for rebuilding the dense index).
+  void for_each_retriever_vector(
+      const std::function<void(uint64_t, const std::vector<float>&)>& fn) const;
+  void for_each_document(const std::function<void(const DocumentRecord&)>& fn) const;
+
+  // BM25 (Okapi) over the stored postings: top-k passage ids with scores for analysed query
+  // terms.
+  std::vector<std::pair<uint64_t, double>> bm25_search(const std::vector<std::string>& terms,
+                                                       size_t k, double k1 = 0.9,
+                                                       double b = 0.4) const;
+
+  StoreStats stats() const;
+  // A value that changes with every write (for checking the FAISS file is in sync).
+  uint64_t sequence() const;
+
+  struct Impl;
+
+ private:
+  explicit Store(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Lower-cased alphanumeric words (Unicode-aware via utf8proc), for BM25 on both sides.
+std::vector<std::string> analyze(const std::string& text);
+
+// Embedding blobs: a small header (magic "CCEM", version, dtype, ndim, shape) + data.
+std::string encode_embedding(const std::vector<float>& values, const std::vector<int64_t>& shape,
+                             EmbeddingDType dtype);
+std::vector<float> decode_embedding(const std::string& blob, std::vector<int64_t>* shape,
+                                    const std::string& what);
+
+}  // namespace cocom::storage
