@@ -1,0 +1,82 @@
+// Reading documents for ingestion and cutting them into passages. Torch-free.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace cocom::engine {
+
+struct Document {
+  std::string id;      // deterministic: the jsonl "id" field, else the source path
+  std::string title;   // jsonl "title", HTML <title>, Markdown first heading, PDF title, else file stem
+  std::string text;    // plain text (markup removed), valid UTF-8
+  std::string source;  // the file it came from (absolute path)
+  std::string meta_json = "{}";  // jsonl fields other than id/title/text; file size/mtime otherwise
+};
+
+struct SkippedFile {
+  std::string path;
+  std::string reason;  // "binary file", "unsupported extension .xyz", "invalid UTF-8", "unreadable: ..."
+};
+
+struct ReadOptions {
+  std::vector<std::string> include;  // fnmatch globs on the path relative to the given root; empty = all supported
+  std::vector<std::string> exclude;
+  bool repair_utf8 = true;           // replace invalid sequences with U+FFFD (warning); false = skip the document
+};
+
+struct ReadResult {
+  std::vector<Document> documents;
+  std::vector<SkippedFile> skipped;
+  std::vector<std::string> warnings;  // e.g. repaired UTF-8 in a document, bad jsonl line N
+};
+
+// Reads files (.txt, .md, .markdown, .html, .htm, .pdf, .jsonl) and directories (recursively,
+// sorted, include/exclude globs). One bad document never stops the batch: it is skipped or
+// repaired with a reason. Throws cocom::Error only when a given path does not exist.
+// Details (see documents.cpp): files under a directory are ordered by their path relative to
+// it; globs (fnmatch, '*' crosses '/') are matched against that relative path and the base
+// name, excluded directories are pruned, and globs do not filter files named explicitly.
+// Symlinked directories are followed once (loops are cut by device/inode). Duplicate ids:
+// the first document wins, later ones are dropped with a warning. A jsonl record without a
+// "title" gets an empty title; a line's number (1-based) names it in warnings and skips
+// ("path:N"). Texts are normalised: CR LF / CR / FF -> LF, NUL and other C0 controls -> ' '.
+ReadResult read_paths(const std::vector<std::string>& paths, const ReadOptions& opt = {});
+
+// Single-format readers (exposed for tests); `path` is used in messages and as source.
+std::string markdown_to_text(const std::string& md, std::string* title);
+std::string html_to_text(const std::string& html, std::string* title);  // gumbo
+std::string pdf_to_text(const std::string& path, std::string* title);    // poppler-cpp; throws on failure
+// Replaces invalid UTF-8 with U+FFFD; returns the number of replacements.
+size_t repair_utf8(std::string* s);
+
+struct Passage {
+  int64_t index = 0;
+  std::string text;  // "Title. chunk" (the KILT passage form the models were trained on)
+  int64_t char_begin = 0, char_end = 0;  // span of the chunk in Document::text
+};
+
+struct ChunkOptions {
+  int64_t max_tokens = 128;  // compressor tokens per passage, title prefix included
+  int64_t overlap_tokens = 0;
+};
+
+// Splits a document into passages whose "Title. chunk" text counts at most max_tokens with
+// `count_tokens` (the compressor tokenizer), preferring sentence boundaries, then word
+// boundaries; a single over-long word is hard-split. Deterministic.
+// Sentences end at '.', '!' or '?' (plus closing quotes/brackets) followed by whitespace, and
+// at blank lines. Passage text is "Title. " + the chunk with whitespace runs collapsed to one
+// space; char_begin/char_end are byte offsets of the chunk in doc.text. Overlap: the next chunk
+// starts with the last whole units (sentences, or pieces of a split sentence) of the previous
+// chunk counting at most overlap_tokens, never the whole previous chunk. A title too long to
+// leave room for any text is dropped from the passages. Throws cocom::Error when max_tokens
+// <= 0, overlap_tokens < 0, or max_tokens cannot hold a single character.
+std::vector<Passage> chunk_document(const Document& doc, const ChunkOptions& opt,
+                                    const std::function<int64_t(const std::string&)>& count_tokens);
+
+// Content hash (64-bit FNV-1a of title and text, hex) for change detection on re-ingest.
+std::string content_hash(const Document& doc);
+
+}  // namespace cocom::engine
