@@ -18,6 +18,7 @@ PACKAGES=(
   libfaiss-dev librocksdb-dev
   libsentencepiece-dev sentencepiece
   libspdlog-dev nlohmann-json3-dev libcli11-dev libutf8proc-dev
+  libgumbo-dev libpoppler-cpp-dev  # HTML and PDF readers
   libgtest-dev
   python3 python3-numpy # the fixture checker used by the tests
 )

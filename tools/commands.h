@@ -55,6 +55,32 @@ int cmd_conformance(const GlobalOptions& g, const ConformanceArgs& a);
 void run_cocom_conformance(const GlobalOptions& g, const std::string& fixtures,
                            const std::string& part, const std::string& out_dir);
 
+// Options shared by the store commands.
+struct StoreArgs {
+  std::string db, model, retriever, index_factory, embedding_dtype, decoder_tokenizer,
+      compressor_tokenizer, query_prefix, passage_prefix;
+};
+struct IngestArgs {
+  StoreArgs store;
+  std::vector<std::string> paths, include, exclude;
+  int64_t overlap = 0;
+  bool json = false;
+};
+int cmd_ingest(const GlobalOptions& g, const IngestArgs& a);
+struct SearchArgs {
+  StoreArgs store;
+  std::string query, mode;  // empty: hybrid with a retriever, else bm25
+  int64_t k = 5;
+  bool json = false;
+};
+int cmd_search(const GlobalOptions& g, const SearchArgs& a);
+struct RmArgs {
+  StoreArgs store;
+  std::vector<std::string> targets;
+};
+int cmd_rm(const GlobalOptions& g, const RmArgs& a);
+int cmd_store_info(const GlobalOptions& g, const StoreArgs& a, bool json);
+
 struct GenerateArgs {
   std::string model, in, out, dump_dir, decoder_tokenizer, compressor_tokenizer;
   int64_t batch_size = 1;

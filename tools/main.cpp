@@ -26,7 +26,9 @@ void prefer_passive_openmp(int argc, char** argv) {
   bool heavy = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "bench" || a == "complete" || a == "generate" || a == "compress") heavy = true;
+    if (a == "bench" || a == "complete" || a == "generate" || a == "compress" || a == "ingest") {
+      heavy = true;
+    }
   }
   if (!heavy) return;
   ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
@@ -50,13 +52,20 @@ int main(int argc, char** argv) {
   InfoArgs info;
   auto* c_info = app.add_subcommand(
       "info", "describe a model directory: architecture, parameters, dtypes, tokenizer, load time");
-  c_info->add_option("--model", info.model, "Hugging Face model directory")->required();
+  StoreArgs info_store;
+  c_info->add_option("--model", info.model, "model directory (Hugging Face or COCOM layout)");
+  c_info->add_option("--db", info_store.db, "a knowledge store: manifest, sizes and counts");
   c_info->add_flag("--json", info.json, "print one JSON object");
   c_info->add_option("--decoder-tokenizer", info.decoder_tokenizer,
                      "COCOM: base decoder directory (tokenizer.model + config.json)");
   c_info->add_option("--compressor-tokenizer", info.compressor_tokenizer,
                      "COCOM-light: base compressor directory (vocab.txt + config.json)");
-  c_info->callback([&] { rc = cmd_info(g, info); });
+  c_info->callback([&] {
+    if (info.model.empty() == info_store.db.empty()) {
+      throw CLI::ValidationError("info", "give exactly one of --model DIR or --db DIR");
+    }
+    rc = info_store.db.empty() ? cmd_info(g, info) : cmd_store_info(g, info_store, info.json);
+  });
 
   TokenizeArgs tk;
   auto* c_tok = app.add_subcommand("tokenize", "print the token ids (and pieces) of a text");
@@ -153,6 +162,48 @@ int main(int argc, char** argv) {
   c_cmp->add_option("--compressor-tokenizer", cmp.compressor_tokenizer,
                     "base compressor directory");
   c_cmp->callback([&] { rc = cmd_compress(g, cmp); });
+
+  auto add_store_options = [](CLI::App* c, StoreArgs& s, bool with_model) {
+    c->add_option("--db", s.db, "knowledge store directory")->required();
+    if (with_model) {
+      c->add_option("--model", s.model,
+                    "COCOM checkpoint (remembered by the store after the first ingest)");
+      c->add_option("--retriever", s.retriever,
+                    "dense retriever: a sentence-transformers BERT directory (optional)");
+      c->add_option("--index", s.index_factory, "FAISS factory string (default Flat)");
+      c->add_option("--embedding-dtype", s.embedding_dtype, "fp16 (default), bf16 or fp32");
+      c->add_option("--decoder-tokenizer", s.decoder_tokenizer, "base decoder directory");
+      c->add_option("--compressor-tokenizer", s.compressor_tokenizer, "base compressor directory");
+      c->add_option("--passage-prefix", s.passage_prefix, "retriever prefix for passages");
+    }
+    c->add_option("--query-prefix", s.query_prefix, "retriever prefix for queries");
+  };
+  IngestArgs ing;
+  auto* c_ing = app.add_subcommand(
+      "ingest", "read, chunk, compress and index documents (.txt .md .html .pdf .jsonl, directories)");
+  add_store_options(c_ing, ing.store, true);
+  c_ing->add_option("--include", ing.include, "glob of files to take (repeatable)");
+  c_ing->add_option("--exclude", ing.exclude, "glob of files to skip (repeatable)");
+  c_ing->add_option("--overlap", ing.overlap, "tokens repeated between consecutive passages")
+      ->capture_default_str();
+  c_ing->add_flag("--json", ing.json, "print a JSON summary");
+  c_ing->add_option("paths", ing.paths, "files and directories")->required();
+  c_ing->callback([&] { rc = cmd_ingest(g, ing); });
+
+  SearchArgs srch;
+  auto* c_srch = app.add_subcommand("search", "ranked passages for a query, with provenance");
+  add_store_options(c_srch, srch.store, false);
+  c_srch->add_option("--k", srch.k, "passages to return")->capture_default_str();
+  c_srch->add_option("--mode", srch.mode, "dense, bm25 or hybrid (default: hybrid with a retriever, else bm25)");
+  c_srch->add_flag("--json", srch.json, "print JSON");
+  c_srch->add_option("query", srch.query, "the query")->required();
+  c_srch->callback([&] { rc = cmd_search(g, srch); });
+
+  RmArgs rmv;
+  auto* c_rm = app.add_subcommand("rm", "remove documents by id or source path");
+  add_store_options(c_rm, rmv.store, false);
+  c_rm->add_option("targets", rmv.targets, "document ids or source paths")->required();
+  c_rm->callback([&] { rc = cmd_rm(g, rmv); });
 
   ConformanceArgs conf;
   auto* c_conf = app.add_subcommand(

@@ -1,0 +1,342 @@
+#include "engine/knowledge_store.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <set>
+
+#include "common/error.h"
+#include "compress/compressor.h"
+#include "index/dense_index.h"
+#include "index/retriever.h"
+#include "model/safetensors.h"
+#include "model/weights.h"
+
+namespace fs = std::filesystem;
+
+namespace cocom::engine {
+
+namespace {
+
+uint64_t fnv1a(const std::string& s, uint64_t h = 1469598103934665603ull) {
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+std::string hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+double since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Settings remembered in the store directory so later commands need not repeat them.
+const char* kSettingsFile = "cocom-db.json";
+
+}  // namespace
+
+std::string cocom_fingerprint(const std::string& model_dir) {
+  uint64_t h = fnv1a(read_text_file(join_path(model_dir, "config.json")));
+  auto files = model::CheckpointFiles::open(model_dir);
+  for (const auto& n : files->names()) {
+    const auto& ti = files->info(n);
+    h = fnv1a(n + model::dtype_name(ti.dtype) + model::shape_str(ti.shape), h);
+  }
+  std::string base = fs::path(model_dir).lexically_normal().filename().string();
+  if (base.empty()) base = fs::path(model_dir).lexically_normal().parent_path().filename().string();
+  return base + ":" + hex64(h);
+}
+
+SearchMode parse_search_mode(const std::string& s) {
+  if (s == "dense") return SearchMode::Dense;
+  if (s == "bm25") return SearchMode::Bm25;
+  if (s == "hybrid") return SearchMode::Hybrid;
+  fail("--mode ", s, ": expected dense, bm25 or hybrid");
+}
+
+Json IngestSummary::to_json() const {
+  Json j;
+  j["added"] = added;
+  j["unchanged"] = unchanged;
+  j["replaced"] = replaced;
+  j["passages"] = passages;
+  j["seconds"] = seconds;
+  Json sk = Json::array();
+  for (const auto& s : skipped) sk.push_back({{"path", s.path}, {"reason", s.reason}});
+  j["skipped"] = sk;
+  j["warnings"] = warnings;
+  return j;
+}
+
+KnowledgeStore::~KnowledgeStore() = default;
+
+std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions& opt0) {
+  std::unique_ptr<KnowledgeStore> ks(new KnowledgeStore());
+  KnowledgeStoreOptions opt = opt0;
+  if (opt.db.empty()) fail("--db: a store directory is required");
+  const std::string settings_path = join_path(opt.db, kSettingsFile);
+  Json settings = file_exists(settings_path) ? read_json_file(settings_path) : Json::object();
+  const bool exists = dir_exists(opt.db) && file_exists(settings_path);
+  if (opt.model_dir.empty()) opt.model_dir = json_string_or(settings, "model", "", settings_path);
+  if (opt.retriever_dir.empty()) opt.retriever_dir = json_string_or(settings, "retriever", "", settings_path);
+  if (exists) {
+    opt.index_factory = json_string_or(settings, "index_factory", opt.index_factory, settings_path);
+    opt.embedding_dtype = json_string_or(settings, "embedding_dtype", opt.embedding_dtype, settings_path);
+    opt.context_max_length = json_int_or(settings, "context_max_length", opt.context_max_length, settings_path);
+  }
+  if (!exists && opt.model_dir.empty()) {
+    fail("--db ", opt.db, ": no store there yet; pass --model DIR (a COCOM checkpoint) to create one");
+  }
+  auto dtype = storage::parse_embedding_dtype(opt.embedding_dtype);
+  if (!dtype) fail("--embedding-dtype ", opt.embedding_dtype, ": expected fp16, bf16 or fp32");
+
+  storage::Manifest mf;
+  mf.embedding_dtype = *dtype;
+  mf.index_factory = opt.index_factory;
+  if (opt.need_model || !exists) {
+    if (opt.model_dir.empty()) fail("--model: this command needs the COCOM checkpoint");
+    ks->model_ = model::CocomModel::load(opt.model_dir, opt.cocom);
+    const int64_t r = ks->model_->config().compr_rate;
+    mf.compressor_fingerprint = cocom_fingerprint(opt.model_dir);
+    mf.compr_rate = r;
+    mf.embeddings_per_passage = (opt.context_max_length + r - 1) / r;
+    mf.embedding_dim = ks->model_->decoder().config().hidden_size;
+  }
+  if (!opt.retriever_dir.empty()) {
+    index::RetrieverOptions ro;
+    ro.query_prefix = opt.query_prefix;
+    ro.passage_prefix = opt.passage_prefix;
+    ro.device = opt.cocom.device;
+    ks->retriever_ = index::Retriever::load(opt.retriever_dir, ro);
+    mf.retriever_fingerprint = ks->retriever_->fingerprint();
+    mf.retriever_dim = ks->retriever_->dim();
+  }
+  ks->store_ = storage::Store::open(opt.db, mf);
+  if (ks->retriever_) {
+    ks->index_path_ = join_path(opt.db, "dense.faiss");
+    const uint64_t seq = ks->store_->sequence();
+    bool fresh = false;
+    if (file_exists(ks->index_path_)) {
+      try {
+        ks->dense_ = index::DenseIndex::load(ks->index_path_, ks->retriever_->dim());
+        fresh = ks->dense_->saved_sequence() == seq;
+        if (!fresh) spdlog::info("{}: stale (store moved on); rebuilding from RocksDB", ks->index_path_);
+      } catch (const Error& e) {
+        spdlog::warn("{}; rebuilding the dense index from RocksDB", e.what());
+      }
+    }
+    if (!fresh) {
+      ks->dense_ = index::DenseIndex::create(opt.index_factory, ks->retriever_->dim());
+      std::vector<uint64_t> ids;
+      std::vector<float> vecs;
+      ks->store_->for_each_retriever_vector([&](uint64_t id, const std::vector<float>& v) {
+        ids.push_back(id);
+        vecs.insert(vecs.end(), v.begin(), v.end());
+      });
+      if (!ids.empty()) ks->dense_->add(ids, vecs);
+      ks->dense_->save(ks->index_path_, seq);
+    }
+  }
+  Json s = settings;
+  if (!opt.model_dir.empty()) s["model"] = fs::absolute(opt.model_dir).lexically_normal().string();
+  if (!opt.retriever_dir.empty()) {
+    s["retriever"] = fs::absolute(opt.retriever_dir).lexically_normal().string();
+  }
+  s["index_factory"] = opt.index_factory;
+  s["embedding_dtype"] = opt.embedding_dtype;
+  s["context_max_length"] = opt.context_max_length;
+  if (s != settings) write_json_file(settings_path, s);
+  ks->opt_ = opt;
+  return ks;
+}
+
+void KnowledgeStore::save_index() {
+  if (dense_) dense_->save(index_path_, store_->sequence());
+}
+
+IngestSummary KnowledgeStore::ingest(const std::vector<std::string>& paths, const ReadOptions& ro,
+                                     const std::function<void(const IngestProgress&)>& progress) {
+  if (!model_) fail("ingest: no COCOM model loaded");
+  auto t0 = std::chrono::steady_clock::now();
+  IngestSummary sum;
+  ReadResult rr = read_paths(paths, ro);
+  sum.skipped = rr.skipped;
+  sum.warnings = rr.warnings;
+  const model::CocomModel& m = *model_;
+  const bool light = m.config().light();
+  const model::Tokenizer& tok = light ? *m.compressor_tokenizer() : m.decoder_tokenizer();
+  // Tokens of the compressor's input: BERT adds [CLS] [SEP]; the decoder compressor wraps the
+  // passage in <ENC><s> ... </s>.
+  auto count = [&](const std::string& text) -> int64_t {
+    return static_cast<int64_t>(tok.encode(text, light).size()) + (light ? 0 : 3);
+  };
+  ChunkOptions co = opt_.chunk;
+  co.max_tokens = opt_.context_max_length;
+  IngestProgress pr;
+  pr.documents_total = rr.documents.size();
+  for (const Document& doc : rr.documents) {
+    const std::string hash = content_hash(doc);
+    std::optional<storage::DocumentRecord> old = store_->get_document(doc.id);
+    if (old && old->content_hash == hash) {
+      ++sum.unchanged;
+    } else {
+      std::vector<Passage> ps = chunk_document(doc, co, count);
+      if (ps.empty()) {
+        sum.skipped.push_back({doc.source, "no text"});
+      } else {
+        std::vector<std::string> texts;
+        for (const auto& p : ps) texts.push_back(p.text);
+        at::Tensor emb = compress::compress_passages(m, texts, opt_.context_max_length,
+                                                     opt_.compress_batch_size)
+                             .contiguous();
+        at::Tensor rv;
+        if (retriever_) rv = retriever_->embed_passages(texts).contiguous();
+        std::vector<storage::NewPassage> np(ps.size());
+        const int64_t per = emb.size(1) * emb.size(2);
+        for (size_t i = 0; i < ps.size(); ++i) {
+          np[i].record.doc_id = doc.id;
+          np[i].record.index = ps[i].index;
+          np[i].record.text = ps[i].text;
+          np[i].record.char_begin = ps[i].char_begin;
+          np[i].record.char_end = ps[i].char_end;
+          const float* e = emb.data_ptr<float>() + int64_t(i) * per;
+          np[i].embeddings.assign(e, e + per);
+          if (rv.defined()) {
+            const float* v = rv.data_ptr<float>() + int64_t(i) * rv.size(1);
+            np[i].retriever_vector.assign(v, v + rv.size(1));
+          }
+          np[i].terms = storage::analyze(ps[i].text);
+        }
+        storage::DocumentRecord rec;
+        rec.id = doc.id;
+        rec.source = doc.source;
+        rec.title = doc.title;
+        rec.content_hash = hash;
+        rec.meta_json = doc.meta_json;
+        std::vector<uint64_t> ids = store_->put_document(rec, std::move(np));
+        if (dense_) {
+          if (old) dense_->remove(old->passage_ids);
+          std::vector<float> flat(rv.data_ptr<float>(), rv.data_ptr<float>() + rv.numel());
+          dense_->add(ids, flat);
+        }
+        sum.passages += static_cast<int64_t>(ids.size());
+        pr.passages_done += static_cast<int64_t>(ids.size());
+        if (old) {
+          ++sum.replaced;
+        } else {
+          ++sum.added;
+        }
+      }
+    }
+    ++pr.documents_done;
+    pr.seconds = since(t0);
+    if (progress) progress(pr);
+    if (dense_ && pr.documents_done % 64 == 0) save_index();
+  }
+  save_index();
+  sum.seconds = since(t0);
+  return sum;
+}
+
+int64_t KnowledgeStore::remove(const std::string& id_or_path) {
+  std::vector<std::string> ids;
+  if (store_->get_document(id_or_path)) {
+    ids.push_back(id_or_path);
+  } else {
+    std::string abs = fs::absolute(id_or_path).lexically_normal().string();
+    for (const auto& d : store_->documents_by_source(abs)) ids.push_back(d.id);
+  }
+  int64_t n = 0;
+  for (const auto& id : ids) {
+    auto removed = store_->remove_document(id);
+    if (!removed) continue;
+    if (dense_) dense_->remove(*removed);
+    ++n;
+  }
+  save_index();
+  return n;
+}
+
+std::vector<SearchHit> KnowledgeStore::search(const std::string& query, size_t k,
+                                              SearchMode mode) const {
+  if (query.find_first_not_of(" \t\r\n") == std::string::npos) fail("search: the query is empty");
+  if (k == 0) fail("--k must be at least 1");
+  if (mode != SearchMode::Bm25 && !dense_) {
+    fail("this store has no dense retriever (ingest with --retriever DIR); use --mode bm25");
+  }
+  std::vector<std::pair<uint64_t, double>> ranked;
+  const size_t wide = std::max<size_t>(k, 20);
+  std::vector<std::pair<uint64_t, double>> lexical, dense;
+  if (mode != SearchMode::Dense) lexical = store_->bm25_search(storage::analyze(query), mode == SearchMode::Bm25 ? k : wide);
+  if (mode != SearchMode::Bm25) {
+    at::Tensor q = retriever_->embed_queries({query}).contiguous();
+    std::vector<float> v(q.data_ptr<float>(), q.data_ptr<float>() + q.numel());
+    for (const auto& [id, s] : dense_->search(v, mode == SearchMode::Dense ? k : wide)) {
+      dense.push_back({id, double(s)});
+    }
+  }
+  if (mode == SearchMode::Bm25) {
+    ranked = lexical;
+  } else if (mode == SearchMode::Dense) {
+    ranked = dense;
+  } else {
+    std::vector<uint64_t> a, b;
+    for (const auto& p : lexical) a.push_back(p.first);
+    for (const auto& p : dense) b.push_back(p.first);
+    ranked = index::reciprocal_rank_fusion({a, b}, k);
+  }
+  std::vector<SearchHit> hits;
+  for (const auto& [id, score] : ranked) {
+    auto p = store_->get_passage(id);
+    if (!p) continue;  // removed concurrently
+    SearchHit h;
+    h.passage_id = id;
+    h.score = score;
+    h.passage = *p;
+    if (auto d = store_->get_document(p->doc_id)) {
+      h.title = d->title;
+      h.source = d->source;
+    }
+    hits.push_back(std::move(h));
+    if (hits.size() == k) break;
+  }
+  return hits;
+}
+
+std::vector<float> KnowledgeStore::passage_embeddings(uint64_t id) const {
+  auto e = store_->get_embeddings(id);
+  if (!e) fail("passage ", id, " has no stored embeddings");
+  return *e;
+}
+
+Json KnowledgeStore::info() const {
+  const storage::Manifest& mf = store_->manifest();
+  storage::StoreStats st = store_->stats();
+  Json j;
+  j["db"] = store_->path();
+  j["schema_version"] = mf.schema_version;
+  j["compressor_fingerprint"] = mf.compressor_fingerprint;
+  j["compr_rate"] = mf.compr_rate;
+  j["embedding_shape"] = {mf.embeddings_per_passage, mf.embedding_dim};
+  j["embedding_dtype"] = storage::embedding_dtype_name(mf.embedding_dtype);
+  j["retriever_fingerprint"] = mf.retriever_fingerprint;
+  j["index_factory"] = mf.index_factory;
+  j["documents"] = st.documents;
+  j["passages"] = st.passages;
+  j["embeddings"] = st.embeddings;
+  j["bm25_documents"] = st.bm25_documents;
+  j["index_vectors"] = dense_ ? dense_->size() : 0;
+  j["model"] = opt_.model_dir;
+  j["retriever"] = opt_.retriever_dir;
+  return j;
+}
+
+}  // namespace cocom::engine

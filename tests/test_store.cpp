@@ -1,0 +1,233 @@
+// The knowledge store end to end through the `cocom` binary: ingest, re-ingest, replace,
+// remove, search (BM25, dense, hybrid), fingerprint checks, and SIGKILL during ingestion.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "common/json_util.h"
+#include "tests/test_util.h"
+
+namespace fs = std::filesystem;
+using namespace cocom;
+
+namespace {
+
+std::string fx() { return test::fixtures_dir(); }
+
+std::string run(const std::string& args, int* rc) {
+  std::string out;
+  *rc = test::run_command(test::cocom_binary() + " " + args, &out);
+  return out;
+}
+
+Json run_json(const std::string& args) {
+  int rc = 0;
+  std::string out = run(args + " 2>/dev/null", &rc);
+  EXPECT_EQ(rc, 0) << args << "\n" << out;
+  return parse_json_text(out, args);
+}
+
+// A small corpus written by the test: topics with distinctive words.
+std::string make_corpus(const std::string& dir, int extra_docs = 0) {
+  std::string c = dir + "/corpus";
+  fs::create_directories(c + "/notes");
+  test::write_bytes(c + "/gpl.txt",
+                    "The GNU General Public License is a free software license. It guarantees "
+                    "end users the freedom to run, study, share and modify the software.");
+  test::write_bytes(c + "/notes/apache.md",
+                    "# Apache License\n\nThe Apache License requires preservation of the "
+                    "copyright notice and disclaimer. It is a permissive license.\n");
+  test::write_bytes(c + "/faq.jsonl",
+                    "{\"id\": \"faq-1\", \"title\": \"Warranty\", \"text\": \"The program is "
+                    "distributed without any warranty.\"}\n"
+                    "{\"id\": \"faq-2\", \"title\": \"Patents\", \"text\": \"Each contributor "
+                    "grants a patent license to every recipient.\"}\n");
+  for (int i = 0; i < extra_docs; ++i) {
+    std::string text;
+    for (int s = 0; s < 12; ++s) {
+      text += "Document " + std::to_string(i) + " sentence " + std::to_string(s) +
+              " talks about zebra" + std::to_string(i) + " and the license terms. ";
+    }
+    test::write_bytes(c + "/bulk" + std::to_string(i) + ".txt", text);
+  }
+  return c;
+}
+
+void expect_parts_agree(const Json& info, bool dense) {
+  EXPECT_EQ(info["passages"], info["embeddings"]) << info.dump();
+  EXPECT_EQ(info["passages"], info["bm25_documents"]) << info.dump();
+  if (dense) {
+    EXPECT_EQ(info["passages"], info["index_vectors"]) << info.dump();
+  }
+}
+
+// A tiny random sentence-transformers retriever (mean pooling, normalised).
+std::string make_retriever(const std::string& dir) {
+  std::string r = dir + "/retriever";
+  test::write_bytes(dir + "/bert.json",
+                    R"({"vocab_size": 1000, "hidden_size": 32, "intermediate_size": 64,
+                        "num_hidden_layers": 1, "num_attention_heads": 4,
+                        "max_position_embeddings": 256})");
+  int rc = 0;
+  std::string out = run("model init --arch bert --config " + dir + "/bert.json --out " + r + " --dtype fp32", &rc);
+  EXPECT_EQ(rc, 0) << out;
+  for (const char* f : {"vocab.txt", "tokenizer_config.json", "special_tokens_map.json"}) {
+    fs::copy_file(fx() + "/bert/tokenizer/" + f, r + "/" + f);
+  }
+  test::write_bytes(r + "/modules.json",
+                    R"([{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}])");
+  fs::create_directories(r + "/1_Pooling");
+  test::write_bytes(r + "/1_Pooling/config.json",
+                    R"({"word_embedding_dimension": 32, "pooling_mode_cls_token": false,
+                        "pooling_mode_mean_tokens": true})");
+  return r;
+}
+
+}  // namespace
+
+TEST(Store, IngestReingestReplaceRemoveAndSearch) {
+  std::string dir = test::make_temp_dir("store");
+  std::string corpus = make_corpus(dir);
+  std::string db = dir + "/db";
+  Json s = run_json("ingest --json --db " + db + " --model " + fx() + "/cocom " + corpus);
+  EXPECT_EQ(s["added"], 4);
+  EXPECT_EQ(s["unchanged"], 0);
+  Json info = run_json("info --json --db " + db);
+  EXPECT_EQ(info["documents"], 4);
+  expect_parts_agree(info, false);
+  EXPECT_EQ(info["embedding_shape"], Json({32, 64}));  // 128 tokens / x4, decoder width 64
+
+  // Re-ingesting unchanged documents is a no-op; the model is remembered by the store.
+  s = run_json("ingest --json --db " + db + " " + corpus);
+  EXPECT_EQ(s["unchanged"], 4);
+  EXPECT_EQ(s["added"], 0);
+
+  // BM25 finds the passage with the distinctive words.
+  Json hits = run_json("search --json --db " + db + " --mode bm25 'preservation of the copyright notice'");
+  ASSERT_FALSE(hits["hits"].empty());
+  EXPECT_NE(hits["hits"][0]["source"].get<std::string>().find("apache.md"), std::string::npos);
+  EXPECT_EQ(hits["hits"][0]["title"], "Apache License");
+
+  // A changed document replaces its passages.
+  test::write_bytes(corpus + "/gpl.txt", "The GPL was changed: zanzibar appears now.");
+  s = run_json("ingest --json --db " + db + " " + corpus);
+  EXPECT_EQ(s["replaced"], 1);
+  EXPECT_EQ(s["unchanged"], 3);
+  hits = run_json("search --json --db " + db + " --mode bm25 zanzibar");
+  ASSERT_EQ(hits["hits"].size(), 1u);
+  hits = run_json("search --json --db " + db + " --mode bm25 'guarantees freedom'");
+  for (const auto& h : hits["hits"]) EXPECT_EQ(h["source"].get<std::string>().find("gpl.txt"), std::string::npos);
+  expect_parts_agree(run_json("info --json --db " + db), false);
+
+  // Remove by id and by source path.
+  int rc = 0;
+  std::string out = run("rm --db " + db + " faq-1 " + corpus + "/gpl.txt", &rc);
+  EXPECT_EQ(rc, 0) << out;
+  info = run_json("info --json --db " + db);
+  EXPECT_EQ(info["documents"], 2);
+  expect_parts_agree(info, false);
+  out = run("rm --db " + db + " no-such-doc", &rc);
+  EXPECT_EQ(rc, 1);
+  // Dense search without a retriever is a clear error.
+  out = run("search --db " + db + " --mode dense license", &rc);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(out.find("no dense retriever"), std::string::npos) << out;
+}
+
+TEST(Store, AnotherModelIsRefused) {
+  std::string dir = test::make_temp_dir("store-fp");
+  std::string corpus = make_corpus(dir);
+  std::string db = dir + "/db";
+  run_json("ingest --json --db " + db + " --model " + fx() + "/cocom " + corpus + "/gpl.txt");
+  int rc = 0;
+  std::string out = run("ingest --db " + db + " --model " + fx() + "/cocom-light " + corpus, &rc);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(out.find("compressor"), std::string::npos) << out;
+  Json info = run_json("info --json --db " + db);
+  EXPECT_EQ(info["documents"], 1);  // nothing lost
+}
+
+TEST(Store, DenseAndHybridRetrieval) {
+  std::string dir = test::make_temp_dir("store-dense");
+  std::string corpus = make_corpus(dir);
+  std::string r = make_retriever(dir);
+  std::string db = dir + "/db";
+  Json s = run_json("ingest --json --db " + db + " --model " + fx() + "/cocom --retriever " + r +
+                    " --index HNSW32 " + corpus);
+  EXPECT_EQ(s["added"], 4);
+  Json info = run_json("info --json --db " + db);
+  expect_parts_agree(info, true);
+  EXPECT_EQ(info["index_factory"], "HNSW32");
+  // A passage's own text is its nearest neighbour under the same encoder.
+  Json hits = run_json("search --json --db " + db + " --mode dense --k 3 'The program is distributed without any warranty.'");
+  ASSERT_FALSE(hits["hits"].empty());
+  EXPECT_EQ(hits["hits"][0]["doc_id"], "faq-1");
+  hits = run_json("search --json --db " + db + " --k 2 'patent license contributor'");
+  EXPECT_EQ(hits["mode"], "hybrid");
+  EXPECT_EQ(hits["hits"].size(), 2u);
+  // The FAISS file is rebuilt when missing.
+  fs::remove(db + "/dense.faiss");
+  info = run_json("info --json --db " + db);
+  expect_parts_agree(info, true);
+}
+
+TEST(Store, SigkillDuringIngestionLosesNothing) {
+  std::string dir = test::make_temp_dir("store-crash");
+  const int bulk = 80;
+  std::string corpus = make_corpus(dir, bulk);
+  std::string r = make_retriever(dir);
+  std::string db = dir + "/db";
+  std::mt19937 rng(1234);
+  // Time one full run (into another store) so the kills land while documents are written.
+  auto t0 = std::chrono::steady_clock::now();
+  run_json("ingest --json --db " + dir + "/probe --model " + fx() + "/cocom --retriever " + r + " " + corpus);
+  const int full_ms = int(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  // CI runs 10 rounds; scripts/crash-loop.sh runs many more.
+  const char* env_rounds = std::getenv("COCOM_CRASH_ROUNDS");
+  const int rounds = env_rounds ? std::max(1, std::atoi(env_rounds)) : 10;
+  int partial = 0;
+  for (int round = 0; round < rounds; ++round) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      std::string bin = test::cocom_binary();
+      std::string model = fx() + "/cocom";
+      int devnull = ::open("/dev/null", O_WRONLY);
+      dup2(devnull, 1);
+      dup2(devnull, 2);
+      execl(bin.c_str(), bin.c_str(), "ingest", "--db", db.c_str(), "--model", model.c_str(),
+            "--retriever", r.c_str(), corpus.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    std::uniform_int_distribution<int> ms(full_ms * 45 / 100, full_ms * 95 / 100);
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms(rng)));
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    // Killed before the store was created (the settings file is written once RocksDB is open
+    // and before any document): nothing to check yet.
+    if (!fs::exists(db + "/cocom-db.json")) continue;
+    // After each kill the store opens, and its parts agree.
+    Json info = run_json("info --json --db " + db);
+    expect_parts_agree(info, true);
+    if (info["documents"] > 0 && info["documents"] < bulk + 4) ++partial;
+  }
+  std::printf("%d of %d kills landed in the middle of the ingestion\n", partial, rounds);
+  // Re-running the ingestion finishes the job.
+  Json s = run_json("ingest --json --db " + db + " " + corpus);
+  Json info = run_json("info --json --db " + db);
+  EXPECT_EQ(info["documents"], bulk + 4);
+  expect_parts_agree(info, true);
+  EXPECT_EQ(s["added"].get<int64_t>() + s["unchanged"].get<int64_t>(), bulk + 4);
+}

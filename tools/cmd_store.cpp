@@ -1,0 +1,155 @@
+// cocom ingest / search / rm / info --db: the knowledge store from the command line.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "common/error.h"
+#include "engine/knowledge_store.h"
+#include "model/runtime.h"
+#include "tools/commands.h"
+
+namespace cocom::cli {
+
+namespace {
+
+engine::KnowledgeStoreOptions store_options(const GlobalOptions& g, const StoreArgs& a) {
+  engine::KnowledgeStoreOptions o;
+  o.db = a.db;
+  o.model_dir = a.model;
+  o.retriever_dir = a.retriever;
+  if (!a.index_factory.empty()) o.index_factory = a.index_factory;
+  if (!a.embedding_dtype.empty()) o.embedding_dtype = a.embedding_dtype;
+  o.cocom.device = model::parse_device(g.device);
+  o.cocom.decoder_tokenizer = a.decoder_tokenizer;
+  o.cocom.compressor_tokenizer = a.compressor_tokenizer;
+  o.query_prefix = a.query_prefix;
+  o.passage_prefix = a.passage_prefix;
+  return o;
+}
+
+std::string eta(double seconds) {
+  if (seconds < 0 || seconds > 1e7) return "?";
+  char buf[32];
+  int s = static_cast<int>(seconds + 0.5);
+  std::snprintf(buf, sizeof buf, "%d:%02d", s / 60, s % 60);
+  return buf;
+}
+
+}  // namespace
+
+int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
+  setup_runtime(g);
+  if (a.paths.empty()) fail("ingest: give at least one file or directory");
+  engine::KnowledgeStoreOptions o = store_options(g, a.store);
+  o.need_model = true;
+  o.chunk.overlap_tokens = a.overlap;
+  auto ks = engine::KnowledgeStore::open(o);
+  engine::ReadOptions ro;
+  ro.include = a.include;
+  ro.exclude = a.exclude;
+  const bool tty = ::isatty(2) && !a.json;
+  auto progress = [&](const engine::IngestProgress& p) {
+    if (!tty) return;
+    double rate = p.seconds > 0 ? double(p.passages_done) / p.seconds : 0;
+    double per_doc = p.documents_done ? p.seconds / double(p.documents_done) : 0;
+    std::fprintf(stderr, "\r  %zu/%zu documents  %lld passages  %.1f passages/s  ETA %s   ",
+                 p.documents_done, p.documents_total, static_cast<long long>(p.passages_done), rate,
+                 eta(per_doc * double(p.documents_total - p.documents_done)).c_str());
+    std::fflush(stderr);
+  };
+  engine::IngestSummary s = ks->ingest(a.paths, ro, progress);
+  if (tty) std::fprintf(stderr, "\n");
+  for (const auto& w : s.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  if (a.json) {
+    Json j = s.to_json();
+    j["store"] = ks->info();
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
+  std::string skipped;
+  for (const auto& k : s.skipped) skipped += "\n  skipped " + k.path + ": " + k.reason;
+  std::printf("%lld added, %lld unchanged, %lld replaced, %zu skipped; %lld passages in %.1f s (%.1f passages/s)%s\n",
+              static_cast<long long>(s.added), static_cast<long long>(s.unchanged),
+              static_cast<long long>(s.replaced), s.skipped.size(), static_cast<long long>(s.passages),
+              s.seconds, s.seconds > 0 ? double(s.passages) / s.seconds : 0.0, skipped.c_str());
+  return 0;
+}
+
+int cmd_search(const GlobalOptions& g, const SearchArgs& a) {
+  setup_runtime(g);
+  engine::KnowledgeStoreOptions o = store_options(g, a.store);
+  o.need_model = false;
+  auto ks = engine::KnowledgeStore::open(o);
+  const std::string mode_name = a.mode.empty() ? (ks->has_dense() ? "hybrid" : "bm25") : a.mode;
+  engine::SearchMode mode = engine::parse_search_mode(mode_name);
+  if (a.k < 1) fail("--k ", a.k, ": must be at least 1");
+  std::vector<engine::SearchHit> hits = ks->search(a.query, size_t(a.k), mode);
+  if (a.json) {
+    Json arr = Json::array();
+    for (const auto& h : hits) {
+      arr.push_back({{"passage_id", h.passage_id}, {"score", h.score}, {"doc_id", h.passage.doc_id},
+                     {"title", h.title}, {"source", h.source}, {"index", h.passage.index},
+                     {"text", h.passage.text}});
+    }
+    std::cout << Json({{"query", a.query}, {"mode", mode_name}, {"hits", arr}})
+                     .dump(2, ' ', false, Json::error_handler_t::replace)
+              << "\n";
+    return 0;
+  }
+  if (hits.empty()) std::printf("no passages found\n");
+  int rank = 0;
+  for (const auto& h : hits) {
+    std::string excerpt = h.passage.text.substr(0, 200);
+    std::printf("%d. [%.4f] %s (%s, passage %lld)\n   %s\n", ++rank, h.score, h.title.c_str(),
+                h.source.c_str(), static_cast<long long>(h.passage.index), excerpt.c_str());
+  }
+  return 0;
+}
+
+int cmd_rm(const GlobalOptions& g, const RmArgs& a) {
+  setup_runtime(g);
+  engine::KnowledgeStoreOptions o = store_options(g, a.store);
+  o.need_model = false;
+  auto ks = engine::KnowledgeStore::open(o);
+  int rc = 0;
+  for (const auto& t : a.targets) {
+    int64_t n = ks->remove(t);
+    if (n == 0) {
+      std::fprintf(stderr, "cocom: nothing stored under '%s'\n", t.c_str());
+      rc = 1;
+    } else {
+      std::printf("removed %lld document(s) for %s\n", static_cast<long long>(n), t.c_str());
+    }
+  }
+  return rc;
+}
+
+int cmd_store_info(const GlobalOptions& g, const StoreArgs& a, bool json) {
+  setup_runtime(g);
+  engine::KnowledgeStoreOptions o = store_options(g, a);
+  o.need_model = false;
+  if (!dir_exists(a.db)) fail("--db ", a.db, ": no such store");
+  auto ks = engine::KnowledgeStore::open(o);
+  Json j = ks->info();
+  if (json) {
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
+  std::printf("store:       %s\n", j["db"].get<std::string>().c_str());
+  std::printf("model:       %s (compression x%lld, %s embeddings [%lld, %lld])\n",
+              j["model"].get<std::string>().c_str(), static_cast<long long>(j["compr_rate"].get<int64_t>()),
+              j["embedding_dtype"].get<std::string>().c_str(),
+              static_cast<long long>(j["embedding_shape"][0].get<int64_t>()),
+              static_cast<long long>(j["embedding_shape"][1].get<int64_t>()));
+  std::printf("retriever:   %s\n", j["retriever"].get<std::string>().empty() ? "none (BM25 only)" : j["retriever"].get<std::string>().c_str());
+  std::printf("documents:   %lld\npassages:    %lld\nembeddings:  %lld\nBM25 docs:   %lld\nindex:       %lld vectors (%s)\n",
+              static_cast<long long>(j["documents"].get<int64_t>()), static_cast<long long>(j["passages"].get<int64_t>()),
+              static_cast<long long>(j["embeddings"].get<int64_t>()),
+              static_cast<long long>(j["bm25_documents"].get<int64_t>()),
+              static_cast<long long>(j["index_vectors"].get<int64_t>()),
+              j["index_factory"].get<std::string>().c_str());
+  return 0;
+}
+
+}  // namespace cocom::cli
