@@ -92,4 +92,13 @@ std::string resolve_base_model_dir(const std::string& checkpoint_dir, const std:
                                    const std::string& flag_dir, const std::string& kind,
                                    const std::string& flag);
 
+// Writes a random-weight COCOM (light = false) or COCOM-light checkpoint in the published
+// layout from a spec: the COCOM fields (compr_rate, sep, lora_r, compr_linear_type,
+// generation_top_k), "decoder" (a decoder config with the base vocabulary),
+// "decoder_tokenizer" (a directory with tokenizer.model, copied to base_decoder/), and for
+// COCOM-light "compressor" (a BERT config) and "compressor_tokenizer". Returns the number of
+// parameters written.
+int64_t write_random_cocom(const Json& spec, const std::string& spec_path, bool light,
+                           const std::string& out, uint64_t seed, DType dtype);
+
 }  // namespace cocom::model

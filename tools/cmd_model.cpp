@@ -304,7 +304,7 @@ int cmd_model_init(const GlobalOptions& g, const InitArgs& a) {
     if (!j.contains("model_type")) j["model_type"] = "bert";
     params = model::write_random_bert(model::BertConfig::from_json(j, a.config), a.out, a.seed, dt);
   } else if (a.arch == "cocom" || a.arch == "cocom-light") {
-    params = write_random_cocom(j, a.config, a.arch == "cocom-light", a.out, a.seed, dt);
+    params = model::write_random_cocom(j, a.config, a.arch == "cocom-light", a.out, a.seed, dt);
   } else {
     fail("--arch ", a.arch, ": expected mistral, bert, cocom or cocom-light");
   }

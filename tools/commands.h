@@ -97,9 +97,5 @@ struct CompressArgs {
 };
 int cmd_compress(const GlobalOptions& g, const CompressArgs& a);
 
-// Writes a random-weight COCOM / COCOM-light checkpoint in the published layout; returns the
-// number of parameters.
-int64_t write_random_cocom(const Json& spec, const std::string& spec_path, bool light,
-                           const std::string& out, uint64_t seed, model::DType dtype);
 
 }  // namespace cocom::cli

@@ -1,0 +1,124 @@
+// Random-weight COCOM / COCOM-light checkpoints in the published layout (tests, benchmarks).
+#include <filesystem>
+
+#include "common/error.h"
+#include "model/checkpoint_io.h"
+#include "model/cocom.h"
+#include "model/weights.h"
+
+namespace fs = std::filesystem;
+
+namespace cocom::model {
+
+namespace {
+void make_dir(const std::string& d) {
+  std::error_code ec;
+  fs::create_directories(d, ec);
+  if (ec) fail(d, ": cannot create directory (", ec.message(), ")");
+}
+}  // namespace
+
+
+int64_t write_random_cocom(const Json& spec, const std::string& spec_path, bool light,
+                           const std::string& out, uint64_t seed, DType dtype) {
+  CocomConfig cc = CocomConfig::from_json(
+      [&] {
+        Json j = spec;
+        j["decoder_model_name"] = "base_decoder";
+        j["compr_model_name"] = light ? Json("base_compressor") : Json(nullptr);
+        j.erase("decoder");
+        j.erase("compressor");
+        j.erase("decoder_tokenizer");
+        j.erase("compressor_tokenizer");
+        return j;
+      }(),
+      spec_path);
+  if (!spec.contains("decoder")) fail(spec_path, ": missing object 'decoder' (the decoder's config)");
+  Json dj = spec["decoder"];
+  if (!dj.contains("model_type")) dj["model_type"] = "mistral";
+  DecoderConfig dcfg = DecoderConfig::from_json(dj, spec_path + " (decoder)");
+  const std::string dec_tok = json_string_or(spec, "decoder_tokenizer", "", spec_path);
+  if (dec_tok.empty()) {
+    fail(spec_path, ": field 'decoder_tokenizer' must name a directory with tokenizer.model ",
+         "(COCOM checkpoints are used with their base decoder's tokenizer)");
+  }
+  auto tok = load_tokenizer(dec_tok);
+  if (tok->size() != dcfg.vocab_size) {
+    fail(spec_path, ": decoder vocab_size ", dcfg.vocab_size, " but the tokenizer in ", dec_tok,
+         " has ", tok->size(), " tokens");
+  }
+  make_dir(out);
+  const std::string base_dec = join_path(out, "base_decoder");
+  make_dir(base_dec);
+  for (const char* f : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                        "added_tokens.json", "generation_config.json"}) {
+    if (file_exists(join_path(dec_tok, f))) {
+      fs::copy_file(join_path(dec_tok, f), join_path(base_dec, f), fs::copy_options::overwrite_existing);
+    }
+  }
+  Json dout = dcfg.to_json();
+  dout["torch_dtype"] = "bfloat16";
+  write_json_file(join_path(base_dec, "config.json"), dout);
+
+  // The decoder with its embeddings resized by the four COCOM tokens, LoRA in PEFT layout.
+  DecoderConfig resized = dcfg;
+  resized.vocab_size += static_cast<int64_t>(kCocomSpecialTokens.size());
+  RandomWeights rnd(seed);
+  SafetensorsWriter w;
+  int64_t params = 0;
+  auto add = [&](const std::string& name, const at::Tensor& t) {
+    params += t.numel();
+    at::Tensor c = t.contiguous();
+    if (dtype == DType::F32) {
+      w.add(name, DType::F32, c.sizes().vec(), c.data_ptr(), size_t(c.numel()) * 4);
+    } else {
+      at::Tensor h = c.to(dtype == DType::F16 ? at::kHalf : at::kBFloat16).contiguous();
+      w.add(name, dtype, h.sizes().vec(), h.data_ptr(), size_t(h.numel()) * 2);
+    }
+  };
+  const std::string dp = "decoder.base_model.model.";
+  const int64_t r = cc.lora_r;
+  for (const auto& [name, shape] : decoder_tensor_specs(resized)) {
+    at::Tensor t = rnd.get(name, shape, c10::kCPU);
+    const bool lora_target = cc.lora && name.find("layers.") != std::string::npos &&
+                             (name.find("_proj.weight") != std::string::npos);
+    if (lora_target) {
+      const std::string stem = dp + name.substr(0, name.size() - 7);  // drop ".weight"
+      add(stem + ".base_layer.weight", t);
+      add(stem + ".lora_A.default.weight", rnd.get(stem + ".lora_A", {r, shape[1]}, c10::kCPU));
+      add(stem + ".lora_B.default.weight", rnd.get(stem + ".lora_B", {shape[0], r}, c10::kCPU));
+    } else {
+      add(dp + name, t);
+    }
+  }
+  if (light) {
+    if (!spec.contains("compressor")) fail(spec_path, ": missing object 'compressor' (BERT config)");
+    Json bj = spec["compressor"];
+    if (!bj.contains("model_type")) bj["model_type"] = "bert";
+    BertConfig bcfg = BertConfig::from_json(bj, spec_path + " (compressor)");
+    const std::string comp_tok = json_string_or(spec, "compressor_tokenizer", "", spec_path);
+    if (comp_tok.empty()) fail(spec_path, ": field 'compressor_tokenizer' must name a directory with vocab.txt");
+    const std::string base_comp = join_path(out, "base_compressor");
+    make_dir(base_comp);
+    for (const char* f : {"vocab.txt", "tokenizer_config.json", "special_tokens_map.json"}) {
+      if (file_exists(join_path(comp_tok, f))) {
+        fs::copy_file(join_path(comp_tok, f), join_path(base_comp, f), fs::copy_options::overwrite_existing);
+      }
+    }
+    write_json_file(join_path(base_comp, "config.json"), bcfg.to_json());
+    for (const auto& [name, shape] : bert_tensor_specs(bcfg)) {
+      add("compr.model." + name, rnd.get(name, shape, c10::kCPU));
+    }
+    const int64_t in = cc.compr_linear_type == "concat" ? cc.compr_rate * bcfg.hidden_size : bcfg.hidden_size;
+    add("compr.linear.weight", rnd.get("compr.linear.weight", {dcfg.hidden_size, in}, c10::kCPU));
+    add("compr.linear.bias", rnd.get("compr.linear.bias", {dcfg.hidden_size}, c10::kCPU));
+  }
+  w.set_metadata("format", "pt");
+  w.write(join_path(out, "model.safetensors"));
+  Json cj = cc.to_json();
+  cj["torch_dtype"] = dtype == DType::F32 ? "float32" : dtype == DType::F16 ? "float16" : "bfloat16";
+  write_json_file(join_path(out, "config.json"), cj);
+  return params;
+}
+
+}  // namespace cocom::model
