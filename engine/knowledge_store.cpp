@@ -134,15 +134,8 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
       }
     }
     if (!fresh) {
-      ks->dense_ = index::DenseIndex::create(opt.index_factory, ks->retriever_->dim());
-      std::vector<uint64_t> ids;
-      std::vector<float> vecs;
-      ks->store_->for_each_retriever_vector([&](uint64_t id, const std::vector<float>& v) {
-        ids.push_back(id);
-        vecs.insert(vecs.end(), v.begin(), v.end());
-      });
-      if (!ids.empty()) ks->dense_->add(ids, vecs);
-      ks->dense_->save(ks->index_path_, seq);
+      ks->opt_.index_factory = opt.index_factory;
+      ks->rebuild_dense();
     }
   }
   Json s = settings;
@@ -158,8 +151,91 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
   return ks;
 }
 
+void KnowledgeStore::rebuild_dense() {
+  dense_ = index::DenseIndex::create(opt_.index_factory, retriever_->dim());
+  std::vector<uint64_t> ids;
+  std::vector<float> vecs;
+  store_->for_each_retriever_vector([&](uint64_t id, const std::vector<float>& v) {
+    ids.push_back(id);
+    vecs.insert(vecs.end(), v.begin(), v.end());
+  });
+  if (!ids.empty()) dense_->add(ids, vecs);
+  dense_dirty_ = false;
+  dense_->save(index_path_, store_->sequence());
+}
+
 void KnowledgeStore::save_index() {
-  if (dense_) dense_->save(index_path_, store_->sequence());
+  if (!dense_) return;
+  // After a failure part-way through a document the in-memory index may disagree with
+  // RocksDB: rebuild it from the store rather than save a file that claims to be current.
+  if (dense_dirty_) {
+    rebuild_dense();
+  } else {
+    dense_->save(index_path_, store_->sequence());
+  }
+}
+
+void KnowledgeStore::ingest_one(const Document& doc,
+                                const std::function<int64_t(const std::string&)>& count,
+                                const ChunkOptions& co, IngestSummary* sum, IngestProgress* pr) {
+  const model::CocomModel& m = *model_;
+  const std::string hash = content_hash(doc);
+  std::optional<storage::DocumentRecord> old = store_->get_document(doc.id);
+  if (old && old->content_hash == hash) {
+    ++sum->unchanged;
+    return;
+  }
+  std::vector<Passage> ps = chunk_document(doc, co, count);
+  if (ps.empty()) {
+    // A document that lost all its text: its old passages must not stay searchable.
+    if (old) {
+      if (auto removed = store_->remove_document(doc.id); removed && dense_) dense_->remove(*removed);
+    }
+    sum->skipped.push_back({doc.source, "no text"});
+    return;
+  }
+  std::vector<std::string> texts;
+  for (const auto& p : ps) texts.push_back(p.text);
+  at::Tensor emb =
+      compress::compress_passages(m, texts, opt_.context_max_length, opt_.compress_batch_size)
+          .contiguous();
+  at::Tensor rv;
+  if (retriever_) rv = retriever_->embed_passages(texts).contiguous();
+  std::vector<storage::NewPassage> np(ps.size());
+  const int64_t per = emb.size(1) * emb.size(2);
+  for (size_t i = 0; i < ps.size(); ++i) {
+    np[i].record.doc_id = doc.id;
+    np[i].record.index = ps[i].index;
+    np[i].record.text = ps[i].text;
+    np[i].record.char_begin = ps[i].char_begin;
+    np[i].record.char_end = ps[i].char_end;
+    const float* e = emb.data_ptr<float>() + int64_t(i) * per;
+    np[i].embeddings.assign(e, e + per);
+    if (rv.defined()) {
+      const float* v = rv.data_ptr<float>() + int64_t(i) * rv.size(1);
+      np[i].retriever_vector.assign(v, v + rv.size(1));
+    }
+    np[i].terms = storage::analyze(ps[i].text);
+  }
+  storage::DocumentRecord rec;
+  rec.id = doc.id;
+  rec.source = doc.source;
+  rec.title = doc.title;
+  rec.content_hash = hash;
+  rec.meta_json = doc.meta_json;
+  std::vector<uint64_t> ids = store_->put_document(rec, std::move(np));
+  if (dense_) {
+    if (old) dense_->remove(old->passage_ids);
+    std::vector<float> flat(rv.data_ptr<float>(), rv.data_ptr<float>() + rv.numel());
+    dense_->add(ids, flat);
+  }
+  sum->passages += static_cast<int64_t>(ids.size());
+  pr->passages_done += static_cast<int64_t>(ids.size());
+  if (old) {
+    ++sum->replaced;
+  } else {
+    ++sum->added;
+  }
 }
 
 IngestSummary KnowledgeStore::ingest(const std::vector<std::string>& paths, const ReadOptions& ro,
@@ -183,58 +259,15 @@ IngestSummary KnowledgeStore::ingest(const std::vector<std::string>& paths, cons
   IngestProgress pr;
   pr.documents_total = rr.documents.size();
   for (const Document& doc : rr.documents) {
-    const std::string hash = content_hash(doc);
-    std::optional<storage::DocumentRecord> old = store_->get_document(doc.id);
-    if (old && old->content_hash == hash) {
-      ++sum.unchanged;
-    } else {
-      std::vector<Passage> ps = chunk_document(doc, co, count);
-      if (ps.empty()) {
-        sum.skipped.push_back({doc.source, "no text"});
-      } else {
-        std::vector<std::string> texts;
-        for (const auto& p : ps) texts.push_back(p.text);
-        at::Tensor emb = compress::compress_passages(m, texts, opt_.context_max_length,
-                                                     opt_.compress_batch_size)
-                             .contiguous();
-        at::Tensor rv;
-        if (retriever_) rv = retriever_->embed_passages(texts).contiguous();
-        std::vector<storage::NewPassage> np(ps.size());
-        const int64_t per = emb.size(1) * emb.size(2);
-        for (size_t i = 0; i < ps.size(); ++i) {
-          np[i].record.doc_id = doc.id;
-          np[i].record.index = ps[i].index;
-          np[i].record.text = ps[i].text;
-          np[i].record.char_begin = ps[i].char_begin;
-          np[i].record.char_end = ps[i].char_end;
-          const float* e = emb.data_ptr<float>() + int64_t(i) * per;
-          np[i].embeddings.assign(e, e + per);
-          if (rv.defined()) {
-            const float* v = rv.data_ptr<float>() + int64_t(i) * rv.size(1);
-            np[i].retriever_vector.assign(v, v + rv.size(1));
-          }
-          np[i].terms = storage::analyze(ps[i].text);
-        }
-        storage::DocumentRecord rec;
-        rec.id = doc.id;
-        rec.source = doc.source;
-        rec.title = doc.title;
-        rec.content_hash = hash;
-        rec.meta_json = doc.meta_json;
-        std::vector<uint64_t> ids = store_->put_document(rec, std::move(np));
-        if (dense_) {
-          if (old) dense_->remove(old->passage_ids);
-          std::vector<float> flat(rv.data_ptr<float>(), rv.data_ptr<float>() + rv.numel());
-          dense_->add(ids, flat);
-        }
-        sum.passages += static_cast<int64_t>(ids.size());
-        pr.passages_done += static_cast<int64_t>(ids.size());
-        if (old) {
-          ++sum.replaced;
-        } else {
-          ++sum.added;
-        }
-      }
+    // One bad document never stops the batch: it is reported as skipped with the reason.
+    try {
+      ingest_one(doc, count, co, &sum, &pr);
+    } catch (const Error& e) {
+      sum.skipped.push_back({doc.source, e.what()});
+      dense_dirty_ = dense_ != nullptr;
+    } catch (const c10::Error& e) {
+      sum.skipped.push_back({doc.source, std::string("libtorch: ") + e.what_without_backtrace()});
+      dense_dirty_ = dense_ != nullptr;
     }
     ++pr.documents_done;
     pr.seconds = since(t0);

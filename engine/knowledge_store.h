@@ -80,12 +80,16 @@ class KnowledgeStore {
  private:
   KnowledgeStore() = default;
   void save_index();
+  void rebuild_dense();
+  void ingest_one(const Document& doc, const std::function<int64_t(const std::string&)>& count,
+                  const ChunkOptions& co, IngestSummary* sum, IngestProgress* pr);
   KnowledgeStoreOptions opt_;
   std::unique_ptr<model::CocomModel> model_;
   std::unique_ptr<index::Retriever> retriever_;
   std::unique_ptr<storage::Store> store_;
   std::unique_ptr<index::DenseIndex> dense_;
   std::string index_path_;
+  bool dense_dirty_ = false;
 };
 
 // Identifies a COCOM checkpoint for the manifest: directory name, config.json and the

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "bench/bench_runtime.h"
+#include "bench/bench_store.h"
 #include "common/error.h"
 #include "tools/commands.h"
 
@@ -232,6 +233,30 @@ int main(int argc, char** argv) {
     rb.device = g.device;
     setup_runtime(g);
     rc = cocom::bench::run_runtime_bench(rb);
+  });
+
+  cocom::bench::StoreBenchOptions sb;
+  auto* c_sb = c_bench->add_subcommand(
+      "store", "ingestion throughput (random COCOM checkpoints) and search latency at scale");
+  c_sb->add_option("--what", sb.what, "comma list: ingest, search")->capture_default_str();
+  c_sb->add_option("--passages", sb.passages, "stored passages for the search part")
+      ->capture_default_str();
+  c_sb->add_option("--dim", sb.dim, "retriever dimension (dense search)")->capture_default_str();
+  c_sb->add_option("--factories", sb.factories, "FAISS factory strings to time (comma list)")
+      ->capture_default_str();
+  c_sb->add_option("--queries", sb.queries, "queries per search measurement")
+      ->capture_default_str();
+  c_sb->add_option("--ingest-passages", sb.ingest_passages,
+                   "synthetic passages per checkpoint for ingestion")
+      ->capture_default_str();
+  c_sb->add_option("--keep-dir", sb.keep_dir,
+                   "work directory to keep (default: a temporary one, removed at the end)");
+  c_sb->add_option("--seed", sb.seed, "seed for weights, vectors and text")->capture_default_str();
+  c_sb->add_flag("--json", sb.json, "print one JSON object");
+  c_sb->callback([&] {
+    sb.device = g.device;
+    setup_runtime(g);
+    rc = cocom::bench::run_store_bench(sb);
   });
 
   try {
