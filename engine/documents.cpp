@@ -45,6 +45,7 @@
 #include <utility>
 
 #include "common/error.h"
+#include "common/hash.h"
 #include "common/json_util.h"
 
 namespace cocom::engine {
@@ -1432,20 +1433,10 @@ std::vector<Passage> chunk_document(
 }
 
 std::string content_hash(const Document& doc) {
-  uint64_t h = 14695981039346656037ULL;
-  auto feed = [&](const std::string& s) {
-    for (unsigned char c : s) {
-      h ^= c;
-      h *= 1099511628211ULL;
-    }
-  };
-  feed(doc.title);
-  h ^= 0;
-  h *= 1099511628211ULL;
-  feed(doc.text);
-  char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(h));
-  return buf;
+  const char sep = '\0';
+  uint64_t h = fnv1a64(doc.title);
+  h = fnv1a64(&sep, 1, h);
+  return hex64(fnv1a64(doc.text, h));
 }
 
 }  // namespace cocom::engine

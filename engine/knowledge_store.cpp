@@ -8,6 +8,7 @@
 #include <set>
 
 #include "common/error.h"
+#include "common/hash.h"
 #include "compress/compressor.h"
 #include "index/dense_index.h"
 #include "index/retriever.h"
@@ -20,20 +21,6 @@ namespace cocom::engine {
 
 namespace {
 
-uint64_t fnv1a(const std::string& s, uint64_t h = 1469598103934665603ull) {
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
-std::string hex64(uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 double since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -44,11 +31,11 @@ const char* kSettingsFile = "cocom-db.json";
 }  // namespace
 
 std::string cocom_fingerprint(const std::string& model_dir) {
-  uint64_t h = fnv1a(read_text_file(join_path(model_dir, "config.json")));
+  uint64_t h = fnv1a64(read_text_file(join_path(model_dir, "config.json")));
   auto files = model::CheckpointFiles::open(model_dir);
   for (const auto& n : files->names()) {
     const auto& ti = files->info(n);
-    h = fnv1a(n + model::dtype_name(ti.dtype) + model::shape_str(ti.shape), h);
+    h = fnv1a64(n + model::dtype_name(ti.dtype) + model::shape_str(ti.shape), h);
   }
   std::string base = fs::path(model_dir).lexically_normal().filename().string();
   if (base.empty()) base = fs::path(model_dir).lexically_normal().parent_path().filename().string();

@@ -39,6 +39,7 @@
 #include <unordered_set>
 
 #include "common/error.h"
+#include "common/hash.h"
 
 namespace cocom::index {
 
@@ -53,14 +54,6 @@ constexpr uint32_t kVersion = 1;
 constexpr int64_t kPointsPerCentroid = 39;
 // Untrained components we do not recognise (e.g. scalar quantizers) train on at least this.
 constexpr int64_t kDefaultTrainingVectors = 1000;
-
-uint64_t fnv1a(const uint8_t* p, size_t n, uint64_t h = 1469598103934665603ULL) {
-  for (size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 1099511628211ULL;
-  }
-  return h;
-}
 
 // The training rule, from the structure of the index: IVF -> 39 * nlist (coarse k-means),
 // PQ -> 39 * ksub (per-subquantizer k-means), OPQ -> 39 * 256, PCA / other linear transforms ->
@@ -421,7 +414,7 @@ void DenseIndex::save(const std::string& path, uint64_t store_sequence) const {
   put_bytes(out, m.buf_vecs.data(), m.buf_vecs.size() * sizeof(float));
   put<uint64_t>(out, w.data.size());
   put_bytes(out, w.data.data(), w.data.size());
-  put<uint64_t>(out, fnv1a(out.data(), out.size()));
+  put<uint64_t>(out, fnv1a64(out.data(), out.size()));
 
   const std::string tmp = path + ".tmp";
   FILE* f = std::fopen(tmp.c_str(), "wb");
@@ -466,7 +459,7 @@ std::unique_ptr<DenseIndex> DenseIndex::load(const std::string& path, int64_t di
     fail("dense index file ", path, ": dimension mismatch: the file has ", std::to_string(file_dim),
          ", expected ", std::to_string(dim), " (the retriever model changed? rebuild the index)");
   }
-  if (data.size() < 8 || fnv1a(data.data(), data.size() - 8) != [&] {
+  if (data.size() < 8 || fnv1a64(data.data(), data.size() - 8) != [&] {
         uint64_t c;
         std::memcpy(&c, data.data() + data.size() - 8, 8);
         return c;

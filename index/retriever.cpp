@@ -18,6 +18,7 @@
 #include <fstream>
 
 #include "common/error.h"
+#include "common/hash.h"
 #include "common/json_util.h"
 
 namespace cocom::index {
@@ -106,14 +107,8 @@ PoolingSettings read_modules(const std::string& dir, int64_t hidden) {
 }
 
 struct Fnv {
-  uint64_t h = 1469598103934665603ULL;
-  void add(const void* p, size_t n) {
-    const auto* b = static_cast<const uint8_t*>(p);
-    for (size_t i = 0; i < n; ++i) {
-      h ^= b[i];
-      h *= 1099511628211ULL;
-    }
-  }
+  uint64_t h = kFnv1aOffset;
+  void add(const void* p, size_t n) { h = fnv1a64(p, n, h); }
   void add(const std::string& s) {
     uint64_t n = s.size();
     add(&n, sizeof(n));  // length-prefixed, so that fields cannot run into each other
@@ -189,9 +184,7 @@ std::string make_fingerprint(const std::string& dir, const PoolingSettings& s) {
   } else {
     fail(dir, ": no model.safetensors (or model.safetensors.index.json) for the fingerprint");
   }
-  char hex[17];
-  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(f.h));
-  return basename_of(dir) + ":" + hex;
+  return basename_of(dir) + ":" + hex64(f.h);
 }
 
 }  // namespace
