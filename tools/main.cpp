@@ -41,8 +41,9 @@ void prefer_passive_openmp(int argc, char** argv) {
 int main(int argc, char** argv) {
   prefer_passive_openmp(argc, argv);
   CLI::App app{
-      "cocom: COCOM context-embedding RAG engine (model runtime, tokenizers, conformance, "
-      "benchmarks)"};
+      "cocom: RAG with COCOM context embeddings -- a knowledge store (ingest, search, rm, "
+      "info --db), COCOM answering from passages (generate, compress), the model runtime "
+      "(info, tokenize, forward, complete, model init), conformance and benchmarks"};
   app.require_subcommand(1);
   GlobalOptions g;
   app.add_option("--threads", g.threads, "compute threads (0 = all cores)")->capture_default_str();
