@@ -62,27 +62,13 @@ TextGeneration generate_uncompressed(const model::CocomModel& m,
                                      const TextGenerationOptions& opt) {
   check_contexts(m, contexts, questions);
   TextGeneration r;
-  const model::Tokenizer& tok = m.decoder_tokenizer();
   for (size_t q = 0; q < questions.size(); ++q) {
     if (questions[q].find_first_not_of(" \t\r\n") == std::string::npos) {
       fail("generate: question ", q, " is empty");
     }
     r.decoder.prompts.push_back(generate::uncompressed_prompt(m, contexts[q], questions[q]));
   }
-  model::BatchEncodeOptions o;
-  o.add_special_tokens = false;
-  o.padding_side = model::PaddingSide::Left;
-  model::BatchEncoding enc = tok.encode_batch(r.decoder.prompts, o);
-  const int64_t Q = static_cast<int64_t>(questions.size());
-  const int64_t L = static_cast<int64_t>(enc.input_ids[0].size());
-  r.decoder.input_ids = at::empty({Q, L}, at::kLong);
-  r.decoder.attention_mask = at::empty({Q, L}, at::kLong);
-  for (int64_t i = 0; i < Q; ++i) {
-    std::copy(enc.input_ids[size_t(i)].begin(), enc.input_ids[size_t(i)].end(),
-              r.decoder.input_ids[i].data_ptr<int64_t>());
-    std::copy(enc.attention_mask[size_t(i)].begin(), enc.attention_mask[size_t(i)].end(),
-              r.decoder.attention_mask[i].data_ptr<int64_t>());
-  }
+  generate::encode_prompts(m, &r.decoder);
   r.decoder_embeds = m.decoder().embed(r.decoder.input_ids);
   r.answers = generate::generate_answers(m, r.decoder_embeds, r.decoder.attention_mask, opt.sampling);
   return r;

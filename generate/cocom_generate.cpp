@@ -4,6 +4,23 @@
 
 namespace cocom::generate {
 
+void encode_prompts(const model::CocomModel& m, DecoderInputs* in) {
+  model::BatchEncodeOptions o;
+  o.add_special_tokens = false;  // the prompts carry their own <s>
+  o.padding_side = model::PaddingSide::Left;
+  model::BatchEncoding enc = m.decoder_tokenizer().encode_batch(in->prompts, o);
+  const int64_t Q = static_cast<int64_t>(in->prompts.size());
+  const int64_t L = static_cast<int64_t>(enc.input_ids[0].size());
+  in->input_ids = at::empty({Q, L}, at::kLong);
+  in->attention_mask = at::empty({Q, L}, at::kLong);
+  for (int64_t i = 0; i < Q; ++i) {
+    std::copy(enc.input_ids[size_t(i)].begin(), enc.input_ids[size_t(i)].end(),
+              in->input_ids[i].data_ptr<int64_t>());
+    std::copy(enc.attention_mask[size_t(i)].begin(), enc.attention_mask[size_t(i)].end(),
+              in->attention_mask[i].data_ptr<int64_t>());
+  }
+}
+
 DecoderInputs decoder_prompts(const model::CocomModel& m, const std::vector<std::string>& questions,
                               int64_t k, int64_t n) {
   if (questions.empty()) fail("generate: no questions given");
@@ -23,20 +40,7 @@ DecoderInputs decoder_prompts(const model::CocomModel& m, const std::vector<std:
     in.prompts.push_back(tok.id_to_token(tok.bos_id()) + slots + "[INST]" + questions[q] +
                          "\n[/INST]\n");
   }
-  model::BatchEncodeOptions o;
-  o.add_special_tokens = false;
-  o.padding_side = model::PaddingSide::Left;
-  model::BatchEncoding enc = tok.encode_batch(in.prompts, o);
-  const int64_t Q = static_cast<int64_t>(questions.size());
-  const int64_t L = static_cast<int64_t>(enc.input_ids[0].size());
-  in.input_ids = at::empty({Q, L}, at::kLong);
-  in.attention_mask = at::empty({Q, L}, at::kLong);
-  for (int64_t i = 0; i < Q; ++i) {
-    std::copy(enc.input_ids[size_t(i)].begin(), enc.input_ids[size_t(i)].end(),
-              in.input_ids[i].data_ptr<int64_t>());
-    std::copy(enc.attention_mask[size_t(i)].begin(), enc.attention_mask[size_t(i)].end(),
-              in.attention_mask[i].data_ptr<int64_t>());
-  }
+  encode_prompts(m, &in);
   return in;
 }
 

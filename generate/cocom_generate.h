@@ -19,6 +19,10 @@ struct DecoderInputs {
   std::vector<std::string> prompts;
 };
 
+// Tokenizes in->prompts (no special tokens added, left padding with <s>) into
+// in->input_ids / in->attention_mask.
+void encode_prompts(const model::CocomModel& m, DecoderInputs* in);
+
 // Throws for an empty question list or an empty question.
 DecoderInputs decoder_prompts(const model::CocomModel& m, const std::vector<std::string>& questions,
                               int64_t passages_per_question, int64_t mem_per_passage);
