@@ -40,6 +40,7 @@
 
 #include "common/error.h"
 #include "common/hash.h"
+#include "common/ranking.h"
 
 namespace cocom::index {
 
@@ -372,16 +373,7 @@ std::vector<std::pair<uint64_t, float>> DenseIndex::search(const std::vector<flo
       out.emplace_back(static_cast<uint64_t>(labels[i]), scores[i]);
     }
   }
-  auto better = [](const std::pair<uint64_t, float>& a, const std::pair<uint64_t, float>& b) {
-    if (a.second != b.second) return a.second > b.second;
-    return a.first < b.first;
-  };
-  if (out.size() > k) {
-    std::partial_sort(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(k), out.end(), better);
-    out.resize(k);
-  } else {
-    std::sort(out.begin(), out.end(), better);
-  }
+  keep_top_k(&out, k);
   return out;
 }
 
@@ -541,16 +533,7 @@ std::vector<std::pair<uint64_t, double>> reciprocal_rank_fusion(
     for (size_t rank : rs) s += 1.0 / (k0 + static_cast<double>(rank));
     out.emplace_back(id, s);
   }
-  auto better = [](const std::pair<uint64_t, double>& a, const std::pair<uint64_t, double>& b) {
-    if (a.second != b.second) return a.second > b.second;
-    return a.first < b.first;
-  };
-  if (out.size() > k) {
-    std::partial_sort(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(k), out.end(), better);
-    out.resize(k);
-  } else {
-    std::sort(out.begin(), out.end(), better);
-  }
+  keep_top_k(&out, k);
   return out;
 }
 

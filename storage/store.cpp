@@ -63,6 +63,7 @@
 #include <unordered_map>
 
 #include "common/error.h"
+#include "common/ranking.h"
 #include "common/json_util.h"
 
 namespace cocom::storage {
@@ -1085,13 +1086,7 @@ std::vector<std::pair<uint64_t, double>> Store::bm25_search(const std::vector<st
     }
   }
   out.assign(scores.begin(), scores.end());
-  auto better = [](const std::pair<uint64_t, double>& x, const std::pair<uint64_t, double>& y) {
-    if (x.second != y.second) return x.second > y.second;
-    return x.first < y.first;
-  };
-  const size_t top = std::min(k, out.size());
-  std::partial_sort(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(top), out.end(), better);
-  out.resize(top);
+  keep_top_k(&out, k);
   return out;
 }
 
