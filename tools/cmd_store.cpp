@@ -48,14 +48,16 @@ int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
   engine::ReadOptions ro;
   ro.include = a.include;
   ro.exclude = a.exclude;
-  const bool tty = ::isatty(2) && !a.json;
+  const bool tty = ::isatty(2) && !a.json && !a.progress_lines;
   auto progress = [&](const engine::IngestProgress& p) {
-    if (!tty) return;
+    if (!tty && !a.progress_lines) return;
     double rate = p.seconds > 0 ? double(p.passages_done) / p.seconds : 0;
     double per_doc = p.documents_done ? p.seconds / double(p.documents_done) : 0;
-    std::fprintf(stderr, "\r  %zu/%zu documents  %lld passages  %.1f passages/s  ETA %s   ",
-                 p.documents_done, p.documents_total, static_cast<long long>(p.passages_done), rate,
-                 eta(per_doc * double(p.documents_total - p.documents_done)).c_str());
+    std::fprintf(stderr, "%s%zu/%zu documents  %lld passages  %.1f passages/s  ETA %s%s",
+                 tty ? "\r  " : "ingest: ", p.documents_done, p.documents_total,
+                 static_cast<long long>(p.passages_done), rate,
+                 eta(per_doc * double(p.documents_total - p.documents_done)).c_str(),
+                 tty ? "   " : "\n");
     std::fflush(stderr);
   };
   engine::IngestSummary s = ks->ingest(a.paths, ro, progress);

@@ -65,6 +65,7 @@ struct IngestArgs {
   std::vector<std::string> paths, include, exclude;
   int64_t overlap = 0;
   bool json = false;
+  bool progress_lines = false;  // one progress line per document, even when stderr is no terminal
 };
 int cmd_ingest(const GlobalOptions& g, const IngestArgs& a);
 struct SearchArgs {

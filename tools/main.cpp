@@ -189,6 +189,9 @@ int main(int argc, char** argv) {
   c_ing->add_option("--overlap", ing.overlap, "tokens repeated between consecutive passages")
       ->capture_default_str();
   c_ing->add_flag("--json", ing.json, "print a JSON summary");
+  c_ing->add_flag("--progress-lines", ing.progress_lines,
+                  "print one progress line per document to stderr (for logs; a terminal gets a "
+                  "single updating line without it)");
   c_ing->add_option("paths", ing.paths, "files and directories")->required();
   c_ing->callback([&] { rc = cmd_ingest(g, ing); });
 
