@@ -1,0 +1,303 @@
+// cocom: retrieval-augmented answers from COCOM context embeddings, in process.
+//
+// The public API of the engine. It follows the LevelDB/RocksDB conventions: an Options struct
+// with documented defaults, a Status (or Result<T>) from every call that can fail, and no
+// exceptions, libtorch, FAISS or RocksDB types across this header.
+//
+//   cocom::Options opt;
+//   opt.db_path = "/var/lib/myapp/kb";
+//   opt.model_dir = "/models/cocom-v1-16-mistral-7b";  // needed once, when the store is created
+//   std::unique_ptr<cocom::Engine> engine;
+//   cocom::Status s = cocom::Engine::Open(opt, &engine);
+//   if (!s.ok()) { std::cerr << s.ToString() << "\n"; return 1; }
+//   engine->Ingest({"docs/"});
+//   cocom::Result<cocom::Answer> a = engine->Ask("What does the GPL guarantee?");
+//   if (a.ok()) std::cout << a->text << "\n";
+//
+// Thread safety: an Engine may be shared by many threads. Search(), Ask(), AskStreaming() and
+// Stats() may run concurrently with each other and with one Ingest()/IngestDocuments()/Remove()
+// at a time (writers are serialised; a reader sees every document either fully or not at all).
+// Status and Result are plain values.
+//
+// Performance note: libgomp's default busy-waiting makes ATen's worker threads compete with
+// the BLAS threads; programs embedding cocom should run with OMP_WAIT_POLICY=PASSIVE in their
+// environment (the cocom binary sets it for itself).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace cocom {
+
+// ---------------------------------------------------------------------------------------------
+// Status and Result<T>
+
+class Status {
+ public:
+  enum class Code {
+    kOk = 0,
+    kInvalidArgument,  // a bad option, path or input; the message names it
+    kNotFound,         // a missing file, directory, store or document
+    kCorruption,       // stored data or a checkpoint that cannot be read as what it claims to be
+    kIOError,          // the operating system refused a read or write
+    kCancelled,        // a callback asked to stop
+    kFailedPrecondition,  // the call needs something the engine was not opened with
+    kInternal,         // a bug or an unexpected library error (the message says which)
+  };
+
+  Status() = default;  // OK
+  static Status OK() { return Status(); }
+  static Status InvalidArgument(std::string msg) { return Status(Code::kInvalidArgument, std::move(msg)); }
+  static Status NotFound(std::string msg) { return Status(Code::kNotFound, std::move(msg)); }
+  static Status Corruption(std::string msg) { return Status(Code::kCorruption, std::move(msg)); }
+  static Status IOError(std::string msg) { return Status(Code::kIOError, std::move(msg)); }
+  static Status Cancelled(std::string msg) { return Status(Code::kCancelled, std::move(msg)); }
+  static Status FailedPrecondition(std::string msg) {
+    return Status(Code::kFailedPrecondition, std::move(msg));
+  }
+  static Status Internal(std::string msg) { return Status(Code::kInternal, std::move(msg)); }
+
+  bool ok() const { return code_ == Code::kOk; }
+  Code code() const { return code_; }
+  const std::string& message() const { return message_; }
+  // "OK", or "<code name>: <message>", e.g. "NotFound: model directory /m has no config.json".
+  std::string ToString() const;
+
+ private:
+  Status(Code c, std::string m) : code_(c), message_(std::move(m)) {}
+  Code code_ = Code::kOk;
+  std::string message_;
+};
+
+// A value or the Status that explains why there is none. Accessing the value of a failed
+// Result aborts with the status message (a programming error, like dereferencing null).
+template <class T>
+class Result {
+ public:
+  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit on purpose
+  Result(Status status) : status_(std::move(status)) {  // NOLINT
+    if (status_.ok()) status_ = Status::Internal("Result built from an OK status without a value");
+  }
+  bool ok() const { return status_.ok(); }
+  const Status& status() const { return status_; }
+  T& value() & { check(); return *value_; }
+  const T& value() const& { check(); return *value_; }
+  T&& value() && { check(); return std::move(*value_); }
+  T* operator->() { return &value(); }
+  const T* operator->() const { return &value(); }
+  T& operator*() & { return value(); }
+  const T& operator*() const& { return value(); }
+
+ private:
+  void check() const;
+  Status status_;
+  std::optional<T> value_;
+};
+
+[[noreturn]] void AbortOnBadResultAccess(const Status& s);
+template <class T>
+void Result<T>::check() const {
+  if (!status_.ok()) AbortOnBadResultAccess(status_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+enum class SearchMode {
+  kAuto,    // hybrid when the store has a dense retriever, else BM25
+  kHybrid,  // reciprocal-rank fusion of dense and BM25
+  kDense,   // FAISS over the retriever's vectors (needs a retriever)
+  kBm25,    // lexical
+};
+
+struct GenerationOptions {
+  int max_new_tokens = 64;
+  double temperature = 0.0;  // 0 = greedy (what the paper evaluates)
+  int top_k = 0;             // 0 = off
+  double top_p = 1.0;        // 1 = off
+  uint64_t seed = 0;         // for sampling
+};
+
+struct Options {
+  // The store directory (RocksDB + the FAISS file + cocom-db.json). Required.
+  std::string db_path;
+  // A COCOM checkpoint directory (Hugging Face layout). Required to create a store and to
+  // Ingest()/Ask(); remembered by the store, so later opens may leave it empty. Search() and
+  // Remove() never load the model.
+  std::string model_dir;
+  // A sentence-transformers style retriever directory for dense/hybrid search. Optional
+  // (BM25 works without); remembered by the store.
+  std::string retriever_dir;
+  // Tokenizer directories when the checkpoint does not carry its own (published COCOM
+  // checkpoints name a base model whose tokenizer must be found locally).
+  std::string decoder_tokenizer, compressor_tokenizer;
+  // Create the store when db_path has none. False: Open fails with NotFound instead.
+  bool create_if_missing = true;
+  // Load the COCOM model at Open (true) or on the first Ingest/Ask (false).
+  bool load_model_eagerly = false;
+  // "cpu" or "cuda" / "cuda:N" (needs a CUDA build of libtorch).
+  std::string device = "cpu";
+  // Threads for libtorch's intra-op pool; 0 = leave libtorch's default (all cores). The
+  // setting is process-wide (libtorch has one pool).
+  int threads = 0;
+  // Passages retrieved per question (the published models were trained with 5).
+  size_t top_k = 5;
+  SearchMode search_mode = SearchMode::kAuto;
+  GenerationOptions generation;
+  // Answer from the passages' text instead of their context embeddings (the uncompressed
+  // RAG baseline with the same decoder; for A/B comparisons).
+  bool no_compress = false;
+  // Used when a store is created (later opens keep the stored values):
+  std::string index_factory = "Flat";      // FAISS factory string
+  std::string embedding_dtype = "fp16";    // fp16 | bf16 | fp32: context embeddings on disk
+  int context_max_length = 128;            // compressor tokens per passage
+  int chunk_overlap_tokens = 0;            // tokens repeated between consecutive passages
+  // Retriever prompt prefixes (e5-style models want "query: " / "passage: ").
+  std::string query_prefix, passage_prefix;
+  // Log at debug level through spdlog (the library is quiet by default).
+  bool verbose = false;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Ingestion
+
+struct Document {
+  std::string id;     // stable id; re-ingesting the same id replaces the document when changed
+  std::string title;  // may be empty
+  std::string text;   // UTF-8 (invalid sequences are repaired with U+FFFD and reported)
+  std::string source;  // provenance shown with answers (e.g. a URL or path); may be empty
+};
+
+struct IngestProgress {
+  size_t documents_done = 0, documents_total = 0;
+  int64_t passages_done = 0;
+  double seconds = 0;
+};
+
+struct IngestOptions {
+  std::vector<std::string> include, exclude;  // fnmatch globs (paths only)
+  // Called after every document. Return false to stop after the current document (what is
+  // stored stays stored; the result's status is then OK and `stopped_early` is set).
+  std::function<bool(const IngestProgress&)> progress;
+};
+
+struct SkippedInput {
+  std::string path;    // file, or "file:line" for a jsonl record, or the document id
+  std::string reason;  // why it was not stored
+};
+
+struct IngestStats {
+  int64_t added = 0, unchanged = 0, replaced = 0, passages = 0;
+  std::vector<SkippedInput> skipped;
+  std::vector<std::string> warnings;
+  bool stopped_early = false;
+  double seconds = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Search and answers
+
+struct Passage {
+  uint64_t id = 0;  // passage id in the store
+  std::string document_id, title, source;
+  int64_t index = 0;  // position of the passage within its document
+  std::string text;   // "Title. chunk"
+  double score = 0;   // retrieval score (higher is better; RRF score for hybrid)
+};
+
+struct SearchOptions {
+  size_t k = 0;                            // 0 = Options::top_k
+  std::optional<SearchMode> mode;          // unset = Options::search_mode
+};
+
+struct Timings {
+  double retrieve_ms = 0;         // retrieval (query embedding + FAISS/BM25)
+  double load_embeddings_ms = 0;  // reading the passages' context embeddings (or text)
+  double prefill_ms = 0;          // prompt assembly and the decoder's first forward pass
+  double decode_ms = 0;           // every step after the first token
+  double total_ms = 0;
+  int64_t prompt_tokens = 0;      // decoder input length (context embeddings count one each)
+  int64_t generated_tokens = 0;
+  double decode_tokens_per_second = 0;
+};
+
+struct AskOptions {
+  size_t k = 0;                                 // 0 = Options::top_k
+  std::optional<SearchMode> mode;               // unset = Options::search_mode
+  std::optional<bool> no_compress;              // unset = Options::no_compress
+  std::optional<GenerationOptions> generation;  // unset = Options::generation
+};
+
+struct Answer {
+  std::string text;
+  std::vector<Passage> sources;  // the passages the decoder read, in retrieval order
+  Timings timings;
+  bool cancelled = false;        // the token callback stopped the generation
+  bool compressed = true;        // false when answered from the passages' text
+};
+
+// Receives the answer text as it grows: each call gets the new piece of text (UTF-8, never a
+// split character). Return false to stop the generation; the Answer then has what was
+// produced so far and cancelled = true.
+using TokenCallback = std::function<bool(const std::string& piece)>;
+
+struct EngineStats {
+  std::string db_path, model_dir, retriever_dir;
+  int64_t documents = 0, passages = 0;
+  int64_t compression_rate = 0;          // r: ceil(128 / r) embeddings per passage
+  int64_t embeddings_per_passage = 0;
+  int64_t embedding_dim = 0;
+  std::string embedding_dtype, index_factory;
+  int64_t embedding_bytes = 0;           // context embeddings stored, in bytes
+  bool has_dense_retriever = false;
+  bool model_loaded = false;
+  int64_t questions_answered = 0;        // by this Engine since Open
+  std::string json;                      // everything above and the store's manifest, as JSON
+};
+
+// ---------------------------------------------------------------------------------------------
+// The engine
+
+class Engine {
+ public:
+  // Opens (or creates, see Options::create_if_missing) the store at options.db_path.
+  static Status Open(const Options& options, std::unique_ptr<Engine>* engine);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Reads files and directories (.txt .md .markdown .html .htm .pdf .jsonl), cuts them into
+  // passages, compresses every passage once and stores it. Unchanged documents are skipped,
+  // changed ones replaced. One bad file never stops the batch: it is listed in `skipped`.
+  Result<IngestStats> Ingest(const std::vector<std::string>& paths, const IngestOptions& options = {});
+  // The same for documents the application already holds in memory.
+  Result<IngestStats> IngestDocuments(const std::vector<Document>& documents,
+                                      const IngestOptions& options = {});
+  // Removes a document by id, or every document read from a source path. Returns how many.
+  Result<int64_t> Remove(const std::string& id_or_source);
+
+  Result<std::vector<Passage>> Search(const std::string& query, const SearchOptions& options = {}) const;
+
+  // Retrieves the top-k passages and answers from their stored context embeddings.
+  Result<Answer> Ask(const std::string& question, const AskOptions& options = {});
+  // The same, streaming the answer through on_token as it is generated.
+  Result<Answer> AskStreaming(const std::string& question, const TokenCallback& on_token,
+                              const AskOptions& options = {});
+
+  Result<EngineStats> Stats() const;
+
+ private:
+  struct Impl;
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// "0.1.0"
+const char* Version();
+
+}  // namespace cocom
