@@ -1153,13 +1153,20 @@ std::string markdown_to_text(const std::string& md, std::string* title) {
     if (!joined.empty()) paragraphs.push_back(std::move(joined));
     para.clear();
   };
-  auto heading = [&](const std::string& raw) {
-    std::string h = collapse_ws(md_inline(raw));
-    flush();
-    if (!h.empty()) {
-      if (found_title.empty()) found_title = h;
-      paragraphs.push_back(h);
+  // A heading that opens the document becomes the title and leaves the text: passages are
+  // stored as "Title. text" (the KILT form), which would otherwise repeat it.
+  auto add_heading = [&](const std::string& h) {
+    if (h.empty()) return;
+    if (found_title.empty() && paragraphs.empty()) {
+      found_title = h;
+      return;
     }
+    if (found_title.empty()) found_title = h;
+    paragraphs.push_back(h);
+  };
+  auto heading = [&](const std::string& raw) {
+    flush();
+    add_heading(collapse_ws(md_inline(raw)));
   };
 
   bool in_fence = false, in_comment = false, in_table = false;
@@ -1247,10 +1254,7 @@ std::string markdown_to_text(const std::string& md, std::string* title) {
         std::string h = para.back();
         para.pop_back();
         flush();
-        if (!h.empty()) {
-          if (found_title.empty()) found_title = h;
-          paragraphs.push_back(h);
-        }
+        add_heading(h);
         continue;
       }
       if (t[0] == '-' || t[0] == '=') {

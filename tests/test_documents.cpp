@@ -189,9 +189,12 @@ TEST(Markdown, StripsMarkup) {
 
 TEST(Markdown, SetextHeadingAndNoHeading) {
   std::string title = "x";
-  EXPECT_EQ(cocom::engine::markdown_to_text("Title here\n=====\n\nBody.\n", &title),
-            "Title here\n\nBody.");
+  // A heading that opens the document is the title and is not repeated in the text.
+  EXPECT_EQ(cocom::engine::markdown_to_text("Title here\n=====\n\nBody.\n", &title), "Body.");
   EXPECT_EQ(title, "Title here");
+  EXPECT_EQ(cocom::engine::markdown_to_text("# First\n\nBody.\n\n## Later\n\nMore.\n", &title),
+            "Body.\n\nLater\n\nMore.");
+  EXPECT_EQ(title, "First");
   EXPECT_EQ(cocom::engine::markdown_to_text("just text\n\n\n\nmore\n", &title),
             "just text\n\nmore");
   EXPECT_EQ(title, "");
@@ -306,7 +309,7 @@ TEST(ReadPaths, AllFormatsInADirectory) {
   const Document* b = find_doc(r, dir + "/b.md");
   ASSERT_TRUE(b);
   EXPECT_EQ(b->title, "MD Title");
-  EXPECT_EQ(b->text, "MD Title\n\nBody with a link.");
+  EXPECT_EQ(b->text, "Body with a link.");
 
   const Document* c = find_doc(r, dir + "/c.html");
   ASSERT_TRUE(c);
