@@ -51,15 +51,6 @@ model::DecoderConfig tinyllama_shape() {
   return c;
 }
 
-// Weights of the linear layers read once per decoded token (embedding rows are not).
-double linear_params(const model::DecoderConfig& c) {
-  double H = double(c.hidden_size), I = double(c.intermediate_size);
-  double q = double(c.num_attention_heads * c.head_dim),
-         kv = double(c.num_key_value_heads * c.head_dim);
-  double per_layer = H * q + 2 * H * kv + q * H + 3 * H * I;
-  return per_layer * double(c.num_hidden_layers) + double(c.vocab_size) * H;
-}
-
 // FLOPs of a prefill over n tokens computing logits for the last position only.
 double prefill_flops(const model::DecoderConfig& c, double n) {
   double H = double(c.hidden_size), I = double(c.intermediate_size);
@@ -102,6 +93,9 @@ int run_runtime_bench(const RuntimeBenchOptions& opt) {
   if (opt.repeat < 1) fail("--repeat ", opt.repeat, ": must be at least 1");
   if (opt.new_tokens < 2) fail("--new-tokens ", opt.new_tokens, ": must be at least 2");
   c10::Device dev = model::parse_device(opt.device);
+  const auto wf_opt = model::parse_weight_format(opt.weights);
+  if (!wf_opt) fail("--weights ", opt.weights, ": expected fp32, bf16 or int8");
+  const model::WeightFormat wf = *wf_opt;
   const int threads = at::get_num_threads();
   auto log = [&](const std::string& s) {
     if (!opt.json) std::fprintf(stderr, "%s\n", s.c_str());
@@ -136,20 +130,22 @@ int run_runtime_bench(const RuntimeBenchOptions& opt) {
   std::string source;
   double t0 = now_s();
   if (!opt.model.empty()) {
-    m = model::MistralModel::load(opt.model, dev);
+    m = model::MistralModel::load(opt.model, dev, {}, wf);
     source = opt.model;
   } else {
     model::DecoderConfig cfg =
         opt.config.empty() ? tinyllama_shape() : model::DecoderConfig::load(opt.config);
     model::RandomWeights rnd(opt.seed);
-    m = model::MistralModel::from_weights(cfg, rnd, dev);
+    m = model::MistralModel::from_weights(cfg, rnd, dev, wf);
     source = opt.config.empty() ? "random TinyLlama shape" : "random weights, " + opt.config;
   }
   const model::DecoderConfig& cfg = m->config();
   std::snprintf(line, sizeof line,
-                "model: %s (%d layers, hidden %d, %.0fM params), built in %.1f s", source.c_str(),
-                int(cfg.num_hidden_layers), int(cfg.hidden_size), cfg.parameter_count() / 1e6,
-                now_s() - t0);
+                "model: %s (%d layers, hidden %d, %.0fM params), %s weights (%.2f GB resident), "
+                "built in %.1f s (%s kernels)",
+                source.c_str(), int(cfg.num_hidden_layers), int(cfg.hidden_size),
+                cfg.parameter_count() / 1e6, model::weight_format_name(wf),
+                m->resident_weight_bytes() / 1e9, now_s() - t0, model::kernel_isa());
   log(line);
 
   std::vector<int64_t> lengths;
@@ -202,17 +198,23 @@ int run_runtime_bench(const RuntimeBenchOptions& opt) {
     }
     decode_tps = double(opt.new_tokens - 1) / (now_s() - td0);
   }
-  const double bytes_per_token = linear_params(cfg) * 4.0;  // fp32 weights
+  // Weights read once per decoded token: the linear layers and lm_head in their resident
+  // format (+ int8 scales); embedding rows are not counted.
+  const double bytes_per_token = static_cast<double>(m->decode_weight_bytes());
   const double bound_tps = read_gbs * 1e9 / bytes_per_token;
   std::snprintf(line, sizeof line,
-                "decode: %.2f tok/s; bound %.2f tok/s (%.2f GB of fp32 weights per token) = %.0f%% "
+                "decode: %.2f tok/s; bound %.2f tok/s (%.2f GB of %s weights per token) = %.0f%% "
                 "of the bound",
-                decode_tps, bound_tps, bytes_per_token / 1e9, 100.0 * decode_tps / bound_tps);
+                decode_tps, bound_tps, bytes_per_token / 1e9, model::weight_format_name(wf),
+                100.0 * decode_tps / bound_tps);
   log(line);
   Json out;
   out["threads"] = threads;
   out["device"] = opt.device;
   out["model"] = source;
+  out["weights"] = model::weight_format_name(wf);
+  out["resident_weight_bytes"] = m->resident_weight_bytes();
+  out["kernels"] = model::kernel_isa();
   out["matmul_gflops"] = matmul_gflops;
   out["read_bandwidth_gbs"] = read_gbs;
   out["stream_bandwidth_gbs"] = stream_gbs;

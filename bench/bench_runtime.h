@@ -17,6 +17,7 @@ struct RuntimeBenchOptions {
   uint64_t seed = 0;
   bool json = false;
   std::string device = "cpu";
+  std::string weights = "fp32";  // resident format of the linear layers: fp32, bf16, int8
 };
 
 int run_runtime_bench(const RuntimeBenchOptions& opt);

@@ -64,15 +64,17 @@ int64_t write_random(const TensorSpecs& specs, const std::string& dir, uint64_t 
                      Json config_json) {
   make_dirs(dir);
   RandomWeights rnd(seed);
-  SafetensorsWriter w;
+  std::vector<LazyTensor> lazy;
   int64_t params = 0;
   for (const auto& [name, shape] : specs) {
-    at::Tensor t = rnd.get(name, shape, c10::kCPU);
-    params += t.numel();
-    add_tensor(w, name, t, dtype);
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    params += n;
+    lazy.push_back({name, shape, [&rnd, name = name, shape = shape] {
+                      return rnd.get(name, shape, c10::kCPU);
+                    }});
   }
-  w.set_metadata("format", "pt");
-  w.write(join_path(dir, "model.safetensors"));
+  write_streaming(join_path(dir, "model.safetensors"), lazy, dtype);
   config_json["torch_dtype"] = dtype == DType::BF16  ? "bfloat16"
                                : dtype == DType::F16 ? "float16"
                                                      : "float32";
@@ -81,6 +83,33 @@ int64_t write_random(const TensorSpecs& specs, const std::string& dir, uint64_t 
 }
 
 }  // namespace
+
+void write_streaming(const std::string& path, const std::vector<LazyTensor>& tensors,
+                     DType float_dtype, const std::map<std::string, std::string>& metadata) {
+  if (float_dtype != DType::F32 && float_dtype != DType::F16 && float_dtype != DType::BF16) {
+    fail("write_streaming: unsupported float dtype ", dtype_name(float_dtype));
+  }
+  std::vector<SafetensorsStreamWriter::Spec> specs;
+  for (const LazyTensor& t : tensors) specs.push_back({t.name, float_dtype, t.shape});
+  SafetensorsStreamWriter w(path, specs, metadata);
+  for (const LazyTensor& lt : tensors) {
+    at::Tensor t = lt.make().to(at::kCPU);
+    if (!at::isFloatingType(t.scalar_type())) {
+      fail(path, ": tensor '", lt.name, "' is not a float tensor");
+    }
+    if (t.sizes().vec() != lt.shape) {
+      fail(path, ": tensor '", lt.name, "' was made with shape ", shape_str(t.sizes()),
+           ", listed as ", shape_str(lt.shape));
+    }
+    // c10's float -> bf16 / fp16 conversions round to nearest even.
+    const at::ScalarType st = float_dtype == DType::F32   ? at::kFloat
+                              : float_dtype == DType::F16 ? at::kHalf
+                                                          : at::kBFloat16;
+    t = t.to(st).contiguous();
+    w.write_next(lt.name, t.data_ptr(), t.nbytes());
+  }
+  w.finish();
+}
 
 void write_tensors(const std::string& path, const NamedTensors& tensors, DType float_dtype) {
   SafetensorsWriter w;

@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,12 +26,26 @@ void write_tensors(const std::string& path, const NamedTensors& tensors,
 // Reads every tensor of a safetensors file (floats as fp32, integers as int64).
 NamedTensors read_all_tensors(const std::string& path);
 
+// A float tensor of a checkpoint that is made only when it is written (write_streaming).
+struct LazyTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::function<at::Tensor()> make;  // returns a float tensor of `shape`
+};
+// Writes `tensors` in order to a safetensors file, each one made, converted to `float_dtype`
+// (F32, F16 or BF16, rounding to nearest even) and written before the next is made, so memory
+// holds one tensor at a time whatever the checkpoint's size. Atomic (temporary file + rename).
+void write_streaming(const std::string& path, const std::vector<LazyTensor>& tensors,
+                     DType float_dtype,
+                     const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+
 using TensorSpecs = std::vector<std::pair<std::string, std::vector<int64_t>>>;
 TensorSpecs decoder_tensor_specs(const DecoderConfig& cfg);
 TensorSpecs bert_tensor_specs(const BertConfig& cfg, bool with_pooler = true);
 
 // Writes `<dir>/config.json` and `<dir>/model.safetensors` with random weights
-// (normal(0, 0.02) matrices, unit norms, zero biases), in `dtype`. Creates `dir`.
+// (normal(0, 0.02) matrices, unit norms, zero biases), in `dtype`, streaming tensor by tensor
+// (any size fits in memory). Creates `dir`.
 // Returns the number of parameters written.
 int64_t write_random_decoder(const DecoderConfig& cfg, const std::string& dir, uint64_t seed,
                              DType dtype);

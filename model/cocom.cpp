@@ -238,7 +238,7 @@ std::unique_ptr<CocomModel> CocomModel::load(const std::string& dir, const Cocom
   }
   {
     WeightSource src(*files, prefix, lora);
-    m->decoder_ = MistralModel::from_weights(dcfg, src, opt.device);
+    m->decoder_ = MistralModel::from_weights(dcfg, src, opt.device, opt.decoder_weights);
     src.check_all_used();
     if (cfg.lora && src.lora_merged() == 0) {
       spdlog::warn("{}: config says lora=true but no LoRA adapters were found", cfg_path);

@@ -43,6 +43,9 @@ struct CocomLoadOptions {
   std::string decoder_tokenizer;     // --decoder-tokenizer (directory with tokenizer + config.json)
   std::string compressor_tokenizer;  // --compressor-tokenizer
   c10::Device device = c10::kCPU;
+  // Resident format of the decoder's linear layers and lm_head (--weights fp32|bf16|int8);
+  // bf16/int8 are CPU only. The COCOM-light BERT compressor and projection stay fp32.
+  WeightFormat decoder_weights = WeightFormat::fp32;
 };
 
 // The tokens COCOM appends to the decoder vocabulary, in this order.

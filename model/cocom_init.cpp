@@ -63,32 +63,31 @@ int64_t write_random_cocom(const Json& spec, const std::string& spec_path, bool 
   // The decoder with its embeddings resized by the four COCOM tokens, LoRA in PEFT layout.
   DecoderConfig resized = dcfg;
   resized.vocab_size += static_cast<int64_t>(kCocomSpecialTokens.size());
+  // Tensors are made and written one at a time (a Mistral-7B-shaped checkpoint is 14.5 GB in
+  // bf16), in the order the random generator has always been drawn in.
   RandomWeights rnd(seed);
-  SafetensorsWriter w;
+  std::vector<LazyTensor> tensors;
   int64_t params = 0;
-  auto add = [&](const std::string& name, const at::Tensor& t) {
-    params += t.numel();
-    at::Tensor c = t.contiguous();
-    if (dtype == DType::F32) {
-      w.add(name, DType::F32, c.sizes().vec(), c.data_ptr(), size_t(c.numel()) * 4);
-    } else {
-      at::Tensor h = c.to(dtype == DType::F16 ? at::kHalf : at::kBFloat16).contiguous();
-      w.add(name, dtype, h.sizes().vec(), h.data_ptr(), size_t(h.numel()) * 2);
-    }
+  auto add = [&](const std::string& name, const std::vector<int64_t>& shape,
+                 const std::string& draw_name) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    params += n;
+    tensors.push_back(
+        {name, shape, [&rnd, draw_name, shape] { return rnd.get(draw_name, shape, c10::kCPU); }});
   };
   const std::string dp = "decoder.base_model.model.";
   const int64_t r = cc.lora_r;
   for (const auto& [name, shape] : decoder_tensor_specs(resized)) {
-    at::Tensor t = rnd.get(name, shape, c10::kCPU);
     const bool lora_target = cc.lora && name.find("layers.") != std::string::npos &&
                              (name.find("_proj.weight") != std::string::npos);
     if (lora_target) {
       const std::string stem = dp + name.substr(0, name.size() - 7);  // drop ".weight"
-      add(stem + ".base_layer.weight", t);
-      add(stem + ".lora_A.default.weight", rnd.get(stem + ".lora_A", {r, shape[1]}, c10::kCPU));
-      add(stem + ".lora_B.default.weight", rnd.get(stem + ".lora_B", {shape[0], r}, c10::kCPU));
+      add(stem + ".base_layer.weight", shape, name);
+      add(stem + ".lora_A.default.weight", {r, shape[1]}, stem + ".lora_A");
+      add(stem + ".lora_B.default.weight", {shape[0], r}, stem + ".lora_B");
     } else {
-      add(dp + name, t);
+      add(dp + name, shape, name);
     }
   }
   if (light) {
@@ -107,14 +106,13 @@ int64_t write_random_cocom(const Json& spec, const std::string& spec_path, bool 
     }
     write_json_file(join_path(base_comp, "config.json"), bcfg.to_json());
     for (const auto& [name, shape] : bert_tensor_specs(bcfg)) {
-      add("compr.model." + name, rnd.get(name, shape, c10::kCPU));
+      add("compr.model." + name, shape, name);
     }
     const int64_t in = cc.compr_linear_type == "concat" ? cc.compr_rate * bcfg.hidden_size : bcfg.hidden_size;
-    add("compr.linear.weight", rnd.get("compr.linear.weight", {dcfg.hidden_size, in}, c10::kCPU));
-    add("compr.linear.bias", rnd.get("compr.linear.bias", {dcfg.hidden_size}, c10::kCPU));
+    add("compr.linear.weight", {dcfg.hidden_size, in}, "compr.linear.weight");
+    add("compr.linear.bias", {dcfg.hidden_size}, "compr.linear.bias");
   }
-  w.set_metadata("format", "pt");
-  w.write(join_path(out, "model.safetensors"));
+  write_streaming(join_path(out, "model.safetensors"), tensors, dtype);
   Json cj = cc.to_json();
   cj["torch_dtype"] = dtype == DType::F32 ? "float32" : dtype == DType::F16 ? "float16" : "bfloat16";
   write_json_file(join_path(out, "config.json"), cj);

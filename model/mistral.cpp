@@ -3,7 +3,9 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <optional>
 
 #include "common/error.h"
 #include "common/json_util.h"
@@ -29,11 +31,13 @@ namespace {
 // wake up, spin, and steal the cores that the BLAS threads need for the weight-streaming
 // matrix-vector products. This keeps the calling thread's OpenMP regions to one thread for the
 // duration of such a step (omp_set_num_threads is per calling thread).
+// The bf16/int8 matrix-vector kernels still use every thread (KernelThreadsScope).
 class SerialElementwiseScope {
  public:
   explicit SerialElementwiseScope(bool active) : active_(active) {
     if (active_) {
       saved_ = omp_get_max_threads();
+      kernels_.emplace(saved_);
       omp_set_num_threads(1);
     }
   }
@@ -46,6 +50,7 @@ class SerialElementwiseScope {
  private:
   bool active_;
   int saved_ = 1;
+  std::optional<KernelThreadsScope> kernels_;
 };
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
@@ -75,7 +80,7 @@ std::string detect_prefix(const CheckpointFiles& files) {
 }  // namespace
 
 std::unique_ptr<MistralModel> MistralModel::load(const std::string& dir, c10::Device device,
-                                                 const LoraSettings& lora) {
+                                                 const LoraSettings& lora, WeightFormat weights) {
   std::string cfg_path = join_path(dir, "config.json");
   if (!file_exists(cfg_path))
     fail(dir, ": no config.json (is this a Hugging Face model directory?)");
@@ -86,49 +91,73 @@ std::unique_ptr<MistralModel> MistralModel::load(const std::string& dir, c10::De
   DecoderConfig cfg = DecoderConfig::from_json(j, cfg_path);
   auto files = CheckpointFiles::open(dir);
   WeightSource src(*files, detect_prefix(*files), lora);
-  auto model = from_weights(cfg, src, device);
+  auto model = from_weights(cfg, src, device, weights);
   src.check_all_used();
   return model;
 }
 
 std::unique_ptr<MistralModel> MistralModel::from_weights(const DecoderConfig& cfg,
-                                                         TensorProvider& src, c10::Device device) {
+                                                         TensorProvider& src, c10::Device device,
+                                                         WeightFormat weights) {
+  if (weights != WeightFormat::fp32 && !device.is_cpu()) {
+    fail(weight_format_name(weights), " resident weights are implemented for the CPU only (",
+         "device ", device.str(), "); use fp32 weights on this device");
+  }
   std::unique_ptr<MistralModel> m(new MistralModel());
   m->cfg_ = cfg;
   m->device_ = device;
+  m->format_ = weights;
+  const WeightFormat wf = weights;
   const int64_t H = cfg.hidden_size, V = cfg.vocab_size, I = cfg.intermediate_size;
   const int64_t d = cfg.head_dim, nq = cfg.num_attention_heads * d,
                 nkv = cfg.num_key_value_heads * d;
-  m->embed_tokens_ = src.get("model.embed_tokens.weight", {V, H}, device);
-  m->final_norm_ = src.get("model.norm.weight", {H}, device);
-  if (src.has("lm_head.weight")) {
-    m->lm_head_ = src.get("lm_head.weight", {V, H}, device);
-  } else if (cfg.tie_word_embeddings) {
-    m->lm_head_ = m->embed_tokens_;
-  } else {
+  // Every tensor is read in fp32, converted to its resident format and dropped before the
+  // next one is read: the fp32 transient is one (stacked) matrix at most.
+  const bool has_lm_head = src.has("lm_head.weight");
+  if (!has_lm_head && !cfg.tie_word_embeddings) {
     fail(src.origin(), ": missing tensor 'lm_head.weight' and config.json has ",
          "tie_word_embeddings false");
   }
+  {
+    at::Tensor emb = src.get("model.embed_tokens.weight", {V, H}, device);
+    m->embed_tokens_ = wf == WeightFormat::fp32 ? emb : to_bf16(emb);
+    if (!has_lm_head) {
+      // Tied: fp32 and bf16 share the embedding's storage; int8 quantises a copy.
+      m->lm_head_ = wf == WeightFormat::bf16 ? Linear::from_bf16(m->embed_tokens_)
+                                             : Linear::make(emb, {}, wf);
+    }
+  }
+  if (has_lm_head) m->lm_head_ = Linear::make(src.get("lm_head.weight", {V, H}, device), {}, wf);
+  m->final_norm_ = src.get("model.norm.weight", {H}, device);
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     Layer L;
     L.input_norm = src.get(p + "input_layernorm.weight", {H}, device);
     L.post_norm = src.get(p + "post_attention_layernorm.weight", {H}, device);
-    at::Tensor q = src.get(p + "self_attn.q_proj.weight", {nq, H}, device);
-    at::Tensor k = src.get(p + "self_attn.k_proj.weight", {nkv, H}, device);
-    at::Tensor v = src.get(p + "self_attn.v_proj.weight", {nkv, H}, device);
-    L.wqkv = at::cat({q, k, v}, 0).contiguous();
-    if (cfg.attention_bias) {
-      L.bqkv = at::cat({src.get(p + "self_attn.q_proj.bias", {nq}, device),
+    {
+      at::Tensor q = src.get(p + "self_attn.q_proj.weight", {nq, H}, device);
+      at::Tensor k = src.get(p + "self_attn.k_proj.weight", {nkv, H}, device);
+      at::Tensor v = src.get(p + "self_attn.v_proj.weight", {nkv, H}, device);
+      at::Tensor wqkv = at::cat({q, k, v}, 0).contiguous();
+      q = k = v = at::Tensor();
+      at::Tensor bqkv;
+      if (cfg.attention_bias) {
+        bqkv = at::cat({src.get(p + "self_attn.q_proj.bias", {nq}, device),
                         src.get(p + "self_attn.k_proj.bias", {nkv}, device),
                         src.get(p + "self_attn.v_proj.bias", {nkv}, device)},
                        0);
+      }
+      L.qkv = Linear::make(wqkv, bqkv, wf);
     }
-    L.wo = src.get(p + "self_attn.o_proj.weight", {H, nq}, device);
-    at::Tensor gate = src.get(p + "mlp.gate_proj.weight", {I, H}, device);
-    at::Tensor up = src.get(p + "mlp.up_proj.weight", {I, H}, device);
-    L.w_gate_up = at::cat({gate, up}, 0).contiguous();
-    L.w_down = src.get(p + "mlp.down_proj.weight", {H, I}, device);
+    L.o = Linear::make(src.get(p + "self_attn.o_proj.weight", {H, nq}, device), {}, wf);
+    {
+      at::Tensor gate = src.get(p + "mlp.gate_proj.weight", {I, H}, device);
+      at::Tensor up = src.get(p + "mlp.up_proj.weight", {I, H}, device);
+      at::Tensor w_gate_up = at::cat({gate, up}, 0).contiguous();
+      gate = up = at::Tensor();
+      L.gate_up = Linear::make(w_gate_up, {}, wf);
+    }
+    L.down = Linear::make(src.get(p + "mlp.down_proj.weight", {H, I}, device), {}, wf);
     src.ignore(p + "self_attn.rotary_emb.inv_freq");
     m->layers_.push_back(std::move(L));
   }
@@ -139,6 +168,26 @@ std::unique_ptr<MistralModel> MistralModel::from_weights(const DecoderConfig& cf
 }
 
 int64_t MistralModel::parameter_count() const { return cfg_.parameter_count(); }
+
+int64_t MistralModel::decode_weight_bytes() const {
+  int64_t b = lm_head_.resident_bytes();
+  for (const Layer& L : layers_) {
+    b += L.qkv.resident_bytes() + L.o.resident_bytes() + L.gate_up.resident_bytes() +
+         L.down.resident_bytes();
+  }
+  return b;
+}
+
+int64_t MistralModel::resident_weight_bytes() const {
+  int64_t b = decode_weight_bytes() + static_cast<int64_t>(final_norm_.nbytes());
+  const bool shared = lm_head_.stored_weight().defined() &&
+                      lm_head_.stored_weight().data_ptr() == embed_tokens_.data_ptr();
+  if (!shared) b += static_cast<int64_t>(embed_tokens_.nbytes());
+  for (const Layer& L : layers_) {
+    b += static_cast<int64_t>(L.input_norm.nbytes() + L.post_norm.nbytes());
+  }
+  return b;
+}
 
 at::Tensor MistralModel::embed(const at::Tensor& input_ids) const {
   if (input_ids.dim() != 2) {
@@ -154,7 +203,24 @@ at::Tensor MistralModel::embed(const at::Tensor& input_ids) const {
            where[0][1].item<int64_t>(), " is outside the vocabulary (size ", cfg_.vocab_size, ")");
     }
   }
-  return at::embedding(embed_tokens_, input_ids.to(device_, at::kLong));
+  if (embed_tokens_.scalar_type() == at::kFloat) {
+    return at::embedding(embed_tokens_, input_ids.to(device_, at::kLong));
+  }
+  // bf16 table: gather the rows and widen them (exact).
+  at::Tensor ids = input_ids.to(at::kCPU, at::kLong).contiguous();
+  const int64_t H = cfg_.hidden_size, n = ids.numel();
+  at::Tensor out = at::empty({input_ids.size(0), input_ids.size(1), H}, at::kFloat);
+  const int64_t* id = ids.data_ptr<int64_t>();
+  const uint16_t* table = reinterpret_cast<const uint16_t*>(embed_tokens_.data_ptr());
+  float* dst = out.data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    const uint16_t* row = table + id[i] * H;
+    for (int64_t k = 0; k < H; ++k) {
+      uint32_t bits = static_cast<uint32_t>(row[k]) << 16;
+      std::memcpy(dst + i * H + k, &bits, 4);
+    }
+  }
+  return out;
 }
 
 KVCache MistralModel::make_cache(int64_t batch, int64_t capacity) const {
@@ -185,7 +251,7 @@ at::Tensor MistralModel::attention(const Layer& L, const at::Tensor& x, const at
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t nh = cfg_.num_attention_heads, nkv = cfg_.num_key_value_heads, d = cfg_.head_dim;
   const int64_t G = nh / nkv;
-  at::Tensor qkv = dense(x, L.wqkv, L.bqkv);
+  at::Tensor qkv = L.qkv.forward(x);
   at::Tensor q = qkv.narrow(-1, 0, nh * d).view({B, T, nh, d}).transpose(1, 2);
   at::Tensor k = qkv.narrow(-1, nh * d, nkv * d).view({B, T, nkv, d}).transpose(1, 2);
   at::Tensor v = qkv.narrow(-1, (nh + nkv) * d, nkv * d).view({B, T, nkv, d}).transpose(1, 2);
@@ -210,7 +276,7 @@ at::Tensor MistralModel::attention(const Layer& L, const at::Tensor& x, const at
   at::Tensor probs = at::softmax(scores, -1).view({B, nkv, G * T, S});
   at::Tensor out = at::matmul(probs, values).view({B, nkv, G, T, d});
   out = out.permute({0, 3, 1, 2, 4}).reshape({B, T, nh * d});
-  return dense(out, L.wo);
+  return L.o.forward(out);
 }
 
 DecoderOutput MistralModel::forward_embeds(const at::Tensor& inputs_embeds,
@@ -269,10 +335,10 @@ DecoderOutput MistralModel::forward_embeds(const at::Tensor& inputs_embeds,
     at::Tensor a = attention(L, rms_norm(h, L.input_norm, cfg_.rms_norm_eps), cos, sin, allowed,
                              cache, l, start);
     h = h + a;
-    at::Tensor gu = dense(rms_norm(h, L.post_norm, cfg_.rms_norm_eps), L.w_gate_up);
+    at::Tensor gu = L.gate_up.forward(rms_norm(h, L.post_norm, cfg_.rms_norm_eps));
     const int64_t I = cfg_.intermediate_size;
     at::Tensor act = at::silu(gu.narrow(-1, 0, I)) * gu.narrow(-1, I, I);
-    h = h + dense(act, L.w_down);
+    h = h + L.down.forward(act);
     if (opt.output_hidden_states && l + 1 < layers_.size()) out.hidden_states.push_back(h);
   }
   if (cache) cache->length = S;
@@ -281,7 +347,7 @@ DecoderOutput MistralModel::forward_embeds(const at::Tensor& inputs_embeds,
   out.last_hidden_state = h;
   if (opt.compute_logits) {
     at::Tensor src = opt.last_logits_only ? h.narrow(1, T - 1, 1) : h;
-    out.logits = dense(src, lm_head_);
+    out.logits = lm_head_.forward(src);
   }
   return out;
 }

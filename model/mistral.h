@@ -1,6 +1,7 @@
 // Mistral / Llama decoder in the Hugging Face formulation (MistralForCausalLM): RMSNorm,
 // rotate-half RoPE, grouped-query attention with optional sliding window, SwiGLU MLP,
-// tied or untied lm_head. Compute is fp32 on CPU.
+// tied or untied lm_head. Compute is fp32 on CPU; the linear layers' weights are resident in
+// fp32 (default), bf16 or int8 (model/quant.h), chosen at load.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/quant.h"
 #include "model/weights.h"
 
 namespace cocom::model {
@@ -38,15 +40,25 @@ struct DecoderForwardOptions {
 class MistralModel {
  public:
   // Loads `dir` (config.json + safetensors). LoRA in PEFT layout is merged on load.
+  // `weights` picks the resident format of the linear layers and lm_head (bf16 and int8 are
+  // CPU only; with them the embedding table is held in bf16). Tensors are converted one at
+  // a time, so no full fp32 copy of the model is ever made.
   static std::unique_ptr<MistralModel> load(const std::string& dir, c10::Device device = c10::kCPU,
-                                            const LoraSettings& lora = {});
+                                            const LoraSettings& lora = {},
+                                            WeightFormat weights = WeightFormat::fp32);
   // Builds from an explicit config and weight source (e.g. a COCOM checkpoint's decoder part).
   static std::unique_ptr<MistralModel> from_weights(const DecoderConfig& cfg, TensorProvider& src,
-                                                    c10::Device device = c10::kCPU);
+                                                    c10::Device device = c10::kCPU,
+                                                    WeightFormat weights = WeightFormat::fp32);
 
   const DecoderConfig& config() const { return cfg_; }
   c10::Device device() const { return device_; }
   int64_t parameter_count() const;
+  WeightFormat weight_format() const { return format_; }
+  // Bytes of weights held in memory (embedding, layers, norms, lm_head; shared storage once).
+  int64_t resident_weight_bytes() const;
+  // Bytes of weights read per decoded token: every linear layer and lm_head, in their format.
+  int64_t decode_weight_bytes() const;
 
   // Token embeddings for ids [B, T] (ids are checked against the vocabulary).
   at::Tensor embed(const at::Tensor& input_ids) const;
@@ -71,11 +83,10 @@ class MistralModel {
  private:
   struct Layer {
     at::Tensor input_norm, post_norm;
-    at::Tensor wqkv;       // [(H + 2KV) * d, hidden]  q, k and v stacked
-    at::Tensor bqkv;       // optional bias
-    at::Tensor wo;         // [hidden, H * d]
-    at::Tensor w_gate_up;  // [2 * I, hidden]
-    at::Tensor w_down;     // [hidden, I]
+    Linear qkv;      // [(H + 2KV) * d, hidden]  q, k and v stacked (+ optional bias)
+    Linear o;        // [hidden, H * d]
+    Linear gate_up;  // [2 * I, hidden]
+    Linear down;     // [hidden, I]
   };
   MistralModel() = default;
   at::Tensor attention(const Layer& L, const at::Tensor& x, const at::Tensor& cos,
@@ -84,9 +95,10 @@ class MistralModel {
 
   DecoderConfig cfg_;
   c10::Device device_ = c10::kCPU;
-  at::Tensor embed_tokens_;  // [V, H]
+  WeightFormat format_ = WeightFormat::fp32;
+  at::Tensor embed_tokens_;  // [V, H] fp32, or bf16 when the linear layers are bf16/int8
   at::Tensor final_norm_;
-  at::Tensor lm_head_;  // [V, H] (same storage as embed_tokens_ when tied)
+  Linear lm_head_;  // [V, H] (shares embed_tokens_'s storage when tied, except in int8)
   at::Tensor inv_freq_;
   std::vector<Layer> layers_;
 };

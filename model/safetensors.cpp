@@ -574,6 +574,15 @@ const uint8_t* SafetensorsFile::data(const TensorInfo& t) const {
   return static_cast<const uint8_t*>(map_) + header_.data_start + t.begin;
 }
 
+void SafetensorsFile::release(const TensorInfo& t) const {
+  if (!map_ || t.end <= t.begin || header_.data_start + t.end > map_size_) return;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t b = (header_.data_start + t.begin) / page * page;
+  const uint64_t e = header_.data_start + t.end;
+  // A read-only private mapping: dropping pages loses nothing (a hint; failure is harmless).
+  ::madvise(static_cast<uint8_t*>(map_) + b, static_cast<size_t>(e - b), MADV_DONTNEED);
+}
+
 // ---------------------------------------------------------------------------------------------
 // SafetensorsWriter
 
@@ -673,6 +682,131 @@ void SafetensorsWriter::write(const std::string& path) const {
     int err = errno;
     ::unlink(tmp.c_str());
     fail(path, ": cannot rename the temporary file into place (", std::strerror(err), ")");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SafetensorsStreamWriter
+
+namespace {
+// quoted() for names reached through non-const members (std::quoted would win by ADL).
+std::string const_quoted(const std::string& name) { return quoted(name); }
+}  // namespace
+
+SafetensorsStreamWriter::SafetensorsStreamWriter(const std::string& path,
+                                                 const std::vector<Spec>& specs,
+                                                 const std::map<std::string, std::string>& meta)
+    : path_(path), specs_(specs) {
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!meta.empty()) {
+    nlohmann::ordered_json m = nlohmann::ordered_json::object();
+    for (const auto& [k, v] : meta) {
+      if (!valid_utf8(k) || !valid_utf8(v)) {
+        fail(path, ": metadata key ", const_quoted(k), ": key and value must be valid UTF-8");
+      }
+      m[k] = v;
+    }
+    header["__metadata__"] = std::move(m);
+  }
+  uint64_t offset = 0;
+  for (const Spec& sp : specs_) {
+    const std::string where = path + ": tensor " + const_quoted(sp.name);
+    if (sp.name.empty() || sp.name == "__metadata__" || !valid_utf8(sp.name)) {
+      fail(where, ": invalid tensor name");
+    }
+    if (header.contains(sp.name)) fail(where, ": listed twice");
+    for (int64_t d : sp.shape) {
+      if (d < 0) fail(where, ": shape ", shape_str(sp.shape), " has a negative dimension");
+    }
+    auto numel = checked_numel(sp.shape);
+    uint64_t need = 0;
+    if (!numel || mul_overflow_u64(static_cast<uint64_t>(*numel), dtype_size(sp.dtype), &need)) {
+      fail(where, ": shape ", shape_str(sp.shape), " overflows");
+    }
+    nlohmann::ordered_json t = nlohmann::ordered_json::object();
+    t["dtype"] = dtype_name(sp.dtype);
+    t["shape"] = sp.shape;
+    t["data_offsets"] = {offset, offset + need};
+    offset += need;
+    sizes_.push_back(need);
+    header[sp.name] = std::move(t);
+  }
+  std::string text = header.dump();
+  while ((8 + text.size()) % 8 != 0) text.push_back(' ');
+  uint8_t len[8];
+  put_le_u64(text.size(), len);
+  tmp_ = path + ".tmp.XXXXXX";
+  fd_ = ::mkstemp(tmp_.data());
+  if (fd_ < 0) {
+    fail(path, ": cannot create a temporary file next to it (", std::strerror(errno), ")");
+  }
+  if (::fchmod(fd_, 0644) != 0) {
+    int err = errno;
+    ::close(fd_);
+    fd_ = -1;
+    ::unlink(tmp_.c_str());
+    fail(path, ": cannot set permissions on the temporary file (", std::strerror(err), ")");
+  }
+  write_all(len, sizeof len);
+  write_all(text.data(), text.size());
+}
+
+SafetensorsStreamWriter::~SafetensorsStreamWriter() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
+  }
+}
+
+void SafetensorsStreamWriter::write_all(const void* p, size_t n) {
+  const auto* c = static_cast<const uint8_t*>(p);
+  while (n > 0) {
+    ssize_t w = ::write(fd_, c, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd_);
+      fd_ = -1;
+      ::unlink(tmp_.c_str());
+      fail(path_, ": write failed (", std::strerror(err), ")");
+    }
+    c += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+void SafetensorsStreamWriter::write_next(const std::string& name, const void* data, size_t nbytes) {
+  if (fd_ < 0) fail(path_, ": writer is closed");
+  if (next_ >= specs_.size()) fail(path_, ": tensor ", const_quoted(name), " was not listed");
+  if (specs_[next_].name != name) {
+    fail(path_, ": expected tensor ", const_quoted(specs_[next_].name), " next, got ",
+         const_quoted(name));
+  }
+  if (nbytes != sizes_[next_]) {
+    fail(path_, ": tensor ", const_quoted(name), ": got ", nbytes, " bytes, expected ",
+         sizes_[next_]);
+  }
+  if (nbytes > 0 && data == nullptr) fail(path_, ": tensor ", const_quoted(name), ": data is null");
+  write_all(data, nbytes);
+  ++next_;
+}
+
+void SafetensorsStreamWriter::finish() {
+  if (fd_ < 0) fail(path_, ": writer is closed");
+  if (next_ != specs_.size()) {
+    fail(path_, ": only ", next_, " of ", specs_.size(), " tensors were written");
+  }
+  if (::fsync(fd_) != 0 || ::close(fd_) != 0) {
+    int err = errno;
+    fd_ = -1;
+    ::unlink(tmp_.c_str());
+    fail(path_, ": cannot flush the file (", std::strerror(err), ")");
+  }
+  fd_ = -1;
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp_.c_str());
+    fail(path_, ": cannot rename the temporary file into place (", std::strerror(err), ")");
   }
 }
 
@@ -793,6 +927,11 @@ const uint8_t* CheckpointFiles::data(const std::string& name) const {
   auto it = where_.find(name);
   if (it == where_.end()) fail(dir_, ": tensor ", quoted(name), " not found in the checkpoint");
   return files_[it->second.first]->data(*it->second.second);
+}
+
+void CheckpointFiles::release(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it != where_.end()) files_[it->second.first]->release(*it->second.second);
 }
 
 const std::string& CheckpointFiles::file_of(const std::string& name) const {

@@ -58,6 +58,10 @@ class SafetensorsFile {
   const TensorInfo* find(const std::string& name) const;  // nullptr when absent
   // Pointer to the raw little-endian bytes of a tensor (valid while this object lives).
   const uint8_t* data(const TensorInfo& t) const;
+  // Drops this process's mapping of the tensor's pages (after it was copied out), so a
+  // large checkpoint read tensor by tensor does not stay in the resident set. The data stays
+  // readable: a later access maps the pages again from the file.
+  void release(const TensorInfo& t) const;
 
  private:
   SafetensorsFile() = default;
@@ -88,6 +92,35 @@ class SafetensorsWriter {
   std::map<std::string, std::string> metadata_;
 };
 
+// Writes a safetensors file whose tensor list is known up front, streaming one tensor's data
+// at a time, so a checkpoint larger than memory can be written (a 7B model in bf16 is
+// 14.5 GB). Atomic like SafetensorsWriter: the file appears under `path` only at finish();
+// an unfinished writer removes its temporary file.
+class SafetensorsStreamWriter {
+ public:
+  struct Spec {
+    std::string name;
+    DType dtype;
+    std::vector<int64_t> shape;
+  };
+  SafetensorsStreamWriter(const std::string& path, const std::vector<Spec>& specs,
+                          const std::map<std::string, std::string>& metadata = {});
+  ~SafetensorsStreamWriter();
+  SafetensorsStreamWriter(const SafetensorsStreamWriter&) = delete;
+  SafetensorsStreamWriter& operator=(const SafetensorsStreamWriter&) = delete;
+  // The next tensor in spec order; throws when the name or byte count does not match.
+  void write_next(const std::string& name, const void* data, size_t nbytes);
+  void finish();
+
+ private:
+  void write_all(const void* p, size_t n);
+  std::string path_, tmp_;
+  int fd_ = -1;
+  std::vector<Spec> specs_;
+  std::vector<uint64_t> sizes_;
+  size_t next_ = 0;
+};
+
 // A checkpoint directory: `model.safetensors`, or `model.safetensors.index.json` with shards,
 // or (fallback) every `*.safetensors` file in the directory. Maps tensor names to files.
 class CheckpointFiles {
@@ -99,6 +132,7 @@ class CheckpointFiles {
   // Throws naming the directory and tensor when absent.
   const TensorInfo& info(const std::string& name) const;
   const uint8_t* data(const std::string& name) const;
+  void release(const std::string& name) const;  // see SafetensorsFile::release
   const std::string& file_of(const std::string& name) const;
   uint64_t total_bytes() const;
 

@@ -51,6 +51,19 @@ std::string executable_dir() {
   return buf.substr(0, slash);
 }
 
+// Directory of the module this code was linked into: libcocom.so when the engine is used as
+// the installed shared library (its shim lies beside it), else the executable itself.
+std::string module_dir() {
+  Dl_info info{};
+  if (::dladdr(reinterpret_cast<void*>(&module_dir), &info) == 0 || info.dli_fname == nullptr) {
+    return "";
+  }
+  std::string path = info.dli_fname;  // the main program's is argv[0]: skip a relative one
+  size_t slash = path.rfind('/');
+  return path.empty() || path[0] != '/' || slash == std::string::npos ? ""
+                                                                      : path.substr(0, slash);
+}
+
 template <typename Fn>
 bool resolve(void* handle, const char* name, Fn* fn, std::string* why) {
   void* sym = ::dlsym(handle, name);
@@ -118,9 +131,16 @@ const SpmApi& spm_api() {
     candidates.emplace_back(env);
   }
   std::string exe_dir = executable_dir();
+  if (std::string lib_dir = module_dir(); !lib_dir.empty() && lib_dir != exe_dir) {
+    candidates.push_back(join_path(lib_dir, kShimName));
+  }
   if (!exe_dir.empty()) {
     candidates.push_back(join_path(exe_dir, kShimName));
     candidates.push_back(join_path(exe_dir + "/../lib", kShimName));
+#ifdef COCOM_SPM_INSTALL_LIBDIR
+    // An installed binary: <prefix>/bin/cocom next to <prefix>/<libdir>/libcocom_spm.so.
+    candidates.push_back(join_path(exe_dir + "/../" COCOM_SPM_INSTALL_LIBDIR, kShimName));
+#endif
   }
 #ifdef COCOM_SPM_BUILD_DIR
   candidates.push_back(join_path(COCOM_SPM_BUILD_DIR, kShimName));

@@ -184,6 +184,7 @@ at::Tensor WeightSource::get(const std::string& name, const std::vector<int64_t>
   if (files_.has(full)) {
     dtypes_.insert(dtype_name(files_.info(full).dtype));
     w = read_tensor(files_, full);
+    files_.release(full);
     used_.insert(full);
     where = files_.file_of(full);
   } else {
@@ -197,6 +198,7 @@ at::Tensor WeightSource::get(const std::string& name, const std::vector<int64_t>
     }
     dtypes_.insert(dtype_name(files_.info(base).dtype));
     w = read_tensor(files_, base);
+    files_.release(base);
     used_.insert(base);
     where = files_.file_of(base);
     std::string a_name = stem + ".lora_A." + lora_.adapter + ".weight";
@@ -209,6 +211,8 @@ at::Tensor WeightSource::get(const std::string& name, const std::vector<int64_t>
     if (has_a) {
       at::Tensor a = read_tensor(files_, a_name);
       at::Tensor b = read_tensor(files_, b_name);
+      files_.release(a_name);
+      files_.release(b_name);
       used_.insert(a_name);
       used_.insert(b_name);
       if (a.dim() != 2 || b.dim() != 2 || w.dim() != 2 || b.size(1) != a.size(0) ||

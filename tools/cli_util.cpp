@@ -17,7 +17,7 @@ c10::Device setup_runtime(const GlobalOptions& g) {
   return model::parse_device(g.device);
 }
 
-AnyModel load_any_model(const std::string& dir, c10::Device device) {
+AnyModel load_any_model(const std::string& dir, c10::Device device, model::WeightFormat weights) {
   std::string cfg_path = join_path(dir, "config.json");
   if (!dir_exists(dir)) fail("--model ", dir, ": no such directory");
   if (!file_exists(cfg_path))
@@ -33,7 +33,7 @@ AnyModel load_any_model(const std::string& dir, c10::Device device) {
   m.arch = model::detect_arch(j, cfg_path);
   Stopwatch sw;
   if (m.arch == model::Arch::Decoder) {
-    m.decoder = model::MistralModel::load(dir, device);
+    m.decoder = model::MistralModel::load(dir, device, {}, weights);
   } else {
     m.bert = model::BertModel::load(dir, device);
   }

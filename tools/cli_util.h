@@ -30,7 +30,9 @@ struct AnyModel {
   std::unique_ptr<model::BertModel> bert;
   double load_seconds = 0;
 };
-AnyModel load_any_model(const std::string& dir, c10::Device device);
+// `weights`: resident format of a decoder's linear layers (BERT encoders stay fp32).
+AnyModel load_any_model(const std::string& dir, c10::Device device,
+                        model::WeightFormat weights = model::WeightFormat::fp32);
 
 // The tokenizer that belongs to a model directory: the directory itself, or its
 // `tokenizer/` sub-directory. Throws listing both places.

@@ -92,7 +92,9 @@ int cmd_generate(const GlobalOptions& g, const GenerateArgs& a) {
   setup_runtime(g);
   if (a.batch_size < 1) fail("--batch-size ", a.batch_size, ": must be at least 1");
   std::vector<QaLine> qa = read_qa(a.in);
-  auto m = model::CocomModel::load(a.model, load_options(g, a.decoder_tokenizer, a.compressor_tokenizer));
+  model::CocomLoadOptions lo = load_options(g, a.decoder_tokenizer, a.compressor_tokenizer);
+  lo.decoder_weights = weight_format_option(a.weights);
+  auto m = model::CocomModel::load(a.model, lo);
   std::fprintf(stderr, "loaded %s in %.2f s (compr_rate %lld, %s compressor)\n", a.model.c_str(),
                m->load_seconds(), static_cast<long long>(m->config().compr_rate),
                m->config().light() ? "BERT" : "decoder");

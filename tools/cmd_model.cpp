@@ -1,5 +1,9 @@
 // cocom info / forward / complete / model init
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <set>
 
@@ -11,6 +15,12 @@
 #include "tools/commands.h"
 
 namespace cocom::cli {
+
+model::WeightFormat weight_format_option(const std::string& value) {
+  auto f = model::parse_weight_format(value);
+  if (!f) fail("--weights ", value, ": expected fp32, bf16 or int8");
+  return *f;
+}
 
 namespace {
 
@@ -225,7 +235,7 @@ int cmd_complete(const GlobalOptions& g, const CompleteArgs& a) {
     // Text mode: tokenize, stream the continuation to stdout, timings to stderr.
     auto tok =
         model::load_tokenizer(a.tokenizer.empty() ? find_tokenizer_dir(a.model) : a.tokenizer);
-    AnyModel m = load_any_model(a.model, dev);
+    AnyModel m = load_any_model(a.model, dev, weight_format_option(a.weights));
     if (!m.decoder) fail(a.model, ": complete needs a decoder model, this is a BERT encoder");
     std::vector<int64_t> ids = tok->encode(a.prompt, /*add_special_tokens=*/true);
     if (ids.empty()) fail("complete: the prompt encodes to no tokens");
@@ -256,14 +266,17 @@ int cmd_complete(const GlobalOptions& g, const CompleteArgs& a) {
     const int64_t n = r.tokens.size(1);
     std::fprintf(
         stderr,
-        "[%lld prompt tokens, %lld new; load %.2f s, prefill %.1f tok/s, decode %.1f tok/s]\n",
-        static_cast<long long>(r.prompt_tokens), static_cast<long long>(n), m.load_seconds,
-        r.prefill_seconds > 0 ? r.prompt_tokens / r.prefill_seconds : 0.0,
+        "[%lld prompt tokens, %lld new; %s weights %s, load %.2f s, prefill %.1f tok/s, decode "
+        "%.1f tok/s]\n",
+        static_cast<long long>(r.prompt_tokens), static_cast<long long>(n),
+        model::weight_format_name(m.decoder->weight_format()),
+        human_bytes(static_cast<double>(m.decoder->resident_weight_bytes())).c_str(),
+        m.load_seconds, r.prefill_seconds > 0 ? r.prompt_tokens / r.prefill_seconds : 0.0,
         n > 1 && r.decode_seconds > 0 ? (n - 1) / r.decode_seconds : 0.0);
     return 0;
   }
   IdBatch in = read_id_batch(a.in);
-  AnyModel m = load_any_model(a.model, dev);
+  AnyModel m = load_any_model(a.model, dev, weight_format_option(a.weights));
   if (!m.decoder) fail(a.model, ": complete needs a decoder model, this is a BERT encoder");
   model::GenerationResult r =
       model::generate_from_ids(*m.decoder, in.input_ids, in.attention_mask, so);
@@ -277,6 +290,196 @@ int cmd_complete(const GlobalOptions& g, const CompleteArgs& a) {
                static_cast<long long>(r.tokens.size(0)), static_cast<long long>(r.tokens.size(1)));
   return 0;
 }
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// The named shapes of `--shape` (the efficiency benchmark): TinyLlama with 16 layers as
+// the benchmark uses it, Mistral-7B (v0.2: rope_theta 1e6, no sliding window), BERT-base.
+model::DecoderConfig decoder_shape(const std::string& shape) {
+  model::DecoderConfig c;
+  if (shape == "tinyllama") {
+    c.model_type = "llama";
+    c.vocab_size = 32000;
+    c.hidden_size = 2048;
+    c.intermediate_size = 5632;
+    c.num_hidden_layers = 16;
+    c.num_attention_heads = 32;
+    c.num_key_value_heads = 8;
+    c.head_dim = 64;
+    c.max_position_embeddings = 2048;
+    c.rms_norm_eps = 1e-5;
+    c.rope_theta = 10000.0;
+  } else if (shape == "mistral-7b") {
+    c.model_type = "mistral";
+    c.vocab_size = 32000;
+    c.hidden_size = 4096;
+    c.intermediate_size = 14336;
+    c.num_hidden_layers = 32;
+    c.num_attention_heads = 32;
+    c.num_key_value_heads = 8;
+    c.head_dim = 128;
+    c.max_position_embeddings = 32768;
+    c.rms_norm_eps = 1e-5;
+    c.rope_theta = 1e6;
+  } else {
+    fail("--shape ", shape, ": not a decoder shape (tinyllama or mistral-7b)");
+  }
+  c.torch_dtype = "bfloat16";
+  return c;
+}
+
+model::BertConfig bert_base_shape() {
+  model::BertConfig c;
+  c.vocab_size = 30522;
+  c.hidden_size = 768;
+  c.intermediate_size = 3072;
+  c.num_hidden_layers = 12;
+  c.num_attention_heads = 12;
+  c.max_position_embeddings = 512;
+  c.type_vocab_size = 2;
+  c.layer_norm_eps = 1e-12;
+  return c;
+}
+
+// scripts/train-tokenizer.sh: $COCOM_TRAIN_TOKENIZER, the source tree beside a build
+// directory (build*/bin/cocom), or an installed copy under share/cocom.
+std::string train_tokenizer_script() {
+  std::vector<std::string> tried;
+  if (const char* e = std::getenv("COCOM_TRAIN_TOKENIZER")) {
+    if (file_exists(e)) return e;
+    tried.push_back(std::string(e) + " ($COCOM_TRAIN_TOKENIZER)");
+  }
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    fs::path bin = exe.parent_path();
+    for (const fs::path& p :
+         {bin / "../../scripts/train-tokenizer.sh", bin / "../scripts/train-tokenizer.sh",
+          bin / "../share/cocom/train-tokenizer.sh"}) {
+      fs::path n = p.lexically_normal();
+      if (file_exists(n.string())) return n.string();
+      tried.push_back(n.string());
+    }
+  }
+  std::string list;
+  for (const auto& t : tried) list += "\n  - " + t;
+  fail("no tokenizer given and scripts/train-tokenizer.sh not found; looked at:", list,
+       "\nPass --tokenizer DIR (and --compressor-tokenizer DIR for BERT), or set "
+       "COCOM_TRAIN_TOKENIZER to the script");
+}
+
+// Trains a tokenizer of `vocab` entries into `dir` (sentencepiece tokenizer.model, or a BERT
+// vocab.txt) on text found on this machine. Returns `dir`.
+std::string train_tokenizer(const std::string& dir, int64_t vocab, bool wordpiece) {
+  const std::string script = train_tokenizer_script();
+  for (const std::string& p : {script, dir}) {
+    if (p.find('\'') != std::string::npos) fail(p, ": paths with a single quote are not supported");
+  }
+  std::fprintf(stderr,
+               "no %s given: training a %s of %lld entries on text found on this machine (%s); "
+               "this takes a few minutes\n",
+               wordpiece ? "--compressor-tokenizer" : "--tokenizer",
+               wordpiece ? "WordPiece vocabulary" : "sentencepiece model",
+               static_cast<long long>(vocab), script.c_str());
+  const std::string cmd = "'" + script + "' --vocab-size " + std::to_string(vocab) + " --out '" +
+                          dir + "' --format " + (wordpiece ? "wordpiece" : "spm");
+  int rc = std::system(cmd.c_str());
+  if (rc != 0) fail(script, " failed (exit status ", rc, "); pass --tokenizer DIR instead");
+  return dir;
+}
+
+// The tokenizer directory to use: `given`, or one trained into `train_dir`. Checks the size
+// against --vocab-size when both are known.
+std::string tokenizer_for(const std::string& given, const std::string& train_dir,
+                          int64_t vocab_flag, int64_t default_vocab, bool wordpiece,
+                          const char* flag) {
+  if (given.empty()) {
+    return train_tokenizer(train_dir, vocab_flag > 0 ? vocab_flag : default_vocab, wordpiece);
+  }
+  auto tok = model::load_tokenizer(given);
+  if (vocab_flag > 0 && tok->size() != vocab_flag) {
+    fail("--vocab-size ", vocab_flag, ": the tokenizer in ", given, " (", flag, ") has ",
+         tok->size(), " entries");
+  }
+  return given;
+}
+
+void copy_tokenizer_files(const std::string& from, const std::string& to) {
+  if (fs::equivalent(fs::path(from), fs::path(to))) return;
+  for (const char* f : {"tokenizer.model", "vocab.txt", "tokenizer_config.json",
+                        "special_tokens_map.json", "added_tokens.json"}) {
+    if (file_exists(join_path(from, f))) {
+      fs::copy_file(join_path(from, f), join_path(to, f), fs::copy_options::overwrite_existing);
+    }
+  }
+}
+
+int64_t init_from_shape(const InitArgs& a, model::DType dt) {
+  const bool bert_shape = a.shape == "bert-base";
+  if (!bert_shape && a.shape != "tinyllama" && a.shape != "mistral-7b") {
+    fail("--shape ", a.shape, ": expected tinyllama, mistral-7b or bert-base");
+  }
+  if (a.arch == "bert" && !bert_shape) fail("--arch bert needs --shape bert-base");
+  if (a.arch != "bert" && bert_shape) {
+    fail("--shape bert-base is an encoder; --arch ", a.arch,
+         " needs a decoder shape (tinyllama "
+         "or mistral-7b; COCOM-light's compressor is BERT-base)");
+  }
+  std::error_code ec;
+  fs::create_directories(a.out, ec);
+  if (ec) fail("--out ", a.out, ": cannot create directory (", ec.message(), ")");
+  if (a.arch == "bert") {
+    model::BertConfig c = bert_base_shape();
+    const std::string tok =
+        tokenizer_for(a.tokenizer, a.out, a.vocab_size, c.vocab_size, true, "--tokenizer");
+    copy_tokenizer_files(tok, a.out);
+    c.vocab_size = model::load_tokenizer(a.out)->size();
+    return model::write_random_bert(c, a.out, a.seed, dt);
+  }
+  model::DecoderConfig c = decoder_shape(a.shape);
+  if (a.arch == "mistral") {
+    const std::string tok =
+        tokenizer_for(a.tokenizer, a.out, a.vocab_size, c.vocab_size, false, "--tokenizer");
+    copy_tokenizer_files(tok, a.out);
+    c.vocab_size = model::load_tokenizer(a.out)->size();
+    return model::write_random_decoder(c, a.out, a.seed, dt);
+  }
+  // COCOM / COCOM-light: tokenizers are trained into scratch directories that
+  // write_random_cocom copies into base_decoder/ and base_compressor/.
+  std::vector<std::string> scratch;
+  const std::string dec_tok =
+      tokenizer_for(a.tokenizer, join_path(a.out, ".train-decoder-tokenizer"), a.vocab_size,
+                    c.vocab_size, false, "--tokenizer");
+  if (a.tokenizer.empty()) scratch.push_back(dec_tok);
+  c.vocab_size = model::load_tokenizer(dec_tok)->size();
+  Json spec;
+  spec["compr_rate"] = a.compr_rate;
+  spec["sep"] = a.sep;
+  spec["lora"] = true;
+  spec["lora_r"] = 16;
+  spec["compr_linear_type"] = "concat";
+  spec["generation_top_k"] = 5;
+  spec["decoder"] = c.to_json();
+  spec["decoder_tokenizer"] = dec_tok;
+  const bool light = a.arch == "cocom-light";
+  if (light) {
+    model::BertConfig b = bert_base_shape();
+    const std::string comp_tok =
+        tokenizer_for(a.compressor_tokenizer, join_path(a.out, ".train-compressor-tokenizer"), 0,
+                      b.vocab_size, true, "--compressor-tokenizer");
+    if (a.compressor_tokenizer.empty()) scratch.push_back(comp_tok);
+    b.vocab_size = model::load_tokenizer(comp_tok)->size();
+    spec["compressor"] = b.to_json();
+    spec["compressor_tokenizer"] = comp_tok;
+  }
+  int64_t params = model::write_random_cocom(spec, "--shape " + a.shape, light, a.out, a.seed, dt);
+  for (const auto& d : scratch) fs::remove_all(d, ec);
+  return params;
+}
+
+}  // namespace
 
 int cmd_model_init(const GlobalOptions& g, const InitArgs& a) {
   setup_runtime(g);
@@ -293,9 +496,20 @@ int cmd_model_init(const GlobalOptions& g, const InitArgs& a) {
       file_exists(join_path(a.out, "config.json"))) {
     fail("--out ", a.out, ": already holds a checkpoint; choose an empty directory");
   }
-  Json j = read_json_file(a.config);
+  if (a.shape.empty() == a.config.empty()) {
+    fail("model init: give exactly one of --config CONFIG.json or --shape NAME");
+  }
+  if (a.compr_rate < 1) fail("--compr-rate ", a.compr_rate, ": must be at least 1");
   Stopwatch sw;
   int64_t params = 0;
+  if (!a.shape.empty()) {
+    params = init_from_shape(a, dt);
+    std::fprintf(stderr, "wrote %s: %s %s, %lld parameters (%s, seed %llu) in %.1f s\n",
+                 a.out.c_str(), a.arch.c_str(), a.shape.c_str(), static_cast<long long>(params),
+                 a.dtype.c_str(), static_cast<unsigned long long>(a.seed), sw.seconds());
+    return 0;
+  }
+  Json j = read_json_file(a.config);
   if (a.arch == "mistral") {
     if (!j.contains("model_type")) j["model_type"] = "mistral";
     params = model::write_random_decoder(model::DecoderConfig::from_json(j, a.config), a.out,

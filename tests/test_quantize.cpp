@@ -1,0 +1,393 @@
+// Resident bf16 / int8 decoder weights (model/quant.h): the kernels against a dequantised
+// reference, the quantisation error bound, and the accuracy of whole models against fp32
+// (greedy agreement and logit error, teacher-forced so every step is compared on the same
+// prefix) on the fixtures' decoders and a random TinyLlama-width model.
+#include <gtest/gtest.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <thread>
+#include <vector>
+
+#include "model/checkpoint_io.h"
+#include "model/cocom.h"
+#include "model/mistral.h"
+#include "model/quant.h"
+#include "tests/test_util.h"
+
+using namespace cocom;
+using namespace cocom::model;
+
+namespace {
+
+at::Generator gen(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
+
+at::Tensor randn(std::vector<int64_t> shape, uint64_t seed, double std = 1.0) {
+  at::Tensor t = at::empty(shape, at::kFloat);
+  t.normal_(0.0, std, gen(seed));
+  return t;
+}
+
+// Restores the kernel choice when a test ends.
+struct GenericKernels {
+  explicit GenericKernels(bool on) { set_generic_kernels(on); }
+  ~GenericKernels() { set_generic_kernels(false); }
+};
+
+// |y - ref| <= (K + 2) * eps * (sum_k |x||w| + |b|) + tiny: the fp32 rounding of a K-term dot
+// product, its scaling and the bias.
+void expect_matches_reference(const at::Tensor& y, const at::Tensor& x, const at::Tensor& w_deq,
+                              const at::Tensor& bias, const std::string& what) {
+  at::Tensor xd = x.to(at::kDouble), wd = w_deq.to(at::kDouble);
+  at::Tensor ref = at::matmul(xd, wd.t());
+  if (bias.defined()) ref = ref + bias.to(at::kDouble);
+  at::Tensor mag = at::matmul(xd.abs(), wd.abs().t());
+  if (bias.defined()) mag = mag + bias.to(at::kDouble).abs();
+  const double K = static_cast<double>(x.size(1));
+  at::Tensor tol = mag * ((K + 2) * 6e-8) + 1e-30;
+  at::Tensor err = (y.to(at::kDouble) - ref).abs();
+  at::Tensor ratio = err / tol;
+  EXPECT_LE(ratio.max().item<double>(), 1.0) << what << ": max error " << err.max().item<double>()
+                                             << " at ratio " << ratio.max().item<double>();
+}
+
+}  // namespace
+
+TEST(Quantize, Int8RoundTripErrorIsAtMostHalfAScalePerChannel) {
+  at::Tensor w = randn({37, 129}, 1, 0.05);
+  w[3].zero_();       // a zero row: scale 0, codes 0
+  w[5].mul_(1000.0);  // a row of a very different magnitude
+  w[7][11] = 4.0;     // one outlier
+  Int8Matrix m = quantize_int8_rows(w);
+  ASSERT_EQ(m.q.scalar_type(), at::kChar);
+  ASSERT_EQ(m.scale.sizes(), (std::vector<int64_t>{37}));
+  EXPECT_EQ(m.scale[3].item<float>(), 0.0f);
+  EXPECT_EQ(m.q[3].abs().max().item<int>(), 0);
+  EXPECT_LE(m.q.abs().max().item<int>(), 127);
+  at::Tensor deq = dequantize_int8_rows(m.q, m.scale);
+  at::Tensor err = (deq.to(at::kDouble) - w.to(at::kDouble)).abs().amax(1);
+  for (int64_t n = 0; n < 37; ++n) {
+    const double s = m.scale[n].item<double>();
+    // Half a step, plus the fp32 rounding of w / s and of q * s.
+    EXPECT_LE(err[n].item<double>(), s / 2 * (1 + 1e-6) + 1e-30) << "row " << n;
+    // The largest magnitude of a row is represented by +-127 exactly (up to rounding).
+    EXPECT_EQ(m.q[n].abs().max().item<int>(), s > 0 ? 127 : 0) << "row " << n;
+  }
+}
+
+TEST(Quantize, Bf16ConversionRoundsToNearestEven) {
+  // 1 + 2^-8 lies halfway between two bf16 values (1 and 1 + 2^-7): ties go to even (1).
+  at::Tensor w = at::tensor({1.0f + 1.0f / 256, 1.0f + 3.0f / 256, -2.5f}).view({1, 3});
+  at::Tensor b = to_bf16(w).to(at::kFloat);
+  EXPECT_EQ(b[0][0].item<float>(), 1.0f);
+  EXPECT_EQ(b[0][1].item<float>(), 1.0f + 4.0f / 256);
+  EXPECT_EQ(b[0][2].item<float>(), -2.5f);
+}
+
+// Odd shapes: rows and columns that are not multiples of the 4-channel blocks or of the 8/16
+// lanes of the vector loop; both the vector kernel and the portable one; exact-size buffers so
+// that AddressSanitizer sees any read past a tail.
+TEST(Quantize, KernelsEqualDequantisedReferenceOnOddShapes) {
+  const std::vector<int64_t> Ks = {1, 7, 8, 17, 33, 257};
+  const std::vector<int64_t> Ns = {1, 3, 5, 37};
+  const std::vector<int64_t> Ms = {1, 3, 8};
+  uint64_t seed = 10;
+  for (bool generic : {false, true}) {
+    GenericKernels g(generic);
+    for (int64_t K : Ks) {
+      for (int64_t N : Ns) {
+        for (int64_t M : Ms) {
+          at::Tensor x = randn({M, K}, ++seed);
+          at::Tensor w = randn({N, K}, ++seed, 0.1);
+          at::Tensor bias = randn({N}, ++seed);
+          const std::string what = std::string(kernel_isa()) + " M=" + std::to_string(M) +
+                                   " N=" + std::to_string(N) + " K=" + std::to_string(K);
+          std::vector<float> xs(x.data_ptr<float>(), x.data_ptr<float>() + M * K);
+          std::vector<float> bs(bias.data_ptr<float>(), bias.data_ptr<float>() + N);
+          // int8
+          Int8Matrix q = quantize_int8_rows(w);
+          std::vector<int8_t> qs(q.q.data_ptr<int8_t>(), q.q.data_ptr<int8_t>() + N * K);
+          std::vector<float> ss(q.scale.data_ptr<float>(), q.scale.data_ptr<float>() + N);
+          std::vector<float> y(static_cast<size_t>(M * N), -1.f);
+          const int threads = 1 + static_cast<int>((K + N) % 2);
+          gemv_int8(xs.data(), M, K, qs.data(), ss.data(), N, bs.data(), y.data(), threads);
+          expect_matches_reference(at::from_blob(y.data(), {M, N}, at::kFloat).clone(), x,
+                                   dequantize_int8_rows(q.q, q.scale), bias, "int8 " + what);
+          gemv_int8(xs.data(), M, K, qs.data(), ss.data(), N, nullptr, y.data(), 2);
+          expect_matches_reference(at::from_blob(y.data(), {M, N}, at::kFloat).clone(), x,
+                                   dequantize_int8_rows(q.q, q.scale), {}, "int8 no bias " + what);
+          // bf16
+          at::Tensor wb = to_bf16(w);
+          std::vector<uint16_t> ws(reinterpret_cast<const uint16_t*>(wb.data_ptr()),
+                                   reinterpret_cast<const uint16_t*>(wb.data_ptr()) + N * K);
+          gemv_bf16(xs.data(), M, K, ws.data(), N, bs.data(), y.data(), 2);
+          expect_matches_reference(at::from_blob(y.data(), {M, N}, at::kFloat).clone(), x,
+                                   wb.to(at::kFloat), bias, "bf16 " + what);
+        }
+      }
+    }
+  }
+}
+
+// Linear::forward: the one-row kernels and the many-row path (blocks of widened rows through
+// the fp32 GEMM, here several blocks with a short last one) give the same products.
+TEST(Quantize, LinearLayerPathsAgreeWithTheReference) {
+  const int64_t K = 4096, N = 1100;  // 8 MiB blocks of 512 rows: 3 blocks, the last of 76
+  at::Tensor w = randn({N, K}, 101, 0.02);
+  at::Tensor bias = randn({N}, 102);
+  for (WeightFormat f : {WeightFormat::bf16, WeightFormat::int8}) {
+    Linear l = Linear::make(w, bias, f);
+    EXPECT_EQ(l.resident_bytes(), N * K * (f == WeightFormat::int8 ? 1 : 2) +
+                                      N * 4 * (f == WeightFormat::int8 ? 2 : 1));
+    at::Tensor deq = l.dequantized();
+    for (int64_t M :
+         {int64_t{1}, int64_t{3}, Linear::kGemvMaxRows, Linear::kGemvMaxRows + 1, int64_t{40}}) {
+      at::Tensor x = randn({1, M, K}, 200 + M);
+      at::Tensor y = l.forward(x);
+      ASSERT_EQ(y.sizes(), (std::vector<int64_t>{1, M, N}));
+      expect_matches_reference(y.view({M, N}), x.view({M, K}), deq, bias,
+                               std::string(weight_format_name(f)) + " M=" + std::to_string(M));
+    }
+  }
+  // fp32 keeps the reference kernel exactly.
+  Linear l = Linear::make(w, bias, WeightFormat::fp32);
+  at::Tensor x = randn({2, K}, 300);
+  EXPECT_TRUE(l.forward(x).equal(at::linear(x, w, bias)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Whole models against fp32.
+
+namespace {
+
+struct Agreement {
+  int64_t steps = 0, agree = 0;
+  double max_missed_margin = 0;  // largest fp32 top-2 logit margin at a step that disagreed
+  double max_abs = 0;            // max |logit - fp32 logit|
+  double max_logit = 0;          // max |fp32 logit|
+  double fraction() const { return steps ? double(agree) / double(steps) : 0; }
+  double relative() const { return max_logit > 0 ? max_abs / max_logit : 0; }
+};
+
+// The fp32 model's greedy run on a prompt: its tokens and the logits before each of them.
+struct Reference {
+  at::Tensor ids;                  // [1, T] prompt
+  std::vector<int64_t> tokens;     // steps + 1 greedy tokens
+  std::vector<at::Tensor> logits;  // [1, V] before each token
+};
+
+// Greedy decoding of `steps + 1` tokens after `ids`: the prefill covers the prompt (the
+// many-row path), every later step one row (the matrix-vector kernels). With `forced`, the
+// tokens fed back are those instead of the model's own choices (teacher forcing).
+Reference run_greedy(const MistralModel& m, const at::Tensor& ids, int64_t steps,
+                     const std::vector<int64_t>* forced = nullptr) {
+  Reference r;
+  r.ids = ids;
+  const int64_t T = ids.size(1);
+  KVCache c = m.make_cache(1, T + steps);
+  at::Tensor mask = at::ones_like(ids);
+  DecoderForwardOptions fo;
+  fo.last_logits_only = true;
+  at::Tensor l =
+      m.forward(ids, mask, MistralModel::arange_positions(mask), &c, fo).logits.select(1, 0);
+  for (int64_t s = 0;; ++s) {
+    r.logits.push_back(l);
+    r.tokens.push_back(l.argmax(-1).item<int64_t>());
+    if (s == steps) break;
+    const int64_t feed = forced ? (*forced)[static_cast<size_t>(s)] : r.tokens.back();
+    l = m.forward(at::full({1, 1}, feed, at::kLong), at::ones({1, 1}, at::kLong),
+                  at::full({1, 1}, T + s, at::kLong), &c, fo)
+            .logits.select(1, 0);
+  }
+  return r;
+}
+
+// Hands out what `src` gives and remembers it, so that models built after the first one
+// convert exactly the same tensors (without drawing 200M random numbers again).
+class Replay : public TensorProvider {
+ public:
+  explicit Replay(TensorProvider& src) : src_(src) {}
+  bool has(const std::string& name) const override { return src_.has(name); }
+  at::Tensor get(const std::string& name, const std::vector<int64_t>& shape,
+                 c10::Device device) override {
+    auto it = cache_.find(name);
+    if (it != cache_.end()) return it->second;
+    at::Tensor t = src_.get(name, shape, device);
+    cache_[name] = t;
+    return t;
+  }
+  std::string origin() const override { return "replay of " + src_.origin(); }
+
+ private:
+  TensorProvider& src_;
+  std::map<std::string, at::Tensor> cache_;
+};
+
+std::vector<at::Tensor> prompts(int64_t vocab, int64_t count, int64_t length, uint64_t seed) {
+  std::vector<at::Tensor> out;
+  for (int64_t i = 0; i < count; ++i) {
+    auto g = gen(seed + i);
+    out.push_back(at::randint(3, vocab, {1, length + 3 * i}, g, at::kLong));
+  }
+  return out;
+}
+
+// The bounds this test holds the formats to (measured values are printed; see the README).
+struct Bounds {
+  double min_agreement;
+  double max_relative_logit_error;  // max |dlogit| / max |fp32 logit|
+};
+// Measured (2-core VM, see docs/benchmarks.md): bf16 100% / 98% agreement with relative logit
+// errors <= 0.9%; int8 99% on the fixtures with <= 1.6%.
+const Bounds kBf16{0.95, 0.02};
+const Bounds kInt8{0.95, 0.05};
+// int8 on random TinyLlama-width weights measured 90% (45/50) with 3.9%: random weights give
+// near-flat next-token distributions (fp32 top-2 margins of a few hundredths at the missed
+// steps, against a per-channel int8 logit noise of about that size), so this bound is lower
+// than the 95%; the fixtures' models, with real margins, meet 95%.
+const Bounds kInt8Random{0.85, 0.06};
+
+void check_model(const std::string& name, const std::vector<Reference>& refs, const MistralModel& q,
+                 const Bounds& b) {
+  Agreement a;
+  int64_t prefix = 0, total = 0;
+  for (const Reference& ref : refs) {
+    const int64_t steps = static_cast<int64_t>(ref.tokens.size()) - 1;
+    // Teacher-forced: every step sees the fp32 model's prefix.
+    Reference tf = run_greedy(q, ref.ids, steps, &ref.tokens);
+    for (size_t s = 0; s < ref.tokens.size(); ++s) {
+      a.steps += 1;
+      const at::Tensor& lr = ref.logits[s];
+      if (tf.tokens[s] == ref.tokens[s]) {
+        a.agree += 1;
+      } else {
+        at::Tensor top = std::get<0>(lr.topk(2, -1));
+        a.max_missed_margin = std::max(a.max_missed_margin, (top[0][0] - top[0][1]).item<double>());
+      }
+      a.max_abs = std::max(a.max_abs, (lr - tf.logits[s]).abs().max().item<double>());
+      a.max_logit = std::max(a.max_logit, lr.abs().max().item<double>());
+    }
+    // Free-running (informational): how long the model's own greedy text stays identical.
+    Reference fr = run_greedy(q, ref.ids, steps);
+    int64_t n = 0;
+    while (n <= steps && fr.tokens[static_cast<size_t>(n)] == ref.tokens[static_cast<size_t>(n)]) {
+      ++n;
+    }
+    prefix += n;
+    total += steps + 1;
+  }
+  std::printf(
+      "[ quantize ] %-24s %s: greedy agreement %lld/%lld = %.1f%%, max |dlogit| %.4g (%.3g%% of "
+      "max |logit| %.3g); largest fp32 top-2 margin at a disagreement %.3g; free-running "
+      "identical prefix %lld/%lld\n",
+      name.c_str(), weight_format_name(q.weight_format()), static_cast<long long>(a.agree),
+      static_cast<long long>(a.steps), 100 * a.fraction(), a.max_abs, 100 * a.relative(),
+      a.max_logit, a.max_missed_margin, static_cast<long long>(prefix),
+      static_cast<long long>(total));
+  EXPECT_GE(a.fraction(), b.min_agreement) << name;
+  EXPECT_LE(a.relative(), b.max_relative_logit_error) << name;
+}
+
+std::vector<Reference> references(const MistralModel& ref, const std::vector<at::Tensor>& ps,
+                                  int64_t steps) {
+  std::vector<Reference> out;
+  for (const at::Tensor& p : ps) out.push_back(run_greedy(ref, p, steps));
+  return out;
+}
+
+// The TinyLlama-width test uses the machine's cores (the library default is one thread; the
+// fixtures' models are too small to gain from more).
+void use_all_cores() {
+  at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+}
+
+}  // namespace
+
+TEST(QuantizedModel, FixtureMistralAgreesWithFp32) {
+  const std::string dir = test::fixtures_dir() + "/mistral";
+  auto ref = MistralModel::load(dir);
+  auto refs = references(*ref, prompts(ref->config().vocab_size, 4, 12, 7), 24);
+  for (WeightFormat f : {WeightFormat::bf16, WeightFormat::int8}) {
+    auto q = MistralModel::load(dir, c10::kCPU, {}, f);
+    EXPECT_EQ(q->weight_format(), f);
+    EXPECT_LT(q->decode_weight_bytes(),
+              ref->decode_weight_bytes() / (f == WeightFormat::int8 ? 3 : 1.9));
+    check_model("fixture mistral", refs, *q, f == WeightFormat::int8 ? kInt8 : kBf16);
+  }
+}
+
+TEST(QuantizedModel, FixtureCocomDecoderAgreesWithFp32) {
+  // The COCOM checkpoint's decoder: LoRA merged in fp32, then converted.
+  const std::string dir = test::fixtures_dir() + "/cocom";
+  auto ref = CocomModel::load(dir);
+  auto refs =
+      references(ref->decoder(), prompts(ref->decoder().config().vocab_size, 4, 12, 17), 24);
+  for (WeightFormat f : {WeightFormat::bf16, WeightFormat::int8}) {
+    CocomLoadOptions o;
+    o.decoder_weights = f;
+    auto q = CocomModel::load(dir, o);
+    EXPECT_EQ(q->decoder().weight_format(), f);
+    check_model("fixture cocom decoder", refs, q->decoder(),
+                f == WeightFormat::int8 ? kInt8 : kBf16);
+  }
+}
+
+TEST(QuantizedModel, RandomTinyLlamaWidthAgreesWithFp32) {
+  // TinyLlama's width (hidden 2048, 32/8 heads, intermediate 5632, vocabulary 32000) with 2
+  // of its 22 layers, so that the test stays fast; random weights like a fresh model.
+  DecoderConfig c;
+  c.model_type = "llama";
+  c.vocab_size = 32000;
+  c.hidden_size = 2048;
+  c.intermediate_size = 5632;
+  c.num_hidden_layers = 2;
+  // COCOM_QUANT_TEST_LAYERS=16 measures the full benchmark depth (slow; not for CI).
+  if (const char* e = std::getenv("COCOM_QUANT_TEST_LAYERS")) c.num_hidden_layers = std::atoi(e);
+  c.num_attention_heads = 32;
+  c.num_key_value_heads = 8;
+  c.head_dim = 64;
+  c.max_position_embeddings = 2048;
+  c.rms_norm_eps = 1e-5;
+  use_all_cores();
+  RandomWeights rnd(5);
+  Replay replay(rnd);
+  std::vector<Reference> refs;
+  {
+    auto ref = MistralModel::from_weights(c, replay);
+    refs = references(*ref, prompts(c.vocab_size, 2, 16, 27), 24);
+  }
+  for (WeightFormat f : {WeightFormat::bf16, WeightFormat::int8}) {
+    auto q = MistralModel::from_weights(c, replay, c10::kCPU, f);
+    check_model("random TinyLlama-width", refs, *q, f == WeightFormat::int8 ? kInt8Random : kBf16);
+  }
+}
+
+TEST(QuantizedModel, Bf16AndInt8NeedCpu) {
+  DecoderConfig c;
+  c.vocab_size = 16;
+  c.hidden_size = 8;
+  c.intermediate_size = 16;
+  c.num_hidden_layers = 1;
+  c.num_attention_heads = 2;
+  c.num_key_value_heads = 1;
+  c.head_dim = 4;
+  RandomWeights r(1);
+  try {
+    MistralModel::from_weights(c, r, c10::Device(c10::kCUDA, 0), WeightFormat::int8);
+    FAIL() << "expected an error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("CPU only"), std::string::npos) << e.what();
+  }
+}
+
+TEST(QuantizedModel, ParseWeightFormat) {
+  EXPECT_EQ(parse_weight_format("int8"), WeightFormat::int8);
+  EXPECT_EQ(parse_weight_format("bf16"), WeightFormat::bf16);
+  EXPECT_EQ(parse_weight_format("fp32"), WeightFormat::fp32);
+  EXPECT_FALSE(parse_weight_format("int4").has_value());
+}
