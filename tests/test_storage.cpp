@@ -323,7 +323,8 @@ TEST(EmbeddingBlob, RandomRoundTripsWithinRounding) {
   }
   EXPECT_EQ(parse_embedding_dtype("bf16"), EmbeddingDType::BF16);
   EXPECT_EQ(parse_embedding_dtype("fp32"), EmbeddingDType::F32);
-  EXPECT_FALSE(parse_embedding_dtype("int8"));
+  EXPECT_EQ(parse_embedding_dtype("int8"), EmbeddingDType::I8);
+  EXPECT_FALSE(parse_embedding_dtype("int4"));
 }
 
 void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
@@ -369,6 +370,213 @@ TEST(EmbeddingBlob, CorruptBlobsAreErrorsNamingWhat) {
 
 // ---------------------------------------------------------------------------------------
 // analyze
+
+// int8: per-vector fp32 scale, symmetric. Vectors are the rows of the last dimension.
+float f32_at(const std::string& blob, size_t off) {
+  uint32_t x = le32(blob.data() + off);
+  float f;
+  std::memcpy(&f, &x, 4);
+  return f;
+}
+
+TEST(EmbeddingBlob, Int8HandValues) {
+  // Row 0: max 127 -> scale 1 exactly; -63.5 rounds away from zero to -64; 0.4 -> 0.
+  // Row 1: all zeros -> scale 0. Row 2: negatives with large magnitudes.
+  // Row 3: one huge value swamps the small ones (they round to 0, within scale / 2).
+  const std::vector<float> in = {127.0f, -63.5f, 0.4f,  1.0f, 0.0f,  0.0f,  0.0f,   -0.0f,
+                                 -2e6f,  -1e6f,  -3e5f, 2e6f, 1e30f, 1e-3f, -1e29f, 5e28f};
+  const std::string blob = encode_embedding(in, {4, 4}, EmbeddingDType::I8);
+  const size_t header = 7 + 16;
+  ASSERT_EQ(blob.size(), header + 4 * (4 + 4));
+  EXPECT_EQ(blob[5], 3);  // dtype code
+  EXPECT_EQ(f32_at(blob, header), 1.0f);
+  EXPECT_EQ(static_cast<int8_t>(blob[header + 4]), 127);
+  EXPECT_EQ(static_cast<int8_t>(blob[header + 5]), -64);
+  EXPECT_EQ(static_cast<int8_t>(blob[header + 6]), 0);
+  EXPECT_EQ(static_cast<int8_t>(blob[header + 7]), 1);
+  EXPECT_EQ(f32_at(blob, header + 8), 0.0f);
+  EXPECT_EQ(f32_at(blob, header + 16), 2e6f / 127.0f);
+  EXPECT_EQ(static_cast<int8_t>(blob[header + 20]), -127);
+  EXPECT_EQ(static_cast<int8_t>(blob[header + 23]), 127);
+  std::vector<int64_t> shape;
+  const auto out = decode_embedding(blob, &shape, "t");
+  EXPECT_EQ(shape, (std::vector<int64_t>{4, 4}));
+  ASSERT_EQ(out.size(), in.size());
+  for (size_t r = 0; r < 4; ++r) {
+    const float scale = f32_at(blob, header + 8 * r);
+    for (size_t i = 4 * r; i < 4 * r + 4; ++i) {
+      // q * scale and x / scale are rounded floats: allow one part in 2^20 beyond scale / 2.
+      EXPECT_LE(std::abs(out[i] - in[i]), scale / 2 * (1 + std::ldexp(1.0f, -20)))
+          << "row " << r << " value " << in[i];
+    }
+  }
+  EXPECT_EQ(out[0], 127.0f);
+  EXPECT_EQ(out[1], -64.0f);
+  for (size_t i = 4; i < 8; ++i) EXPECT_EQ(out[i], 0.0f);
+  EXPECT_EQ(out[12], 1e30f / 127.0f * 127.0f);
+  EXPECT_EQ(out[13], 0.0f);
+  // A 1-D tensor is one vector; a scalar (no dimensions) is one vector of one value.
+  EXPECT_EQ(decode_embedding(encode_embedding({-3.0f}, {}, EmbeddingDType::I8), nullptr, "s"),
+            std::vector<float>{-3.0f});
+  EXPECT_TRUE(
+      decode_embedding(encode_embedding({}, {3, 0}, EmbeddingDType::I8), nullptr, "z").empty());
+  // Non-finite values have no int8 code.
+  expect_error([&] { encode_embedding({1.0f, NAN}, {2}, EmbeddingDType::I8); }, {"finite"});
+  expect_error([&] { encode_embedding({INFINITY, 1.0f}, {2}, EmbeddingDType::I8); }, {"finite"});
+}
+
+TEST(EmbeddingBlob, Int8RandomRoundTripAndSizes) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> dist(0.0f, 2.0f);
+  const int64_t n = 8, H = 64;
+  std::vector<float> in(size_t(n * H));
+  for (auto& v : in) v = dist(rng);
+  const std::string blob = encode_embedding(in, {n, H}, EmbeddingDType::I8);
+  EXPECT_EQ(blob.size(), 7 + 16 + embedding_payload_bytes(n, H, EmbeddingDType::I8));
+  const auto out = decode_embedding(blob, nullptr, "t");
+  for (int64_t r = 0; r < n; ++r) {
+    float amax = 0;
+    for (int64_t i = 0; i < H; ++i) amax = std::max(amax, std::abs(in[size_t(r * H + i)]));
+    const float scale = amax / 127.0f;
+    for (int64_t i = 0; i < H; ++i) {
+      const size_t k = size_t(r * H + i);
+      EXPECT_LE(std::abs(out[k] - in[k]), scale / 2 * (1 + std::ldexp(1.0f, -20)));
+    }
+  }
+  // Payload sizes: values (+ one fp32 scale per vector for int8).
+  EXPECT_EQ(embedding_payload_bytes(8, 2048, EmbeddingDType::F16), 8u * 2048 * 2);
+  EXPECT_EQ(embedding_payload_bytes(8, 2048, EmbeddingDType::BF16), 8u * 2048 * 2);
+  EXPECT_EQ(embedding_payload_bytes(8, 2048, EmbeddingDType::F32), 8u * 2048 * 4);
+  EXPECT_EQ(embedding_payload_bytes(8, 2048, EmbeddingDType::I8), 8u * (2048 + 4));
+  for (auto dt : {EmbeddingDType::F16, EmbeddingDType::BF16, EmbeddingDType::F32}) {
+    EXPECT_EQ(encode_embedding(in, {n, H}, dt).size(), 7 + 16 + embedding_payload_bytes(n, H, dt));
+  }
+}
+
+TEST(EmbeddingBlob, Int8HostileBlobsAreErrorsNamingWhat) {
+  const std::string good = encode_embedding({1, -2, 3, 4, 0, 0}, {2, 3}, EmbeddingDType::I8);
+  const size_t header = 7 + 16;
+  ASSERT_EQ(decode_embedding(good, nullptr, "x").size(), 6u);
+  expect_error([&] { decode_embedding(good.substr(0, good.size() - 1), nullptr, "passage 3"); },
+               {"passage 3", "shape"});
+  expect_error([&] { decode_embedding(good + "z", nullptr, "passage 4"); }, {"passage 4", "shape"});
+  // The same bytes read as 6 values with no scales are the wrong size.
+  std::string bad =
+      encode_embedding({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}, {14}, EmbeddingDType::I8);
+  bad[7] = 6;  // claims 6 values but holds 4 + 14 bytes
+  expect_error([&] { decode_embedding(bad, nullptr, "blobS"); }, {"blobS", "shape"});
+  auto put_scale = [&](std::string b, float f) {
+    std::memcpy(&b[header], &f, 4);  // little-endian host (x86/arm64)
+    return b;
+  };
+  expect_error([&] { decode_embedding(put_scale(good, NAN), nullptr, "blobN"); },
+               {"blobN", "scale"});
+  expect_error([&] { decode_embedding(put_scale(good, -1.0f), nullptr, "blobM"); },
+               {"blobM", "scale"});
+  expect_error([&] { decode_embedding(put_scale(good, INFINITY), nullptr, "blobI"); },
+               {"blobI", "scale"});
+  bad = good;
+  bad[header + 4] = static_cast<char>(0x80);  // -128: never written by the encoder
+  expect_error([&] { decode_embedding(bad, nullptr, "blobQ"); }, {"blobQ", "-128"});
+  bad = good;
+  bad[5] = 4;
+  expect_error([&] { decode_embedding(bad, nullptr, "blobD"); }, {"blobD", "dtype"});
+}
+
+TEST(Store, Int8StoreRoundTripsAndRefusesOtherDtypes) {
+  TempDir t;
+  std::vector<uint64_t> ids;
+  {
+    auto store = Store::open(t.db, test_manifest(EmbeddingDType::I8));
+    ids = store->put_document(make_doc("a", "/a", "A"), {make_passage("one two", 0, 5)});
+  }
+  auto store = Store::open(t.db, test_manifest(EmbeddingDType::I8));
+  EXPECT_EQ(store->manifest().embedding_dtype, EmbeddingDType::I8);
+  const auto want = emb_values(5);  // 2 vectors of 4
+  const auto got = *store->get_embeddings(ids[0]);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t r = 0; r < 2; ++r) {
+    float amax = 0;
+    for (size_t i = 4 * r; i < 4 * r + 4; ++i) amax = std::max(amax, std::abs(want[i]));
+    for (size_t i = 4 * r; i < 4 * r + 4; ++i) {
+      EXPECT_LE(std::abs(got[i] - want[i]), amax / 127 / 2 * (1 + std::ldexp(1.0f, -20)));
+    }
+  }
+  store.reset();
+  for (auto other : {EmbeddingDType::F16, EmbeddingDType::BF16, EmbeddingDType::F32}) {
+    expect_error([&] { Store::open(t.db, test_manifest(other)); },
+                 {"embedding dtype int8, not " + std::string(embedding_dtype_name(other)), t.db});
+  }
+  // An fp16 store refuses int8 writers.
+  TempDir t2;
+  { Store::open(t2.db, test_manifest(EmbeddingDType::F16)); }
+  expect_error([&] { Store::open(t2.db, test_manifest(EmbeddingDType::I8)); },
+               {"embedding dtype fp16, not int8"});
+}
+
+TEST(Hostile, DamagedInt8EmbeddingRecordNamesThePassage) {
+  TempDir t;
+  uint64_t id = 0;
+  {
+    auto s = Store::open(t.db, test_manifest(EmbeddingDType::I8));
+    id = s->put_document(make_doc("a", "/a", "A"), {make_passage("x y", 0, 3)})[0];
+  }
+  {
+    // Truncate the stored blob by one byte, behind the store's back.
+    rocksdb::Options opt;
+    std::vector<std::string> names;
+    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(opt, t.db, &names).ok());
+    std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+    for (const auto& n : names) descs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* db = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(opt, t.db, descs, &handles, &db).ok());
+    rocksdb::ColumnFamilyHandle* emb = nullptr;
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (names[i] == "embeddings") emb = handles[i];
+    }
+    ASSERT_NE(emb, nullptr);
+    std::string key(8, '\0');
+    for (int i = 0; i < 8; ++i) key[size_t(7 - i)] = static_cast<char>((id >> (8 * i)) & 0xff);
+    std::string v;
+    ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), emb, key, &v).ok());
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), emb, key, v.substr(0, v.size() - 1)).ok());
+    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+    delete db;
+  }
+  auto s = Store::open(t.db, test_manifest(EmbeddingDType::I8));
+  expect_error([&] { s->get_embeddings(id); },
+               {t.db, "passage " + std::to_string(id), "embeddings", "does not match"});
+}
+
+TEST(StorageEstimate, HandComputed) {
+  // 1 GB of text at 4 bytes/token in 128-token passages: ceil(1e9 / 512) = 1,953,125 passages;
+  // x4 -> 32 vectors of 4096 bf16 values = 262,144 bytes each; 512,000,000,000 bytes.
+  StorageEstimate e = estimate_embedding_storage(1000000000ull, 128, 4, 4096, EmbeddingDType::BF16);
+  EXPECT_EQ(e.passages, 1953125);
+  EXPECT_EQ(e.vectors_per_passage, 32);
+  EXPECT_EQ(e.bytes_per_passage, 262144u);
+  EXPECT_EQ(e.total_bytes, 512000000000ull);
+  EXPECT_EQ(human_bytes(e.total_bytes), "512.0 GB");
+  // KILT Wikipedia (24,853,658 passages) at x4 in bf16: the "6 TB" (6.5e12 bytes).
+  EXPECT_EQ(human_bytes(24853658ull * e.bytes_per_passage), "6.5 TB");
+  // int8 at x16 with TinyLlama's width: 8 vectors of (2048 + 4) bytes; 1001 bytes round up.
+  e = estimate_embedding_storage(1001, 128, 16, 2048, EmbeddingDType::I8);
+  EXPECT_EQ(e.passages, 2);
+  EXPECT_EQ(e.bytes_per_passage, 8u * 2052);
+  EXPECT_EQ(e.total_bytes, 2u * 8 * 2052);
+  // ceil(128 / 3) = 43 vectors.
+  EXPECT_EQ(estimate_embedding_storage(0, 128, 3, 10, EmbeddingDType::F32).vectors_per_passage, 43);
+  EXPECT_EQ(estimate_embedding_storage(0, 128, 3, 10, EmbeddingDType::F32).total_bytes, 0u);
+  // Every document makes at least one passage: 1001 small files are 1001 passages.
+  EXPECT_EQ(estimate_embedding_storage(40000, 128, 4, 64, EmbeddingDType::F16, 1001).passages,
+            1001);
+  EXPECT_EQ(estimate_embedding_storage(40000, 128, 4, 64, EmbeddingDType::F16, 10).passages, 79);
+  EXPECT_EQ(human_bytes(999), "999 B");
+  EXPECT_EQ(human_bytes(1500), "1.5 KB");
+  expect_error([] { estimate_embedding_storage(1, 128, 0, 10, EmbeddingDType::F16); },
+               {"positive"});
+}
 
 TEST(Analyze, NfkcCasefoldAndWordRuns) {
   EXPECT_EQ(analyze("Hello, WORLD! 42nd"), (std::vector<std::string>{"hello", "world", "42nd"}));

@@ -2,11 +2,13 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 
 #include "common/error.h"
 #include "engine/knowledge_store.h"
 #include "model/runtime.h"
+#include "storage/store.h"
 #include "tools/commands.h"
 
 namespace cocom::cli {
@@ -36,6 +38,60 @@ std::string eta(double seconds) {
   return buf;
 }
 
+// Size of the input before ingesting it: bytes and files under `paths` (directories walked;
+// entries that cannot be read are skipped; --include/--exclude are not applied).
+struct InputSize {
+  uint64_t bytes = 0, files = 0;
+};
+InputSize input_size(const std::vector<std::string>& paths) {
+  namespace fs = std::filesystem;
+  InputSize in;
+  for (const auto& p : paths) {
+    std::error_code ec;
+    if (fs::is_regular_file(p, ec)) {
+      in.bytes += fs::file_size(p, ec);
+      in.files += 1;
+      continue;
+    }
+    if (!fs::is_directory(p, ec)) continue;
+    for (fs::recursive_directory_iterator it(p, fs::directory_options::skip_permission_denied, ec),
+         end;
+         !ec && it != end; it.increment(ec)) {
+      std::error_code ec2;
+      if (!it->is_regular_file(ec2)) continue;
+      const uintmax_t sz = it->file_size(ec2);
+      if (ec2) continue;
+      in.bytes += sz;
+      in.files += 1;
+    }
+  }
+  return in;
+}
+
+// A large input (> 1000 files or > 50 MB) gets an estimate of what its context embeddings
+// will take, on stderr, before any work starts.
+void print_storage_estimate(const Json& info, int64_t context_tokens,
+                            const std::vector<std::string>& paths) {
+  const InputSize in = input_size(paths);
+  if (in.files <= 1000 && in.bytes <= 50000000) return;
+  const int64_t r = info["compr_rate"].get<int64_t>();
+  const int64_t H = info["embedding_shape"][1].get<int64_t>();
+  const std::string dt = info["embedding_dtype"].get<std::string>();
+  auto dtype = storage::parse_embedding_dtype(dt);
+  if (r < 1 || H < 1 || !dtype) return;
+  const storage::StorageEstimate e =
+      storage::estimate_embedding_storage(in.bytes, context_tokens, r, H, *dtype, in.files);
+  std::fprintf(stderr,
+               "ingest: %s in %llu files: about %lld passages x %lld vectors x %lld values (%s) "
+               "= about %s of context embeddings (estimated at ~4 bytes per token of %lld-token "
+               "passages, at least one per file; text, postings and the index come on top)\n",
+               storage::human_bytes(in.bytes).c_str(), static_cast<unsigned long long>(in.files),
+               static_cast<long long>(e.passages), static_cast<long long>(e.vectors_per_passage),
+               static_cast<long long>(H), dt.c_str(), storage::human_bytes(e.total_bytes).c_str(),
+               static_cast<long long>(context_tokens));
+  std::fflush(stderr);
+}
+
 }  // namespace
 
 int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
@@ -45,6 +101,19 @@ int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
   o.need_model = true;
   o.chunk.overlap_tokens = a.overlap;
   auto ks = engine::KnowledgeStore::open(o);
+  {
+    // An existing store keeps the dtype it was made with; say so instead of ignoring the flag.
+    const std::string stored = ks->info()["embedding_dtype"].get<std::string>();
+    auto want = storage::parse_embedding_dtype(a.store.embedding_dtype);
+    if (!a.store.embedding_dtype.empty() && !want) {
+      fail("--embedding-dtype ", a.store.embedding_dtype, ": expected fp16, bf16, fp32 or int8");
+    }
+    if (want && stored != storage::embedding_dtype_name(*want)) {
+      fail("--embedding-dtype ", a.store.embedding_dtype, ": the store at ", a.store.db, " keeps ",
+           stored, " embeddings; a store's dtype cannot change (ingest into a new --db)");
+    }
+  }
+  print_storage_estimate(ks->info(), o.context_max_length, a.paths);
   engine::ReadOptions ro;
   ro.include = a.include;
   ro.exclude = a.exclude;
