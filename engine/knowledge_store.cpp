@@ -83,11 +83,17 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
     fail("--db ", opt.db, ": no store there yet; pass --model DIR (a COCOM checkpoint) to create one");
   }
   auto dtype = storage::parse_embedding_dtype(opt.embedding_dtype);
-  if (!dtype) fail("--embedding-dtype ", opt.embedding_dtype, ": expected fp16, bf16 or fp32");
+  if (!dtype) fail("--embedding-dtype ", opt.embedding_dtype, ": expected fp16, bf16, fp32 or int8");
 
   storage::Manifest mf;
   mf.embedding_dtype = *dtype;
   mf.index_factory = opt.index_factory;
+  if (!opt.need_model && exists && !opt0.model_dir.empty()) {
+    // The model is loaded later (loaded_model()); an explicitly named one must still be the
+    // one the stored embeddings were made with (a cheap check: no weights are read).
+    if (!dir_exists(opt.model_dir)) fail("--model ", opt.model_dir, ": no such directory");
+    mf.compressor_fingerprint = cocom_fingerprint(opt.model_dir);
+  }
   if (opt.need_model || !exists) {
     if (opt.model_dir.empty()) fail("--model: this command needs the COCOM checkpoint");
     ks->model_ = model::CocomModel::load(opt.model_dir, opt.cocom);
@@ -138,26 +144,73 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
   return ks;
 }
 
+const model::CocomModel* KnowledgeStore::model() const {
+  std::lock_guard<std::mutex> lock(model_mu_);
+  return model_.get();
+}
+
+bool KnowledgeStore::model_loaded() const { return model() != nullptr; }
+
+const model::CocomModel& KnowledgeStore::loaded_model() const {
+  std::lock_guard<std::mutex> lock(model_mu_);
+  if (model_) return *model_;
+  if (opt_.model_dir.empty()) {
+    fail(store_->path(), ": the store does not remember its COCOM checkpoint; pass --model DIR");
+  }
+  if (!dir_exists(opt_.model_dir)) {
+    fail("--model ", opt_.model_dir, ": no such directory (the COCOM checkpoint of the store at ",
+         store_->path(), "; pass --model DIR if it moved)");
+  }
+  const storage::Manifest& mf = store_->manifest();
+  const std::string fp = cocom_fingerprint(opt_.model_dir);
+  if (!mf.compressor_fingerprint.empty() && fp != mf.compressor_fingerprint) {
+    fail("--model ", opt_.model_dir, ": this checkpoint (", fp, ") is not the one the store at ",
+         store_->path(), " was built with (", mf.compressor_fingerprint,
+         "); pass the original --model, or ingest into a new store");
+  }
+  auto m = model::CocomModel::load(opt_.model_dir, opt_.cocom);
+  const int64_t r = m->config().compr_rate;
+  const int64_t n = (opt_.context_max_length + r - 1) / r;
+  const int64_t h = m->decoder().config().hidden_size;
+  if ((mf.embeddings_per_passage && mf.embeddings_per_passage != n) ||
+      (mf.embedding_dim && mf.embedding_dim != h)) {
+    fail("--model ", opt_.model_dir, ": makes context embeddings [", n, ", ", h,
+         "] but the store at ", store_->path(), " holds [", mf.embeddings_per_passage, ", ",
+         mf.embedding_dim, "]");
+  }
+  model_ = std::move(m);
+  return *model_;
+}
+
 void KnowledgeStore::rebuild_dense() {
-  dense_ = index::DenseIndex::create(opt_.index_factory, retriever_->dim());
+  // Built aside (writers are serialised, so the store does not change meanwhile), then
+  // swapped in under the exclusive lock so that searches never see a half-built index.
+  auto fresh = index::DenseIndex::create(opt_.index_factory, retriever_->dim());
   std::vector<uint64_t> ids;
   std::vector<float> vecs;
   store_->for_each_retriever_vector([&](uint64_t id, const std::vector<float>& v) {
     ids.push_back(id);
     vecs.insert(vecs.end(), v.begin(), v.end());
   });
-  if (!ids.empty()) dense_->add(ids, vecs);
-  dense_dirty_ = false;
-  dense_->save(index_path_, store_->sequence());
+  if (!ids.empty()) fresh->add(ids, vecs);
+  const uint64_t seq = store_->sequence();
+  {
+    std::unique_lock<std::shared_mutex> lock(mu_);
+    dense_ = std::move(fresh);
+    dense_dirty_ = false;
+  }
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  dense_->save(index_path_, seq);
 }
 
 void KnowledgeStore::save_index() {
-  if (!dense_) return;
+  if (!retriever_) return;
   // After a failure part-way through a document the in-memory index may disagree with
   // RocksDB: rebuild it from the store rather than save a file that claims to be current.
   if (dense_dirty_) {
     rebuild_dense();
   } else {
+    std::shared_lock<std::shared_mutex> lock(mu_);
     dense_->save(index_path_, store_->sequence());
   }
 }
@@ -165,7 +218,7 @@ void KnowledgeStore::save_index() {
 void KnowledgeStore::ingest_one(const Document& doc,
                                 const std::function<int64_t(const std::string&)>& count,
                                 const ChunkOptions& co, IngestSummary* sum, IngestProgress* pr) {
-  const model::CocomModel& m = *model_;
+  const model::CocomModel& m = loaded_model();
   const std::string hash = content_hash(doc);
   std::optional<storage::DocumentRecord> old = store_->get_document(doc.id);
   if (old && old->content_hash == hash) {
@@ -176,9 +229,10 @@ void KnowledgeStore::ingest_one(const Document& doc,
   if (ps.empty()) {
     // A document that lost all its text: its old passages must not stay searchable.
     if (old) {
+      std::unique_lock<std::shared_mutex> lock(mu_);
       if (auto removed = store_->remove_document(doc.id); removed && dense_) dense_->remove(*removed);
     }
-    sum->skipped.push_back({doc.source, "no text"});
+    sum->skipped.push_back({doc.source.empty() ? doc.id : doc.source, "no text"});
     return;
   }
   std::vector<std::string> texts;
@@ -210,11 +264,17 @@ void KnowledgeStore::ingest_one(const Document& doc,
   rec.title = doc.title;
   rec.content_hash = hash;
   rec.meta_json = doc.meta_json;
-  std::vector<uint64_t> ids = store_->put_document(rec, std::move(np));
-  if (dense_) {
-    if (old) dense_->remove(old->passage_ids);
-    std::vector<float> flat(rv.data_ptr<float>(), rv.data_ptr<float>() + rv.numel());
-    dense_->add(ids, flat);
+  std::vector<float> flat;
+  if (rv.defined()) flat.assign(rv.data_ptr<float>(), rv.data_ptr<float>() + rv.numel());
+  std::vector<uint64_t> ids;
+  {
+    // The only part of a document's ingestion that readers wait for.
+    std::unique_lock<std::shared_mutex> lock(mu_);
+    ids = store_->put_document(rec, std::move(np));
+    if (dense_) {
+      if (old) dense_->remove(old->passage_ids);
+      dense_->add(ids, flat);
+    }
   }
   sum->passages += static_cast<int64_t>(ids.size());
   pr->passages_done += static_cast<int64_t>(ids.size());
@@ -227,13 +287,43 @@ void KnowledgeStore::ingest_one(const Document& doc,
 
 IngestSummary KnowledgeStore::ingest(const std::vector<std::string>& paths, const ReadOptions& ro,
                                      const std::function<void(const IngestProgress&)>& progress) {
-  if (!model_) fail("ingest: no COCOM model loaded");
+  IngestProgressFn fn;
+  if (progress) {
+    fn = [&progress](const IngestProgress& p) {
+      progress(p);
+      return true;
+    };
+  }
+  return ingest_paths(paths, ro, fn);
+}
+
+IngestSummary KnowledgeStore::ingest_paths(const std::vector<std::string>& paths,
+                                           const ReadOptions& ro,
+                                           const IngestProgressFn& progress) {
   auto t0 = std::chrono::steady_clock::now();
+  loaded_model();  // fail before reading anything when the model cannot be loaded
   IngestSummary sum;
   ReadResult rr = read_paths(paths, ro);
   sum.skipped = rr.skipped;
   sum.warnings = rr.warnings;
-  const model::CocomModel& m = *model_;
+  sum = ingest_all(rr.documents, std::move(sum), progress);
+  sum.seconds = since(t0);
+  return sum;
+}
+
+IngestSummary KnowledgeStore::ingest_documents(const std::vector<Document>& docs,
+                                               const IngestProgressFn& progress) {
+  auto t0 = std::chrono::steady_clock::now();
+  IngestSummary sum = ingest_all(docs, IngestSummary{}, progress);
+  sum.seconds = since(t0);
+  return sum;
+}
+
+IngestSummary KnowledgeStore::ingest_all(const std::vector<Document>& docs, IngestSummary sum,
+                                         const IngestProgressFn& progress) {
+  std::lock_guard<std::mutex> writer(write_mu_);
+  auto t0 = std::chrono::steady_clock::now();
+  const model::CocomModel& m = loaded_model();
   const bool light = m.config().light();
   const model::Tokenizer& tok = light ? *m.compressor_tokenizer() : m.decoder_tokenizer();
   // Tokens of the compressor's input: BERT adds [CLS] [SEP]; the decoder compressor wraps the
@@ -244,38 +334,47 @@ IngestSummary KnowledgeStore::ingest(const std::vector<std::string>& paths, cons
   ChunkOptions co = opt_.chunk;
   co.max_tokens = opt_.context_max_length;
   IngestProgress pr;
-  pr.documents_total = rr.documents.size();
-  for (const Document& doc : rr.documents) {
+  pr.documents_total = docs.size();
+  for (const Document& doc : docs) {
     // One bad document never stops the batch: it is reported as skipped with the reason.
     try {
       ingest_one(doc, count, co, &sum, &pr);
     } catch (const Error& e) {
-      sum.skipped.push_back({doc.source, e.what()});
+      sum.skipped.push_back({doc.source.empty() ? doc.id : doc.source, e.what()});
       dense_dirty_ = dense_ != nullptr;
     } catch (const c10::Error& e) {
-      sum.skipped.push_back({doc.source, std::string("libtorch: ") + e.what_without_backtrace()});
+      sum.skipped.push_back({doc.source.empty() ? doc.id : doc.source,
+                             std::string("libtorch: ") + e.what_without_backtrace()});
       dense_dirty_ = dense_ != nullptr;
     }
     ++pr.documents_done;
     pr.seconds = since(t0);
-    if (progress) progress(pr);
-    if (dense_ && pr.documents_done % 64 == 0) save_index();
+    if (progress && !progress(pr)) {
+      sum.stopped_early = pr.documents_done < pr.documents_total;
+      break;
+    }
+    if (retriever_ && pr.documents_done % 64 == 0) save_index();
   }
   save_index();
-  sum.seconds = since(t0);
   return sum;
 }
 
 int64_t KnowledgeStore::remove(const std::string& id_or_path) {
+  std::lock_guard<std::mutex> writer(write_mu_);
   std::vector<std::string> ids;
   if (store_->get_document(id_or_path)) {
     ids.push_back(id_or_path);
   } else {
-    std::string abs = fs::absolute(id_or_path).lexically_normal().string();
-    for (const auto& d : store_->documents_by_source(abs)) ids.push_back(d.id);
+    // A source as stored (in-memory documents may carry URLs), else a path made absolute.
+    for (const auto& d : store_->documents_by_source(id_or_path)) ids.push_back(d.id);
+    if (ids.empty() && !id_or_path.empty()) {
+      std::string abs = fs::absolute(id_or_path).lexically_normal().string();
+      for (const auto& d : store_->documents_by_source(abs)) ids.push_back(d.id);
+    }
   }
   int64_t n = 0;
   for (const auto& id : ids) {
+    std::unique_lock<std::shared_mutex> lock(mu_);
     auto removed = store_->remove_document(id);
     if (!removed) continue;
     if (dense_) dense_->remove(*removed);
@@ -285,21 +384,63 @@ int64_t KnowledgeStore::remove(const std::string& id_or_path) {
   return n;
 }
 
-std::vector<SearchHit> KnowledgeStore::search(const std::string& query, size_t k,
-                                              SearchMode mode) const {
+std::vector<float> KnowledgeStore::embed_query(const std::string& query, SearchMode mode) const {
   if (query.find_first_not_of(" \t\r\n") == std::string::npos) fail("search: the query is empty");
-  if (k == 0) fail("--k must be at least 1");
-  if (mode != SearchMode::Bm25 && !dense_) {
+  if (mode != SearchMode::Bm25 && !retriever_) {
     fail("this store has no dense retriever (ingest with --retriever DIR); use --mode bm25");
   }
+  if (mode == SearchMode::Bm25) return {};
+  // The retriever never changes after open: no lock needed for the query embedding.
+  at::Tensor q = retriever_->embed_queries({query}).contiguous();
+  return std::vector<float>(q.data_ptr<float>(), q.data_ptr<float>() + q.numel());
+}
+
+std::vector<SearchHit> KnowledgeStore::search(const std::string& query, size_t k,
+                                              SearchMode mode) const {
+  if (k == 0) fail("--k must be at least 1");
+  std::vector<float> qvec = embed_query(query, mode);
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  return search_locked(query, qvec, k, mode);
+}
+
+Retrieval KnowledgeStore::retrieve(const std::string& query, size_t k, SearchMode mode,
+                                   bool with_embeddings) const {
+  if (k == 0) fail("--k must be at least 1");
+  auto t0 = std::chrono::steady_clock::now();
+  Retrieval r;
+  std::vector<float> qvec = embed_query(query, mode);
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  r.hits = search_locked(query, qvec, k, mode);
+  r.retrieve_seconds = since(t0);
+  const storage::Manifest& mf = store_->manifest();
+  r.embeddings_per_passage = mf.embeddings_per_passage;
+  r.embedding_dim = mf.embedding_dim;
+  if (with_embeddings) {
+    auto t1 = std::chrono::steady_clock::now();
+    for (const auto& h : r.hits) {
+      auto e = store_->get_embeddings(h.passage_id);
+      if (!e) fail(store_->path(), ": passage ", h.passage_id, " has no stored context embeddings");
+      if (static_cast<int64_t>(e->size()) != mf.embeddings_per_passage * mf.embedding_dim) {
+        fail(store_->path(), ": passage ", h.passage_id, " has ", e->size(),
+             " embedding values, the manifest says [", mf.embeddings_per_passage, ", ",
+             mf.embedding_dim, "]");
+      }
+      r.embeddings.push_back(std::move(*e));
+    }
+    r.load_seconds = since(t1);
+  }
+  return r;
+}
+
+std::vector<SearchHit> KnowledgeStore::search_locked(const std::string& query,
+                                                     const std::vector<float>& qvec, size_t k,
+                                                     SearchMode mode) const {
   std::vector<std::pair<uint64_t, double>> ranked;
   const size_t wide = std::max<size_t>(k, 20);
   std::vector<std::pair<uint64_t, double>> lexical, dense;
   if (mode != SearchMode::Dense) lexical = store_->bm25_search(storage::analyze(query), mode == SearchMode::Bm25 ? k : wide);
   if (mode != SearchMode::Bm25) {
-    at::Tensor q = retriever_->embed_queries({query}).contiguous();
-    std::vector<float> v(q.data_ptr<float>(), q.data_ptr<float>() + q.numel());
-    for (const auto& [id, s] : dense_->search(v, mode == SearchMode::Dense ? k : wide)) {
+    for (const auto& [id, s] : dense_->search(qvec, mode == SearchMode::Dense ? k : wide)) {
       dense.push_back({id, double(s)});
     }
   }
@@ -316,7 +457,7 @@ std::vector<SearchHit> KnowledgeStore::search(const std::string& query, size_t k
   std::vector<SearchHit> hits;
   for (const auto& [id, score] : ranked) {
     auto p = store_->get_passage(id);
-    if (!p) continue;  // removed concurrently
+    if (!p) continue;  // the index may lag RocksDB after a failed write
     SearchHit h;
     h.passage_id = id;
     h.score = score;
@@ -353,7 +494,10 @@ Json KnowledgeStore::info() const {
   j["passages"] = st.passages;
   j["embeddings"] = st.embeddings;
   j["bm25_documents"] = st.bm25_documents;
-  j["index_vectors"] = dense_ ? dense_->size() : 0;
+  {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    j["index_vectors"] = dense_ ? dense_->size() : 0;
+  }
   j["model"] = opt_.model_dir;
   j["retriever"] = opt_.retriever_dir;
   return j;

@@ -6,6 +6,8 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -41,10 +43,14 @@ struct IngestProgress {
   double seconds = 0;
 };
 
+// Called after every document; return false to stop after it (what is stored stays stored).
+using IngestProgressFn = std::function<bool(const IngestProgress&)>;
+
 struct IngestSummary {
   int64_t added = 0, unchanged = 0, replaced = 0, passages = 0;
   std::vector<SkippedFile> skipped;
   std::vector<std::string> warnings;
+  bool stopped_early = false;  // the progress callback returned false
   double seconds = 0;
   Json to_json() const;
 };
@@ -59,6 +65,20 @@ struct SearchHit {
   std::string title, source;
 };
 
+// Search results together with the stored context embeddings of the hits, read under one
+// consistent view of the store (a concurrent writer cannot remove a hit in between).
+struct Retrieval {
+  std::vector<SearchHit> hits;
+  std::vector<std::vector<float>> embeddings;  // per hit [n * H] fp32 (when asked for)
+  int64_t embeddings_per_passage = 0, embedding_dim = 0;
+  double retrieve_seconds = 0, load_seconds = 0;
+};
+
+// Thread safety: search(), retrieve(), info(), passage_embeddings() and loaded_model() may run
+// concurrently with each other and with one writer (ingest*, remove). Writers are serialised
+// among themselves. A writer holds the exclusive lock only while it stores one document and
+// updates the dense index, never while it reads or compresses, so questions keep being
+// answered during a long ingestion; readers see each document either fully or not at all.
 class KnowledgeStore {
  public:
   static std::unique_ptr<KnowledgeStore> open(const KnowledgeStoreOptions& opt);
@@ -66,16 +86,33 @@ class KnowledgeStore {
 
   IngestSummary ingest(const std::vector<std::string>& paths, const ReadOptions& ro,
                        const std::function<void(const IngestProgress&)>& progress = nullptr);
-  // Removes documents by id, or every document read from a source path. Returns how many.
+  // The same, with a progress callback that can stop the ingestion.
+  IngestSummary ingest_paths(const std::vector<std::string>& paths, const ReadOptions& ro,
+                             const IngestProgressFn& progress);
+  // Documents already in memory (ids must be non-empty and unique; the caller checks).
+  IngestSummary ingest_documents(const std::vector<Document>& docs,
+                                 const IngestProgressFn& progress = nullptr);
+  // Removes documents by id, or every document read from a source (given as stored, or as a
+  // path made absolute). Returns how many.
   int64_t remove(const std::string& id_or_path);
   std::vector<SearchHit> search(const std::string& query, size_t k, SearchMode mode) const;
+  // search() plus, when with_embeddings, every hit's stored context embeddings.
+  Retrieval retrieve(const std::string& query, size_t k, SearchMode mode,
+                     bool with_embeddings) const;
   // Stored context embeddings of passages, [k, n, H] fp32 (for answering).
   std::vector<float> passage_embeddings(uint64_t id) const;
   Json info() const;
 
-  const model::CocomModel* model() const { return model_.get(); }
+  // The COCOM model, loaded on first use when the store was opened without it (need_model =
+  // false). Loading is serialised; a model whose fingerprint differs from the one the store's
+  // embeddings were made with is refused. Throws naming the directory.
+  const model::CocomModel& loaded_model() const;
+  bool model_loaded() const;
+  const model::CocomModel* model() const;
   storage::Store& store() { return *store_; }
-  bool has_dense() const { return dense_ != nullptr; }
+  const storage::Store& store() const { return *store_; }
+  bool has_dense() const { return retriever_ != nullptr; }
+  const KnowledgeStoreOptions& options() const { return opt_; }
 
  private:
   KnowledgeStore() = default;
@@ -83,13 +120,23 @@ class KnowledgeStore {
   void rebuild_dense();
   void ingest_one(const Document& doc, const std::function<int64_t(const std::string&)>& count,
                   const ChunkOptions& co, IngestSummary* sum, IngestProgress* pr);
+  IngestSummary ingest_all(const std::vector<Document>& docs, IngestSummary sum,
+                           const IngestProgressFn& progress);
+  std::vector<SearchHit> search_locked(const std::string& query, const std::vector<float>& qvec,
+                                       size_t k, SearchMode mode) const;
+  std::vector<float> embed_query(const std::string& query, SearchMode mode) const;
   KnowledgeStoreOptions opt_;
-  std::unique_ptr<model::CocomModel> model_;
+  mutable std::mutex model_mu_;  // guards model_ (lazy loading)
+  mutable std::unique_ptr<model::CocomModel> model_;
   std::unique_ptr<index::Retriever> retriever_;
   std::unique_ptr<storage::Store> store_;
   std::unique_ptr<index::DenseIndex> dense_;
   std::string index_path_;
   bool dense_dirty_ = false;
+  // Readers share `mu_`; a writer takes it exclusively around each store + index update.
+  mutable std::shared_mutex mu_;
+  // Serialises writers (ingest, remove), which also own dense_dirty_ and the index file.
+  std::mutex write_mu_;
 };
 
 // Identifies a COCOM checkpoint for the manifest: directory name, config.json and the

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <chrono>
 
 #include "common/error.h"
@@ -82,9 +83,12 @@ generate::Answers answer(const model::CocomModel& m, const std::string& question
          model::shape_str(passage_embeddings.sizes()));
   }
   const int64_t k = passage_embeddings.size(0), n = passage_embeddings.size(1);
-  if (k != m.config().generation_top_k) {
-    spdlog::warn("{} passages, but this checkpoint was trained with generation_top_k = {}", k,
-                 m.config().generation_top_k);
+  // Said once per process: a console or server asks many questions with the same k (or a
+  // store holding fewer passages than k), and the warning would repeat with every answer.
+  static std::atomic<bool> warned{false};
+  if (k != m.config().generation_top_k && !warned.exchange(true)) {
+    spdlog::warn("{} passages per question, but this checkpoint was trained with generation_top_k = {}",
+                 k, m.config().generation_top_k);
   }
   generate::DecoderInputs in = generate::decoder_prompts(m, {question}, k, n);
   at::Tensor embeds = generate::embed_with_contexts(m, in, passage_embeddings, k);

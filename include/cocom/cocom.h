@@ -142,8 +142,9 @@ struct Options {
   bool load_model_eagerly = false;
   // "cpu" or "cuda" / "cuda:N" (needs a CUDA build of libtorch).
   std::string device = "cpu";
-  // Threads for libtorch's intra-op pool; 0 = leave libtorch's default (all cores). The
-  // setting is process-wide (libtorch has one pool).
+  // Threads for libtorch's intra-op pool; 0 = all cores (std::thread::hardware_concurrency;
+  // libtorch's own default can be a single thread). The setting is process-wide (libtorch
+  // has one pool), applied by every Open.
   int threads = 0;
   // Passages retrieved per question (the published models were trained with 5).
   size_t top_k = 5;

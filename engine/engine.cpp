@@ -1,0 +1,589 @@
+// The public API (include/cocom/cocom.h) over the knowledge store and the answering pipeline.
+// Every entry point turns the exceptions of the layers below (cocom::Error, c10::Error,
+// std::exception) into a Status whose message says what the caller can do.
+#include "cocom/cocom.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <set>
+
+#include "common/error.h"
+#include "common/json_util.h"
+#include "engine/knowledge_store.h"
+#include "engine/pipeline.h"
+#include "engine/stream_decoder.h"
+#include "generate/cocom_generate.h"
+#include "model/runtime.h"
+#include "storage/store.h"
+
+namespace cocom {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+// An error raised by this file with its Status code already decided.
+class StatusError : public std::runtime_error {
+ public:
+  explicit StatusError(Status s) : std::runtime_error(s.message()), status_(std::move(s)) {}
+  const Status& status() const { return status_; }
+
+ private:
+  Status status_;
+};
+
+[[noreturn]] void throw_status(Status s) { throw StatusError(std::move(s)); }
+
+bool contains(const std::string& s, const char* needle) {
+  return s.find(needle) != std::string::npos;
+}
+
+// The layers below report failures as cocom::Error with a message that names the file, flag
+// or value at fault; the code is read from the kind of message.
+Status classify(const std::string& msg) {
+  if (contains(msg, "is damaged") || contains(msg, "corrupt") || contains(msg, "truncated") ||
+      contains(msg, "bad magic") || contains(msg, "checksum") ||
+      contains(msg, "not a cocom store")) {
+    return Status::Corruption(msg);
+  }
+  if (contains(msg, "no such") || contains(msg, "does not exist") || contains(msg, "cannot find") ||
+      contains(msg, "not found") || contains(msg, "no config.json") ||
+      contains(msg, "no cocom store here") || contains(msg, "No such file")) {
+    return Status::NotFound(msg);
+  }
+  if (contains(msg, "is locked") || contains(msg, "cannot open") ||
+      contains(msg, "cannot create") || contains(msg, "cannot write") ||
+      contains(msg, "Permission denied") || contains(msg, "IO error") ||
+      contains(msg, "No space left")) {
+    return Status::IOError(msg);
+  }
+  if (contains(msg, "was built with") || contains(msg, "is not the one the store") ||
+      contains(msg, "has no dense retriever") || contains(msg, "does not remember")) {
+    return Status::FailedPrecondition(msg);
+  }
+  return Status::InvalidArgument(msg);
+}
+
+Status with_prefix(const Status& s, const std::string& prefix) {
+  const std::string m = prefix + s.message();
+  switch (s.code()) {
+    case Status::Code::kOk:
+      return s;
+    case Status::Code::kInvalidArgument:
+      return Status::InvalidArgument(m);
+    case Status::Code::kNotFound:
+      return Status::NotFound(m);
+    case Status::Code::kCorruption:
+      return Status::Corruption(m);
+    case Status::Code::kIOError:
+      return Status::IOError(m);
+    case Status::Code::kCancelled:
+      return Status::Cancelled(m);
+    case Status::Code::kFailedPrecondition:
+      return Status::FailedPrecondition(m);
+    case Status::Code::kInternal:
+      break;
+  }
+  return Status::Internal(m);
+}
+
+// Runs `fn` and turns whatever it throws into a Status whose message starts with the call
+// that failed ("Ask: ...").
+template <class F>
+Status guard(const char* what, F&& fn) {
+  const std::string prefix = std::string(what) + ": ";
+  try {
+    fn();
+    return Status::OK();
+  } catch (const StatusError& e) {
+    return with_prefix(e.status(), prefix);
+  } catch (const Error& e) {
+    return with_prefix(classify(e.what()), prefix);
+  } catch (const c10::Error& e) {
+    return Status::Internal(prefix + "libtorch: " + e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    return Status::Internal(prefix +
+                            "out of memory (try a smaller model, fewer threads or fewer passages)");
+  } catch (const std::exception& e) {
+    return Status::Internal(prefix + e.what());
+  } catch (...) {
+    return Status::Internal(prefix + "unknown exception");
+  }
+}
+
+engine::SearchMode to_internal(SearchMode m, bool has_dense) {
+  switch (m) {
+    case SearchMode::kHybrid:
+      return engine::SearchMode::Hybrid;
+    case SearchMode::kDense:
+      return engine::SearchMode::Dense;
+    case SearchMode::kBm25:
+      return engine::SearchMode::Bm25;
+    case SearchMode::kAuto:
+      break;
+  }
+  return has_dense ? engine::SearchMode::Hybrid : engine::SearchMode::Bm25;
+}
+
+void check_mode(SearchMode m, bool has_dense, const char* option) {
+  if ((m == SearchMode::kDense || m == SearchMode::kHybrid) && !has_dense) {
+    throw_status(Status::FailedPrecondition(
+        std::string(option) + " asks for " + (m == SearchMode::kDense ? "dense" : "hybrid") +
+        " search, but the store has no dense retriever; set Options::retriever_dir (--retriever) "
+        "when ingesting, or use SearchMode::kBm25 / kAuto (--mode bm25)"));
+  }
+}
+
+void check_generation(const GenerationOptions& g, const std::string& where) {
+  auto bad = [&](const std::string& field, const std::string& why) {
+    throw_status(Status::InvalidArgument(where + "." + field + " " + why));
+  };
+  if (g.max_new_tokens < 1) {
+    bad("max_new_tokens",
+        std::to_string(g.max_new_tokens) + ": must be at least 1 (--max-new-tokens)");
+  }
+  if (!std::isfinite(g.temperature) || g.temperature < 0) {
+    bad("temperature", "must be a finite number >= 0 (0 = greedy; --temperature)");
+  }
+  if (g.top_k < 0) bad("top_k", std::to_string(g.top_k) + ": must be >= 0 (0 = off; --top-k)");
+  if (!(g.top_p > 0 && g.top_p <= 1)) bad("top_p", "must be in (0, 1] (1 = off; --top-p)");
+}
+
+Passage to_passage(const engine::SearchHit& h) {
+  Passage p;
+  p.id = h.passage_id;
+  p.document_id = h.passage.doc_id;
+  p.title = h.title;
+  p.source = h.source;
+  p.index = h.passage.index;
+  p.text = h.passage.text;
+  p.score = h.score;
+  return p;
+}
+
+IngestStats to_stats(const engine::IngestSummary& s) {
+  IngestStats r;
+  r.added = s.added;
+  r.unchanged = s.unchanged;
+  r.replaced = s.replaced;
+  r.passages = s.passages;
+  for (const auto& k : s.skipped) r.skipped.push_back({k.path, k.reason});
+  r.warnings = s.warnings;
+  r.stopped_early = s.stopped_early;
+  r.seconds = s.seconds;
+  return r;
+}
+
+engine::IngestProgressFn progress_fn(const IngestOptions& o) {
+  if (!o.progress) return nullptr;
+  return [&o](const engine::IngestProgress& p) {
+    IngestProgress q;
+    q.documents_done = p.documents_done;
+    q.documents_total = p.documents_total;
+    q.passages_done = p.passages_done;
+    q.seconds = p.seconds;
+    return o.progress(q);
+  };
+}
+
+const char* code_name(Status::Code c) {
+  switch (c) {
+    case Status::Code::kOk:
+      return "OK";
+    case Status::Code::kInvalidArgument:
+      return "InvalidArgument";
+    case Status::Code::kNotFound:
+      return "NotFound";
+    case Status::Code::kCorruption:
+      return "Corruption";
+    case Status::Code::kIOError:
+      return "IOError";
+    case Status::Code::kCancelled:
+      return "Cancelled";
+    case Status::Code::kFailedPrecondition:
+      return "FailedPrecondition";
+    case Status::Code::kInternal:
+      return "Internal";
+  }
+  return "Unknown";
+}
+
+// Bytes per stored embedding value (int8 stores carry a small per-row scale besides).
+int64_t dtype_bytes(const std::string& name) {
+  if (name == "fp32") return 4;
+  if (name == "fp16" || name == "bf16") return 2;
+  return 1;
+}
+
+void validate_options(const Options& o) {
+  auto bad = [](const std::string& m) { throw_status(Status::InvalidArgument(m)); };
+  if (o.db_path.empty()) bad("Options::db_path is empty: name the store directory (--db)");
+  if (o.top_k == 0) bad("Options::top_k is 0: retrieve at least 1 passage per question (--k)");
+  if (o.top_k > 1000)
+    bad("Options::top_k " + std::to_string(o.top_k) + ": at most 1000 passages per question");
+  if (o.threads < 0)
+    bad("Options::threads " + std::to_string(o.threads) + ": must be 0 (all cores) or positive");
+  if (!storage::parse_embedding_dtype(o.embedding_dtype)) {
+    bad("Options::embedding_dtype '" + o.embedding_dtype + "': expected fp16, bf16, fp32 or int8");
+  }
+  if (o.index_factory.empty())
+    bad("Options::index_factory is empty: use a FAISS factory string such as \"Flat\"");
+  if (o.context_max_length < 8 || o.context_max_length > 8192) {
+    bad("Options::context_max_length " + std::to_string(o.context_max_length) +
+        ": must be between 8 and 8192 compressor tokens (the published models use 128)");
+  }
+  if (o.chunk_overlap_tokens < 0 || o.chunk_overlap_tokens >= o.context_max_length) {
+    bad("Options::chunk_overlap_tokens " + std::to_string(o.chunk_overlap_tokens) +
+        ": must be >= 0 and smaller than context_max_length");
+  }
+  check_generation(o.generation, "Options::generation");
+  try {
+    model::parse_device(o.device);
+  } catch (const Error& e) {
+    bad("Options::device '" + o.device + "': " + e.what());
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+std::string Status::ToString() const {
+  if (ok()) return "OK";
+  return std::string(code_name(code_)) + ": " + message_;
+}
+
+void AbortOnBadResultAccess(const Status& s) {
+  std::fprintf(stderr, "cocom: value of a failed Result accessed: %s\n", s.ToString().c_str());
+  std::abort();
+}
+
+const char* Version() { return "0.1.0"; }
+
+struct Engine::Impl {
+  Options opt;
+  std::unique_ptr<engine::KnowledgeStore> ks;
+  std::atomic<int64_t> questions{0};
+
+  Result<Answer> ask(const std::string& question, const TokenCallback* on_token,
+                     const AskOptions& options);
+};
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() = default;
+
+Status Engine::Open(const Options& options, std::unique_ptr<Engine>* engine) {
+  if (engine == nullptr) return Status::InvalidArgument("Open: the engine pointer is null");
+  engine->reset();
+  auto impl = std::make_unique<Impl>();
+  impl->opt = options;
+  Status s = guard("Open", [&] {
+    const Options& o = options;
+    validate_options(o);
+    if (o.verbose) {
+      spdlog::set_level(spdlog::level::debug);
+    } else if (spdlog::get_level() == spdlog::level::info) {
+      spdlog::set_level(spdlog::level::warn);  // quiet by default, unless the host chose a level
+    }
+    model::RuntimeOptions ro;  // 0 = all cores (libtorch's own default can be 1 thread)
+    ro.threads = o.threads;
+    ro.device = o.device;
+    model::init_runtime(ro);
+    const bool exists = std::filesystem::exists(join_path(o.db_path, "cocom-db.json"));
+    if (!exists) {
+      if (!o.create_if_missing) {
+        throw_status(
+            Status::NotFound("no cocom store at " + o.db_path +
+                             " (Options::create_if_missing is false): check the path, or "
+                             "create the store first (cocom ingest --db DIR --model DIR)"));
+      }
+      if (o.model_dir.empty()) {
+        throw_status(Status::InvalidArgument("Options::model_dir is empty: creating the store at " +
+                                             o.db_path +
+                                             " needs a COCOM checkpoint directory (--model DIR)"));
+      }
+    }
+    if (!o.model_dir.empty() && !dir_exists(o.model_dir)) {
+      throw_status(Status::NotFound("Options::model_dir " + o.model_dir +
+                                    ": no such directory (a COCOM checkpoint directory; --model)"));
+    }
+    if (!o.retriever_dir.empty() && !dir_exists(o.retriever_dir)) {
+      throw_status(
+          Status::NotFound("Options::retriever_dir " + o.retriever_dir +
+                           ": no such directory (a sentence-transformers model; --retriever)"));
+    }
+    for (const auto* t : {&o.decoder_tokenizer, &o.compressor_tokenizer}) {
+      if (!t->empty() && !dir_exists(*t)) {
+        throw_status(Status::NotFound(std::string(t == &o.decoder_tokenizer
+                                                      ? "Options::decoder_tokenizer "
+                                                      : "Options::compressor_tokenizer ") +
+                                      *t + ": no such directory"));
+      }
+    }
+    engine::KnowledgeStoreOptions ko;
+    ko.db = o.db_path;
+    ko.model_dir = o.model_dir;
+    ko.retriever_dir = o.retriever_dir;
+    ko.index_factory = o.index_factory;
+    ko.embedding_dtype = o.embedding_dtype;
+    ko.context_max_length = o.context_max_length;
+    ko.chunk.overlap_tokens = o.chunk_overlap_tokens;
+    ko.cocom.decoder_tokenizer = o.decoder_tokenizer;
+    ko.cocom.compressor_tokenizer = o.compressor_tokenizer;
+    ko.cocom.device = model::parse_device(o.device);
+    ko.query_prefix = o.query_prefix;
+    ko.passage_prefix = o.passage_prefix;
+    ko.need_model = o.load_model_eagerly;
+    impl->ks = engine::KnowledgeStore::open(ko);
+    check_mode(o.search_mode, impl->ks->has_dense(), "Options::search_mode");
+  });
+  if (!s.ok()) return s;
+  engine->reset(new Engine(std::move(impl)));
+  return s;
+}
+
+Result<IngestStats> Engine::Ingest(const std::vector<std::string>& paths,
+                                   const IngestOptions& options) {
+  IngestStats out;
+  Status s = guard("Ingest", [&] {
+    if (paths.empty())
+      throw_status(Status::InvalidArgument("no paths given (files or directories)"));
+    for (const auto& p : paths) {
+      if (!std::filesystem::exists(p))
+        throw_status(Status::NotFound(p + ": no such file or directory"));
+    }
+    engine::ReadOptions ro;
+    ro.include = options.include;
+    ro.exclude = options.exclude;
+    out = to_stats(impl_->ks->ingest_paths(paths, ro, progress_fn(options)));
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+Result<IngestStats> Engine::IngestDocuments(const std::vector<Document>& documents,
+                                            const IngestOptions& options) {
+  IngestStats out;
+  Status s = guard("IngestDocuments", [&] {
+    std::vector<engine::Document> docs;
+    std::vector<std::string> warnings;
+    std::set<std::string> seen;
+    for (size_t i = 0; i < documents.size(); ++i) {
+      const Document& d = documents[i];
+      if (d.id.empty()) {
+        throw_status(Status::InvalidArgument("documents[" + std::to_string(i) +
+                                             "].id is empty: every document needs a stable id"));
+      }
+      if (!seen.insert(d.id).second) {
+        warnings.push_back("document id '" + d.id + "' given twice; the first one was kept");
+        continue;
+      }
+      engine::Document e;
+      e.id = d.id;
+      e.title = d.title;
+      e.text = d.text;
+      e.source = d.source;
+      e.meta_json = "{}";
+      size_t fixed = engine::repair_utf8(&e.text) + engine::repair_utf8(&e.title);
+      if (fixed > 0) {
+        warnings.push_back("document '" + d.id + "': " + std::to_string(fixed) +
+                           " invalid UTF-8 sequence(s) replaced with U+FFFD");
+      }
+      docs.push_back(std::move(e));
+    }
+    engine::IngestSummary sum = impl_->ks->ingest_documents(docs, progress_fn(options));
+    sum.warnings.insert(sum.warnings.begin(), warnings.begin(), warnings.end());
+    out = to_stats(sum);
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+Result<int64_t> Engine::Remove(const std::string& id_or_source) {
+  int64_t n = 0;
+  Status s = guard("Remove", [&] {
+    if (id_or_source.empty())
+      throw_status(Status::InvalidArgument("the document id or source is empty"));
+    n = impl_->ks->remove(id_or_source);
+  });
+  if (!s.ok()) return s;
+  return n;
+}
+
+Result<std::vector<Passage>> Engine::Search(const std::string& query,
+                                            const SearchOptions& options) const {
+  std::vector<Passage> out;
+  Status s = guard("Search", [&] {
+    if (query.find_first_not_of(" \t\r\n") == std::string::npos) {
+      throw_status(Status::InvalidArgument("the query is empty"));
+    }
+    const size_t k = options.k ? options.k : impl_->opt.top_k;
+    const SearchMode mode = options.mode.value_or(impl_->opt.search_mode);
+    check_mode(mode, impl_->ks->has_dense(), "SearchOptions::mode");
+    for (const auto& h : impl_->ks->search(query, k, to_internal(mode, impl_->ks->has_dense()))) {
+      out.push_back(to_passage(h));
+    }
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+Result<Answer> Engine::Ask(const std::string& question, const AskOptions& options) {
+  return impl_->ask(question, nullptr, options);
+}
+
+Result<Answer> Engine::AskStreaming(const std::string& question, const TokenCallback& on_token,
+                                    const AskOptions& options) {
+  if (!on_token) return Status::InvalidArgument("AskStreaming: the token callback is empty");
+  return impl_->ask(question, &on_token, options);
+}
+
+Result<Answer> Engine::Impl::ask(const std::string& question, const TokenCallback* on_token,
+                                 const AskOptions& options) {
+  Answer a;
+  Status s = guard(on_token ? "AskStreaming" : "Ask", [&] {
+    const auto t0 = Clock::now();
+    if (question.find_first_not_of(" \t\r\n") == std::string::npos) {
+      throw_status(Status::InvalidArgument("the question is empty"));
+    }
+    const size_t k = options.k ? options.k : opt.top_k;
+    if (k > 1000)
+      throw_status(
+          Status::InvalidArgument("AskOptions::k " + std::to_string(k) + ": at most 1000"));
+    const SearchMode mode = options.mode.value_or(opt.search_mode);
+    check_mode(mode, ks->has_dense(), "AskOptions::mode");
+    const bool no_compress = options.no_compress.value_or(opt.no_compress);
+    const GenerationOptions gen = options.generation.value_or(opt.generation);
+    check_generation(gen, options.generation ? "AskOptions::generation" : "Options::generation");
+
+    const model::CocomModel& m = ks->loaded_model();
+    engine::Retrieval r = ks->retrieve(question, k, to_internal(mode, ks->has_dense()),
+                                       /*with_embeddings=*/!no_compress);
+    if (r.hits.empty()) {
+      throw_status(Status::NotFound(
+          "no stored passage matches the question" +
+          std::string(
+              ks->has_dense()
+                  ? ""
+                  : " (BM25 needs a shared word; a dense retriever would always find some)") +
+          "; ingest documents first or rephrase it"));
+    }
+    a.timings.retrieve_ms = r.retrieve_seconds * 1e3;
+    a.compressed = !no_compress;
+    for (const auto& h : r.hits) a.sources.push_back(to_passage(h));
+
+    model::SamplingOptions so;
+    so.max_new_tokens = gen.max_new_tokens;
+    so.temperature = gen.temperature;
+    so.top_k = gen.top_k;
+    so.top_p = gen.top_p;
+    so.seed = gen.seed;
+
+    std::unique_ptr<engine::StreamDecoder> stream;
+    model::TokenCallback step_cb;
+    bool stopped = false;
+    if (on_token) {
+      stream = std::make_unique<engine::StreamDecoder>(m.decoder_tokenizer());
+      step_cb = [&](int64_t, const at::Tensor& next) {
+        const std::string piece = stream->push(next[0].item<int64_t>());
+        if (!piece.empty() && !(*on_token)(piece)) stopped = true;
+        return !stopped;
+      };
+    }
+
+    generate::Answers ans;
+    double assembly_ms = 0;
+    if (no_compress) {
+      const auto t_load = Clock::now();
+      std::vector<std::string> texts;
+      for (const auto& h : r.hits) texts.push_back(h.passage.text);
+      a.timings.load_embeddings_ms = ms_since(t_load);
+      const auto t_asm = Clock::now();
+      generate::DecoderInputs in;
+      in.prompts.push_back(generate::uncompressed_prompt(m, texts, question));
+      generate::encode_prompts(m, &in);
+      at::Tensor embeds = m.decoder().embed(in.input_ids);
+      assembly_ms = ms_since(t_asm);
+      ans = generate::generate_answers(m, embeds, in.attention_mask, so, step_cb);
+    } else {
+      a.timings.load_embeddings_ms = r.load_seconds * 1e3;
+      const int64_t n = r.embeddings_per_passage, h = r.embedding_dim;
+      at::Tensor emb = at::empty({static_cast<int64_t>(r.hits.size()), n, h}, at::kFloat);
+      for (size_t i = 0; i < r.embeddings.size(); ++i) {
+        std::copy(r.embeddings[i].begin(), r.embeddings[i].end(),
+                  emb[static_cast<int64_t>(i)].data_ptr<float>());
+      }
+      const auto t_gen = Clock::now();
+      ans = engine::answer(m, question, emb.to(m.decoder().device()), so, step_cb);
+      // engine::answer assembles the prompt before generating: what it spent outside the
+      // generation's own prefill counts as prompt assembly.
+      const double gen_ms = ms_since(t_gen);
+      assembly_ms = std::max(
+          0.0, gen_ms - (ans.generation.prefill_seconds + ans.generation.decode_seconds) * 1e3);
+    }
+    a.text = ans.texts.at(0);
+    if (stream && !stopped) {
+      const std::string rest = stream->finish(a.text);
+      if (!rest.empty()) (*on_token)(rest);  // generation is over: nothing left to stop
+    }
+    a.cancelled = stopped;
+    const model::GenerationResult& g = ans.generation;
+    a.timings.prefill_ms = assembly_ms + g.prefill_seconds * 1e3;
+    a.timings.decode_ms = g.decode_seconds * 1e3;
+    a.timings.prompt_tokens = g.prompt_tokens;
+    a.timings.generated_tokens = g.tokens.defined() ? g.tokens.size(1) : 0;
+    if (a.timings.generated_tokens > 1 && g.decode_seconds > 0) {
+      a.timings.decode_tokens_per_second =
+          double(a.timings.generated_tokens - 1) / g.decode_seconds;
+    }
+    a.timings.total_ms = ms_since(t0);
+    questions.fetch_add(1);
+  });
+  if (!s.ok()) return s;
+  return a;
+}
+
+Result<EngineStats> Engine::Stats() const {
+  EngineStats st;
+  Status s = guard("Stats", [&] {
+    Json info = impl_->ks->info();
+    const storage::Manifest& mf = impl_->ks->store().manifest();
+    st.db_path = impl_->opt.db_path;
+    st.model_dir = info.value("model", std::string());
+    st.retriever_dir = info.value("retriever", std::string());
+    st.documents = info.value("documents", int64_t{0});
+    st.passages = info.value("passages", int64_t{0});
+    st.compression_rate = mf.compr_rate;
+    st.embeddings_per_passage = mf.embeddings_per_passage;
+    st.embedding_dim = mf.embedding_dim;
+    st.embedding_dtype = storage::embedding_dtype_name(mf.embedding_dtype);
+    st.index_factory = mf.index_factory;
+    st.embedding_bytes = info.value("embeddings", int64_t{0}) * mf.embeddings_per_passage *
+                         mf.embedding_dim * dtype_bytes(st.embedding_dtype);
+    st.has_dense_retriever = impl_->ks->has_dense();
+    st.model_loaded = impl_->ks->model_loaded();
+    st.questions_answered = impl_->questions.load();
+    info["embedding_bytes"] = st.embedding_bytes;
+    info["model_loaded"] = st.model_loaded;
+    info["questions_answered"] = st.questions_answered;
+    info["has_dense_retriever"] = st.has_dense_retriever;
+    info["version"] = Version();
+    st.json = info.dump(2, ' ', false, Json::error_handler_t::replace);
+  });
+  if (!s.ok()) return s;
+  return st;
+}
+
+}  // namespace cocom

@@ -1,0 +1,78 @@
+// Streaming text from generated token ids: after every id the ids so far are decoded and only
+// the new suffix is handed out, never a split UTF-8 character. Torch-free.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/tokenizer.h"
+
+namespace cocom::engine {
+
+// Length of the longest prefix of `s` that does not end inside a UTF-8 sequence.
+inline size_t complete_utf8_length(const std::string& s) {
+  const size_t n = s.size();
+  size_t i = n;
+  int continuation = 0;  // trailing 10xxxxxx bytes
+  while (i > 0 && continuation < 4 && (static_cast<unsigned char>(s[i - 1]) & 0xC0) == 0x80) {
+    --i;
+    ++continuation;
+  }
+  if (i == 0) return continuation == 0 ? n : 0;
+  const unsigned char lead = static_cast<unsigned char>(s[i - 1]);
+  size_t need = 1;
+  if ((lead & 0xE0) == 0xC0) {
+    need = 2;
+  } else if ((lead & 0xF0) == 0xE0) {
+    need = 3;
+  } else if ((lead & 0xF8) == 0xF0) {
+    need = 4;
+  }
+  return static_cast<size_t>(continuation) + 1 < need ? i - 1 : n;
+}
+
+class StreamDecoder {
+ public:
+  explicit StreamDecoder(const model::Tokenizer& tok) : tok_(tok) {}
+
+  // Adds one generated id; returns the text it completes (often empty). Text that ends in
+  // U+FFFD is held back: with byte-fallback tokens it is the first byte(s) of a character
+  // whose other bytes are still to come, and the next decoding replaces it.
+  std::string push(int64_t id) {
+    ids_.push_back(id);
+    const std::string text = tok_.decode(ids_, /*skip_special_tokens=*/true);
+    if (text.compare(0, emitted_.size(), emitted_) != 0) return {};  // wait until it agrees
+    const size_t end = complete_utf8_length(text);
+    if (end <= emitted_.size()) return {};
+    std::string fresh = text.substr(emitted_.size(), end - emitted_.size());
+    if (ends_with_replacement(fresh)) return {};
+    emitted_ += fresh;
+    return fresh;
+  }
+
+  // Once generation is over: what is left of `final_text` (the decoding of every id) after
+  // the pieces already handed out. Empty when nothing is left, or when the pieces are not a
+  // prefix of it (not seen with sentencepiece or WordPiece decoding).
+  std::string finish(const std::string& final_text) {
+    if (final_text.size() <= emitted_.size() ||
+        final_text.compare(0, emitted_.size(), emitted_) != 0) {
+      return {};
+    }
+    std::string rest = final_text.substr(emitted_.size());
+    emitted_ = final_text;
+    return rest;
+  }
+
+  const std::string& emitted() const { return emitted_; }
+
+ private:
+  static bool ends_with_replacement(const std::string& s) {
+    return s.size() >= 3 && s.compare(s.size() - 3, 3, "\xEF\xBF\xBD") == 0;
+  }
+  const model::Tokenizer& tok_;
+  std::vector<int64_t> ids_;
+  std::string emitted_;
+};
+
+}  // namespace cocom::engine
