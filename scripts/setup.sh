@@ -19,6 +19,7 @@ PACKAGES=(
   libsentencepiece-dev sentencepiece
   libspdlog-dev nlohmann-json3-dev libcli11-dev libutf8proc-dev
   libgumbo-dev libpoppler-cpp-dev  # HTML and PDF readers
+  libedit-dev           # line editing and history in `cocom console`
   libgtest-dev
   python3 python3-numpy # the fixture checker used by the tests
 )
