@@ -326,14 +326,13 @@ class ShapeBackend : public Backend {
     } else if (o.compressor != "decoder") {
       fail("--compressor ", o.compressor, ": expected decoder or bert-base");
     }
-    check_memory(cfg);
-    progress("building %s-shaped decoder with random weights (%.0fM parameters, fp32)...",
-             shape_name_.c_str(), double(cfg.parameter_count()) / 1e6);
+    const model::WeightFormat wf = *model::parse_weight_format(o.weights);
+    check_memory(cfg, wf);
+    progress("building %s-shaped decoder with random weights (%.0fM parameters, %s)...",
+             shape_name_.c_str(), double(cfg.parameter_count()) / 1e6, o.weights.c_str());
     const double t0 = now_s();
-    // WEIGHT-FORMAT: when model/ offers int8 / bf16 resident decoder weights (a load option),
-    // pass o.weights through here (and in CheckpointBackend's CocomLoadOptions).
     model::RandomWeights rnd(o.seed);
-    dec_ = model::MistralModel::from_weights(cfg, rnd, dev);
+    dec_ = model::MistralModel::from_weights(cfg, rnd, dev, wf);
     if (bert_cfg_) {
       model::RandomWeights rb(o.seed + 1);
       bert_ = model::BertModel::from_weights(*bert_cfg_, rb, dev);
@@ -488,7 +487,7 @@ class ShapeBackend : public Backend {
     at::Tensor b = rp.get("compr.linear.bias", {H}, dev_);
     return proj_[r] = {w, b};
   }
-  void check_memory(const model::DecoderConfig& cfg) const {
+  void check_memory(const model::DecoderConfig& cfg, model::WeightFormat wf) const {
     std::ifstream f("/proc/meminfo");
     std::string key;
     int64_t kb = 0;
@@ -496,11 +495,12 @@ class ShapeBackend : public Backend {
     while (f >> key >> kb >> unit) {
       if (key == "MemAvailable:") break;
     }
-    const double need = double(cfg.parameter_count()) * 4;
+    const double bytes_per_value = wf == model::WeightFormat::fp32 ? 4 : wf == model::WeightFormat::bf16 ? 2 : 1;
+    const double need = double(cfg.parameter_count()) * bytes_per_value;
     if (key == "MemAvailable:" && need > 0.9 * double(kb) * 1024) {
-      fail("the ", shape_name_, " shape needs ~", storage::human_bytes(uint64_t(need)),
-           " of fp32 weights, but only ", storage::human_bytes(uint64_t(kb) * 1024),
-           " of memory is available (int8/bf16 resident weights are not available yet)");
+      fail("the ", shape_name_, " shape needs ~", storage::human_bytes(uint64_t(need)), " of ",
+           o_.weights, " weights, but only ", storage::human_bytes(uint64_t(kb) * 1024),
+           " of memory is available (try --weights bf16 or int8)");
     }
   }
 
@@ -540,7 +540,7 @@ class CheckpointBackend : public Backend {
     lo.decoder_tokenizer = o.decoder_tokenizer;
     lo.compressor_tokenizer = o.compressor_tokenizer;
     lo.device = dev;
-    // WEIGHT-FORMAT: pass o.weights here once CocomLoadOptions has a weight-format field.
+    lo.decoder_weights = *model::parse_weight_format(o.weights);
     progress("loading %s...", o.model.c_str());
     m_ = model::CocomModel::load(o.model, lo);
     progress("loaded in %.1f s", m_->load_seconds());
@@ -701,10 +701,8 @@ Json run_efficiency(const EfficiencyBenchOptions& o) {
   if (o.query_length < 1) fail("--query-length ", o.query_length, ": must be at least 1");
   if (o.label_length < 1) fail("--label-length ", o.label_length, ": must be at least 1");
   if (o.collection_size < 0) fail("--collection-size must not be negative");
-  // WEIGHT-FORMAT: accept the formats model/ offers once its load option exists.
-  if (o.weights != "fp32") {
-    fail("--weights ", o.weights,
-         ": only fp32 decoder weights exist today (int8/bf16 resident weights are in progress)");
+  if (!model::parse_weight_format(o.weights)) {
+    fail("--weights ", o.weights, ": expected fp32, bf16 or int8");
   }
   bool gen_mode = false, comp_mode = false;
   for (const auto& m : split_list(o.mode)) {

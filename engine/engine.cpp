@@ -249,6 +249,9 @@ void validate_options(const Options& o) {
         ": must be >= 0 and smaller than context_max_length");
   }
   check_generation(o.generation, "Options::generation");
+  if (!model::parse_weight_format(o.weights)) {
+    bad("Options::weights '" + o.weights + "': expected fp32, bf16 or int8 (--weights)");
+  }
   try {
     model::parse_device(o.device);
   } catch (const Error& e) {
@@ -343,6 +346,7 @@ Status Engine::Open(const Options& options, std::unique_ptr<Engine>* engine) {
     ko.cocom.decoder_tokenizer = o.decoder_tokenizer;
     ko.cocom.compressor_tokenizer = o.compressor_tokenizer;
     ko.cocom.device = model::parse_device(o.device);
+    ko.cocom.decoder_weights = *model::parse_weight_format(o.weights);
     ko.query_prefix = o.query_prefix;
     ko.passage_prefix = o.passage_prefix;
     ko.need_model = o.load_model_eagerly;

@@ -192,6 +192,8 @@ TEST(ApiOpen, BadOptionsAreNamed) {
       {"embedding_dtype", [](cocom::Options& o) { o.embedding_dtype = "fp8"; },
        cocom::Status::Code::kInvalidArgument},
       {"threads", [](cocom::Options& o) { o.threads = -2; }, cocom::Status::Code::kInvalidArgument},
+      {"weights", [](cocom::Options& o) { o.weights = "int4"; },
+       cocom::Status::Code::kInvalidArgument},
       {"context_max_length", [](cocom::Options& o) { o.context_max_length = 0; },
        cocom::Status::Code::kInvalidArgument},
       {"chunk_overlap_tokens", [](cocom::Options& o) { o.chunk_overlap_tokens = -1; },
@@ -633,6 +635,24 @@ TEST(ApiConcurrency, ReadersDuringIngestion) {
   EXPECT_EQ((*h)[0].document_id, "more-5");
   e.reset();
   fs::remove_all(dir);
+}
+
+TEST_F(ApiStore, QuantisedDecoderAnswersFromTheSameSources) {
+  const std::string q = "What does the license require about the copyright notice?";
+  std::vector<uint64_t> fp32_sources;
+  for (const char* w : {"fp32", "int8", "bf16"}) {
+    cocom::Options o = base_options(db_);
+    o.weights = w;
+    o.generation.max_new_tokens = 8;
+    auto e = open_ok(o);
+    ASSERT_TRUE(e) << w;
+    auto a = e->Ask(q);
+    ASSERT_TRUE(a.ok()) << w << ": " << a.status().ToString();
+    // Retrieval does not involve the decoder: the same passages, whatever its format.
+    if (fp32_sources.empty()) fp32_sources = ids_of(a->sources);
+    EXPECT_EQ(ids_of(a->sources), fp32_sources) << w;
+    EXPECT_EQ(a->timings.generated_tokens, 8) << w;
+  }
 }
 
 TEST_F(ApiStore, CliAskJsonAndMissingStore) {

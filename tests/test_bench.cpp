@@ -162,9 +162,9 @@ TEST(BenchEfficiency, OptionsAreChecked) {
   out = run("bench efficiency --config " + cfg + " --mode decode 2>&1", &rc);
   EXPECT_NE(rc, 0);
   EXPECT_NE(out.find("--mode decode"), std::string::npos) << out;
-  out = run("bench efficiency --config " + cfg + " --weights int8 2>&1", &rc);
+  out = run("bench efficiency --config " + cfg + " --weights int4 2>&1", &rc);
   EXPECT_NE(rc, 0);
-  EXPECT_NE(out.find("--weights int8"), std::string::npos) << out;
+  EXPECT_NE(out.find("int4"), std::string::npos) << out;
   // Compression only, int8 store, batch 2 x top-k 2, bert-base-like tiny compressor.
   const std::string bert = dir + "/bert.json";
   write_json_file(bert, {{"model_type", "bert"},

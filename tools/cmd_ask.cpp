@@ -78,6 +78,7 @@ int cmd_ask(const GlobalOptions& g, const AskArgs& a) {
   opt.model_dir = a.model;
   opt.retriever_dir = a.retriever;
   opt.decoder_tokenizer = a.decoder_tokenizer;
+  opt.weights = a.weights;
   opt.compressor_tokenizer = a.compressor_tokenizer;
   opt.query_prefix = a.query_prefix;
   opt.create_if_missing = false;  // asking never creates a store

@@ -482,6 +482,7 @@ int cmd_console(const GlobalOptions& g, const ConsoleArgs& a) {
   o.model_dir = a.model;
   o.retriever_dir = a.retriever;
   o.decoder_tokenizer = a.decoder_tokenizer;
+  o.weights = a.weights;
   o.compressor_tokenizer = a.compressor_tokenizer;
   o.create_if_missing = false;  // a console over a store that does not exist is a typo
   o.load_model_eagerly = true;  // the first answer should not wait for the model

@@ -9,6 +9,10 @@
 #include "model/safetensors.h"
 #include "tools/cli_util.h"
 
+namespace CLI {
+class App;
+}  // namespace CLI
+
 namespace cocom::cli {
 
 struct InfoArgs {
@@ -31,8 +35,12 @@ struct ForwardArgs {
 };
 int cmd_forward(const GlobalOptions& g, const ForwardArgs& a);
 
+// --weights fp32|bf16|int8: resident format of a decoder's linear layers (model/quant.h).
+model::WeightFormat weight_format_option(const std::string& value);
+
 struct CompleteArgs {
   std::string model, in, out, prompt, tokenizer;
+  std::string weights = "fp32";  // --weights
   int64_t max_new_tokens = 32;
   double temperature = 0;
   double top_p = 1.0;
@@ -44,6 +52,11 @@ int cmd_complete(const GlobalOptions& g, const CompleteArgs& a);
 struct InitArgs {
   std::string arch, config, out, dtype = "bf16";
   uint64_t seed = 0;
+  // Named shapes instead of --config (tinyllama, mistral-7b, bert-base) and their options.
+  std::string shape, tokenizer, compressor_tokenizer;
+  int64_t compr_rate = 16;
+  int64_t vocab_size = 0;  // 0 = the shape's
+  bool sep = true;
 };
 int cmd_model_init(const GlobalOptions& g, const InitArgs& a);
 
@@ -82,8 +95,25 @@ struct RmArgs {
 int cmd_rm(const GlobalOptions& g, const RmArgs& a);
 int cmd_store_info(const GlobalOptions& g, const StoreArgs& a, bool json);
 
+// cocom ask: built on the public API (include/cocom/cocom.h).
+struct AskArgs {
+  std::string db, model, retriever, decoder_tokenizer, compressor_tokenizer, query_prefix, mode;
+  std::string question;
+  int64_t k = 5;
+  int64_t max_new_tokens = 64;
+  double temperature = 0;
+  double top_p = 1.0;
+  int64_t top_k = 0;
+  uint64_t seed = 0;
+  bool json = false;
+  bool no_compress = false;
+  std::string weights = "fp32";  // --weights: decoder resident format
+};
+int cmd_ask(const GlobalOptions& g, const AskArgs& a);
+
 struct GenerateArgs {
   std::string model, in, out, dump_dir, decoder_tokenizer, compressor_tokenizer;
+  std::string weights = "fp32";  // --weights: decoder resident format
   int64_t batch_size = 1;
   int64_t max_new_tokens = 32;
   int64_t context_max_length = 128;
@@ -97,6 +127,21 @@ struct CompressArgs {
   int64_t context_max_length = 128;
 };
 int cmd_compress(const GlobalOptions& g, const CompressArgs& a);
+
+// `cocom console`: interactive QA over a store (public API only; tools/cmd_console.cpp).
+struct ConsoleArgs {
+  std::string db, model, retriever, decoder_tokenizer, compressor_tokenizer;
+  std::string mode;  // dense, bm25, hybrid; empty = auto
+  int64_t k = 5;
+  int64_t max_new_tokens = 64;
+  bool no_compress = false;
+  std::string weights = "fp32";  // --weights: decoder resident format
+};
+int cmd_console(const GlobalOptions& g, const ConsoleArgs& a);
+
+// `cocom train pretrain|finetune` (tools/cmd_train.cpp): adds the subcommands to `app`; their
+// callbacks set `rc`.
+void add_train_commands(CLI::App& app, const GlobalOptions& g, int& rc);
 
 
 }  // namespace cocom::cli

@@ -3,6 +3,9 @@
 
 #include <unistd.h>
 
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
@@ -10,6 +13,7 @@
 #include <string>
 
 #include "bench/bench_runtime.h"
+#include "bench/bench_efficiency.h"
 #include "bench/bench_store.h"
 #include "common/error.h"
 #include "tools/commands.h"
@@ -27,9 +31,11 @@ void prefer_passive_openmp(int argc, char** argv) {
   bool heavy = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "bench" || a == "complete" || a == "generate" || a == "compress" || a == "ingest") {
+    if (a == "bench" || a == "complete" || a == "generate" || a == "compress" || a == "ingest" ||
+        a == "ask" || a == "console") {
       heavy = true;
     }
+    if (a == "train") heavy = true;
   }
   if (!heavy) return;
   ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
@@ -40,6 +46,8 @@ void prefer_passive_openmp(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   prefer_passive_openmp(argc, argv);
+  // Logs go to stderr: stdout carries answers and --json output.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("cocom"));
   CLI::App app{
       "cocom: RAG with COCOM context embeddings -- a knowledge store (ingest, search, rm, "
       "info --db), COCOM answering from passages (generate, compress), the model runtime "
@@ -107,6 +115,11 @@ int main(int argc, char** argv) {
   c_cp->add_option("--top-k", cp.top_k, "keep the k most likely tokens (0 = off)")
       ->capture_default_str();
   c_cp->add_option("--seed", cp.seed, "random seed for sampling")->capture_default_str();
+  c_cp->add_option("--weights", cp.weights,
+                   "resident format of the decoder's linear layers: fp32, bf16 (half the memory), "
+                   "int8 (weight-only, per-channel scales; a quarter)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
   c_cp->add_option("prompt", cp.prompt, "prompt text (text mode)");
   c_cp->callback([&] { rc = cmd_complete(g, cp); });
 
@@ -118,7 +131,26 @@ int main(int argc, char** argv) {
   c_init->add_option("--arch", init.arch, "mistral, bert, cocom or cocom-light")
       ->required()
       ->check(CLI::IsMember({"mistral", "bert", "cocom", "cocom-light"}));
-  c_init->add_option("--config", init.config, "config.json with the shape")->required();
+  c_init->add_option("--config", init.config, "config.json with the shape (or use --shape)");
+  c_init
+      ->add_option("--shape", init.shape,
+                   "named shape instead of --config: tinyllama (2048 hidden, 16 layers), "
+                   "mistral-7b, bert-base (for cocom-light: the decoder's shape; the compressor "
+                   "is BERT-base)")
+      ->check(CLI::IsMember({"tinyllama", "mistral-7b", "bert-base"}));
+  c_init->add_option("--tokenizer", init.tokenizer,
+                     "with --shape: tokenizer directory (tokenizer.model, or vocab.txt for bert); "
+                     "default: train one with scripts/train-tokenizer.sh on text on this machine");
+  c_init->add_option("--compressor-tokenizer", init.compressor_tokenizer,
+                     "with --shape and --arch cocom-light: BERT vocab.txt directory (default: "
+                     "trained like --tokenizer)");
+  c_init->add_option("--vocab-size", init.vocab_size,
+                     "with --shape: vocabulary size of the trained tokenizer (default 32000, "
+                     "bert 30522)");
+  c_init->add_option("--compr-rate", init.compr_rate, "with --shape, cocom*: compression rate")
+      ->capture_default_str();
+  c_init->add_flag("--sep,!--no-sep", init.sep, "with --shape, cocom*: <SEP> between passages")
+      ->capture_default_str();
   c_init->add_option("--out", init.out, "output directory (created)")->required();
   c_init->add_option("--seed", init.seed, "random seed")->capture_default_str();
   c_init->add_option("--dtype", init.dtype, "bf16, fp16 or fp32")->capture_default_str();
@@ -142,6 +174,11 @@ int main(int argc, char** argv) {
                     "write each batch's encoder/decoder inputs and embeddings as safetensors");
   c_gen->add_flag("--no-compress", gen.no_compress,
                   "uncompressed baseline: the same decoder reads the passages' text");
+  c_gen
+      ->add_option("--weights", gen.weights,
+                   "resident format of the decoder's linear layers: fp32, bf16 or int8")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
   c_gen->add_option("--decoder-tokenizer", gen.decoder_tokenizer,
                     "base decoder directory (tokenizer.model + config.json)");
   c_gen->add_option("--compressor-tokenizer", gen.compressor_tokenizer,
@@ -173,7 +210,8 @@ int main(int argc, char** argv) {
       c->add_option("--retriever", s.retriever,
                     "dense retriever: a sentence-transformers BERT directory (optional)");
       c->add_option("--index", s.index_factory, "FAISS factory string (default Flat)");
-      c->add_option("--embedding-dtype", s.embedding_dtype, "fp16 (default), bf16 or fp32");
+      c->add_option("--embedding-dtype", s.embedding_dtype,
+                    "fp16 (default), bf16, fp32 or int8 (per-vector scale)");
       c->add_option("--decoder-tokenizer", s.decoder_tokenizer, "base decoder directory");
       c->add_option("--compressor-tokenizer", s.compressor_tokenizer, "base compressor directory");
       c->add_option("--passage-prefix", s.passage_prefix, "retriever prefix for passages");
@@ -204,11 +242,65 @@ int main(int argc, char** argv) {
   c_srch->add_option("query", srch.query, "the query")->required();
   c_srch->callback([&] { rc = cmd_search(g, srch); });
 
+  AskArgs ask;
+  auto* c_ask = app.add_subcommand(
+      "ask", "answer a question from a store's context embeddings, with its sources and timings");
+  c_ask->add_option("--db", ask.db, "knowledge store directory")->required();
+  c_ask->add_option("--model", ask.model, "COCOM checkpoint (default: the store's)");
+  c_ask->add_option("--retriever", ask.retriever, "dense retriever (default: the store's)");
+  c_ask->add_option("--decoder-tokenizer", ask.decoder_tokenizer, "base decoder directory");
+  c_ask->add_option("--weights", ask.weights,
+                   "resident format of the decoder's linear layers: fp32, bf16 (half the "
+                   "memory) or int8 (a quarter; fastest decode on CPU)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
+  c_ask->add_option("--compressor-tokenizer", ask.compressor_tokenizer, "base compressor directory");
+  c_ask->add_option("--query-prefix", ask.query_prefix, "retriever prefix for queries");
+  c_ask->add_option("--k", ask.k, "passages to retrieve and read")->capture_default_str();
+  c_ask->add_option("--mode", ask.mode,
+                    "dense, bm25 or hybrid (default: hybrid with a retriever, else bm25)");
+  c_ask->add_option("--max-new-tokens", ask.max_new_tokens, "tokens of the answer at most")
+      ->capture_default_str();
+  c_ask->add_option("--temperature", ask.temperature, "sampling temperature (0 = greedy)")
+      ->capture_default_str();
+  c_ask->add_option("--top-p", ask.top_p, "nucleus sampling mass (1 = off)")->capture_default_str();
+  c_ask->add_option("--top-k", ask.top_k, "keep the k most likely tokens (0 = off)")
+      ->capture_default_str();
+  c_ask->add_option("--seed", ask.seed, "random seed for sampling")->capture_default_str();
+  c_ask->add_flag("--json", ask.json, "print one JSON object (answer, sources, timings)");
+  c_ask->add_flag("--no-compress", ask.no_compress,
+                  "uncompressed baseline: the decoder reads the passages' text");
+  c_ask->add_option("question", ask.question, "the question")->required();
+  c_ask->callback([&] { rc = cmd_ask(g, ask); });
+
   RmArgs rmv;
   auto* c_rm = app.add_subcommand("rm", "remove documents by id or source path");
   add_store_options(c_rm, rmv.store, false);
   c_rm->add_option("targets", rmv.targets, "document ids or source paths")->required();
   c_rm->callback([&] { rc = cmd_rm(g, rmv); });
+
+  ConsoleArgs con;
+  auto* c_con = app.add_subcommand(
+      "console", "interactive questions over a store: streamed answers, sources, history");
+  c_con->add_option("--db", con.db, "knowledge store directory")->required();
+  c_con->add_option("--model", con.model, "COCOM checkpoint (default: the store's)");
+  c_con->add_option("--retriever", con.retriever, "dense retriever (default: the store's)");
+  c_con->add_option("--decoder-tokenizer", con.decoder_tokenizer, "base decoder directory");
+  c_con->add_option("--weights", con.weights,
+                   "resident format of the decoder's linear layers: fp32, bf16 (half the "
+                   "memory) or int8 (a quarter; fastest decode on CPU)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
+  c_con->add_option("--compressor-tokenizer", con.compressor_tokenizer,
+                    "base compressor directory");
+  c_con->add_option("--k", con.k, "passages per question")->capture_default_str();
+  c_con->add_option("--mode", con.mode, "dense, bm25 or hybrid (default: hybrid with a "
+                                        "retriever, else bm25)");
+  c_con->add_option("--max-new-tokens", con.max_new_tokens, "tokens per answer at most")
+      ->capture_default_str();
+  c_con->add_flag("--no-compress", con.no_compress,
+                  "answer from the passages' text instead of their context embeddings");
+  c_con->callback([&] { rc = cmd_console(g, con); });
 
   ConformanceArgs conf;
   auto* c_conf = app.add_subcommand(
@@ -232,6 +324,11 @@ int main(int argc, char** argv) {
   c_rb->add_option("--repeat", rb.repeat, "timed repetitions after a warm-up")
       ->capture_default_str();
   c_rb->add_option("--seed", rb.seed, "seed for random weights")->capture_default_str();
+  c_rb->add_option("--weights", rb.weights,
+                   "resident format of the linear layers: fp32, bf16 or int8 (decode is "
+                   "compared with the bandwidth bound for the bytes of that format)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
   c_rb->add_flag("--json", rb.json, "print one JSON object");
   c_rb->callback([&] {
     rb.device = g.device;
@@ -262,6 +359,55 @@ int main(int argc, char** argv) {
     setup_runtime(g);
     rc = cocom::bench::run_store_bench(sb);
   });
+
+  cocom::bench::EfficiencyBenchOptions eb;
+  auto* c_eb = c_bench->add_subcommand(
+      "efficiency",
+      "the COCOM paper's efficiency set-up: answer latency from stored embeddings at several "
+      "compression rates vs uncompressed RAG, compression cost, GFLOPs, memory, storage");
+  c_eb->add_option("--mode", eb.mode, "generation, compression or both (comma list)")
+      ->capture_default_str();
+  c_eb->add_option("--compression-rate", eb.rates, "comma list of rates; 0 = uncompressed RAG")
+      ->capture_default_str();
+  c_eb->add_option("--batch-size", eb.batch_size, "questions per batch (the paper used 16)")
+      ->capture_default_str();
+  c_eb->add_option("--doc-length", eb.doc_length, "tokens per passage")->capture_default_str();
+  c_eb->add_option("--top-k", eb.top_k, "passages per question")->capture_default_str();
+  c_eb->add_option("--query-length", eb.query_length, "question tokens")->capture_default_str();
+  c_eb->add_option("--label-length", eb.label_length, "new tokens per answer")
+      ->capture_default_str();
+  c_eb->add_option("--repeat", eb.repeat, "timed runs after one warm-up")->capture_default_str();
+  c_eb->add_option("--collection-size", eb.collection_size,
+                   "passages in the collection, for the storage estimate (KILT Wikipedia)")
+      ->capture_default_str();
+  c_eb->add_option("--model", eb.model, "COCOM checkpoint (default: random weights of --shape)");
+  c_eb->add_option("--decoder-tokenizer", eb.decoder_tokenizer, "base decoder directory");
+  c_eb->add_option("--compressor-tokenizer", eb.compressor_tokenizer, "base compressor directory");
+  c_eb->add_option("--shape", eb.shape, "random-weight decoder shape: tinyllama or mistral-7b")
+      ->capture_default_str();
+  c_eb->add_option("--config", eb.config, "decoder config.json (instead of --shape)");
+  c_eb->add_option("--compressor", eb.compressor, "random compressor: decoder or bert-base")
+      ->capture_default_str();
+  c_eb->add_option("--compressor-config", eb.compressor_config,
+                   "BERT config.json for --compressor bert-base (instead of BERT-base)");
+  c_eb->add_option("--embedding-dtype", eb.embedding_dtype,
+                   "store dtype of the timed runs: fp16, bf16, fp32 or int8")
+      ->capture_default_str();
+  c_eb->add_option("--weights", eb.weights,
+                   "resident format of the decoder's linear layers: fp32, bf16 or int8")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
+  c_eb->add_flag("!--no-dtype-compare", eb.compare_dtypes,
+                 "skip the int8/bf16/fp16 vs fp32 answer comparison");
+  c_eb->add_option("--seed", eb.seed, "seed for weights and inputs")->capture_default_str();
+  c_eb->add_flag("--json", eb.json, "print one JSON object (progress stays on stderr)");
+  c_eb->callback([&] {
+    eb.device = g.device;
+    setup_runtime(g);
+    rc = cocom::bench::run_efficiency_bench(eb);
+  });
+
+  add_train_commands(app, g, rc);  // cocom train pretrain|finetune
 
   try {
     app.parse(argc, argv);

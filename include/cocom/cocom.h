@@ -142,6 +142,12 @@ struct Options {
   bool load_model_eagerly = false;
   // "cpu" or "cuda" / "cuda:N" (needs a CUDA build of libtorch).
   std::string device = "cpu";
+  // How the decoder's linear layers are held in memory for answering: "fp32" (as computed by
+  // the reference), "bf16" (half the memory) or "int8" (weight-only, per-output-channel
+  // scales: a quarter, and the fastest decode on CPU). bf16/int8 are CPU-only. A Mistral-7B
+  // checkpoint needs bf16 or int8 on a 24 GB machine. Ingestion compresses with the same
+  // decoder, so a store ingested with one format should be asked with the same one.
+  std::string weights = "fp32";
   // Threads for libtorch's intra-op pool; 0 = all cores (std::thread::hardware_concurrency;
   // libtorch's own default can be a single thread). The setting is process-wide (libtorch
   // has one pool), applied by every Open.
