@@ -220,48 +220,6 @@ class PeakMeter {
 // ---------------------------------------------------------------------------------------
 // named shapes
 
-model::DecoderConfig tinyllama_shape() {
-  model::DecoderConfig c;
-  c.model_type = "llama";
-  c.vocab_size = 32000;
-  c.hidden_size = 2048;
-  c.intermediate_size = 5632;
-  c.num_hidden_layers = 16;
-  c.num_attention_heads = 32;
-  c.num_key_value_heads = 8;
-  c.head_dim = 64;
-  c.max_position_embeddings = 2048;
-  c.rms_norm_eps = 1e-5;
-  return c;
-}
-
-model::DecoderConfig mistral7b_shape() {
-  model::DecoderConfig c;
-  c.model_type = "mistral";
-  c.vocab_size = 32000;
-  c.hidden_size = 4096;
-  c.intermediate_size = 14336;
-  c.num_hidden_layers = 32;
-  c.num_attention_heads = 32;
-  c.num_key_value_heads = 8;
-  c.head_dim = 128;
-  c.max_position_embeddings = 32768;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 1000000.0;
-  return c;
-}
-
-model::BertConfig bert_base_shape() {
-  model::BertConfig b;
-  b.vocab_size = 30522;
-  b.hidden_size = 768;
-  b.intermediate_size = 3072;
-  b.num_hidden_layers = 12;
-  b.num_attention_heads = 12;
-  b.max_position_embeddings = 512;
-  return b;
-}
-
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // ---------------------------------------------------------------------------------------
@@ -306,14 +264,8 @@ class Backend {
 class ShapeBackend : public Backend {
  public:
   ShapeBackend(const EfficiencyBenchOptions& o, c10::Device dev) : o_(o) {
-    model::DecoderConfig base = o.config.empty()
-                                    ? (o.shape == "tinyllama"    ? tinyllama_shape()
-                                       : o.shape == "mistral-7b" ? mistral7b_shape()
-                                                                 : model::DecoderConfig{})
-                                    : model::DecoderConfig::load(o.config);
-    if (o.config.empty() && o.shape != "tinyllama" && o.shape != "mistral-7b") {
-      fail("--shape ", o.shape, ": expected tinyllama or mistral-7b (or --config FILE)");
-    }
+    model::DecoderConfig base = o.config.empty() ? model::named_decoder_shape(o.shape)
+                                                 : model::DecoderConfig::load(o.config);
     base_vocab_ = base.vocab_size;
     if (base_vocab_ < 8)
       fail("the decoder vocabulary is too small for the benchmark (", base_vocab_, ")");
@@ -321,7 +273,7 @@ class ShapeBackend : public Backend {
     cfg.vocab_size += 4;  // <MEM> <AE> <ENC> <SEP>, as in a COCOM checkpoint
     shape_name_ = o.config.empty() ? o.shape : o.config;
     if (o.compressor == "bert-base") {
-      bert_cfg_ = o.compressor_config.empty() ? bert_base_shape()
+      bert_cfg_ = o.compressor_config.empty() ? model::bert_base_config()
                                               : model::BertConfig::load(o.compressor_config);
     } else if (o.compressor != "decoder") {
       fail("--compressor ", o.compressor, ": expected decoder or bert-base");
@@ -495,7 +447,9 @@ class ShapeBackend : public Backend {
     while (f >> key >> kb >> unit) {
       if (key == "MemAvailable:") break;
     }
-    const double bytes_per_value = wf == model::WeightFormat::fp32 ? 4 : wf == model::WeightFormat::bf16 ? 2 : 1;
+    const double bytes_per_value = wf == model::WeightFormat::fp32   ? 4
+                                   : wf == model::WeightFormat::bf16 ? 2
+                                                                     : 1;
     const double need = double(cfg.parameter_count()) * bytes_per_value;
     if (key == "MemAvailable:" && need > 0.9 * double(kb) * 1024) {
       fail("the ", shape_name_, " shape needs ~", storage::human_bytes(uint64_t(need)), " of ",

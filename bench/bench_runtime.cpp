@@ -35,22 +35,6 @@ double best_time(int reps, F&& fn) {
   return best;
 }
 
-model::DecoderConfig tinyllama_shape() {
-  model::DecoderConfig c;
-  c.model_type = "llama";
-  c.vocab_size = 32000;
-  c.hidden_size = 2048;
-  c.intermediate_size = 5632;
-  c.num_hidden_layers = 16;
-  c.num_attention_heads = 32;
-  c.num_key_value_heads = 8;
-  c.head_dim = 64;
-  c.max_position_embeddings = 2048;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 10000.0;
-  return c;
-}
-
 // FLOPs of a prefill over n tokens computing logits for the last position only.
 double prefill_flops(const model::DecoderConfig& c, double n) {
   double H = double(c.hidden_size), I = double(c.intermediate_size);
@@ -133,8 +117,8 @@ int run_runtime_bench(const RuntimeBenchOptions& opt) {
     m = model::MistralModel::load(opt.model, dev, {}, wf);
     source = opt.model;
   } else {
-    model::DecoderConfig cfg =
-        opt.config.empty() ? tinyllama_shape() : model::DecoderConfig::load(opt.config);
+    model::DecoderConfig cfg = opt.config.empty() ? model::named_decoder_shape("tinyllama")
+                                                  : model::DecoderConfig::load(opt.config);
     model::RandomWeights rnd(opt.seed);
     m = model::MistralModel::from_weights(cfg, rnd, dev, wf);
     source = opt.config.empty() ? "random TinyLlama shape" : "random weights, " + opt.config;

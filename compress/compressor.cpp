@@ -3,22 +3,13 @@
 #include <spdlog/spdlog.h>
 
 #include "common/error.h"
+#include "model/weights.h"
 
 namespace cocom::compress {
 
 namespace {
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-
-at::Tensor rows_tensor(const std::vector<std::vector<int64_t>>& rows) {
-  const int64_t N = static_cast<int64_t>(rows.size());
-  const int64_t L = N ? static_cast<int64_t>(rows[0].size()) : 0;
-  at::Tensor t = at::empty({N, L}, at::kLong);
-  for (int64_t i = 0; i < N; ++i) {
-    std::copy(rows[size_t(i)].begin(), rows[size_t(i)].end(), t[i].data_ptr<int64_t>());
-  }
-  return t;
-}
 
 }  // namespace
 
@@ -56,7 +47,8 @@ EncoderInputs encoder_inputs(const model::CocomModel& m, const std::vector<std::
       int64_t full = static_cast<int64_t>(tok.encode(texts[i], light).size());
       if (full > context_max_length) {
         ++in.truncated;
-        spdlog::debug("compress: passage {} has {} tokens; truncated to {}", i, full, context_max_length);
+        spdlog::debug("compress: passage {} has {} tokens; truncated to {}", i, full,
+                      context_max_length);
       }
     }
   }
@@ -98,8 +90,8 @@ EncoderInputs encoder_inputs(const model::CocomModel& m, const std::vector<std::
       enc.attention_mask[i].insert(enc.attention_mask[i].end(), size_t(n), 1);
     }
   }
-  in.input_ids = rows_tensor(enc.input_ids);
-  in.attention_mask = rows_tensor(enc.attention_mask);
+  in.input_ids = model::ids_tensor(enc.input_ids);
+  in.attention_mask = model::ids_tensor(enc.attention_mask);
   return in;
 }
 
@@ -127,8 +119,8 @@ at::Tensor compress(const model::CocomModel& m, const EncoderInputs& in) {
   const int64_t r = m.config().compr_rate, Hb = h.size(2);
   if (h.size(1) != n * r) fail("compress: encoder length ", h.size(1), " is not n * compr_rate");
   at::Tensor grouped = h.reshape({N, n, r, Hb});
-  at::Tensor feats = m.config().compr_linear_type == "concat" ? grouped.reshape({N, n, r * Hb})
-                                                              : grouped.mean(2);
+  at::Tensor feats =
+      m.config().compr_linear_type == "concat" ? grouped.reshape({N, n, r * Hb}) : grouped.mean(2);
   return model::dense(feats, m.projection_weight(), m.projection_bias()).to(at::kCPU);
 }
 
@@ -137,8 +129,9 @@ at::Tensor compress_passages(const model::CocomModel& m, const std::vector<std::
   if (batch_size < 1) fail("--batch-size must be at least 1");
   std::vector<at::Tensor> parts;
   for (size_t b = 0; b < passages.size(); b += size_t(batch_size)) {
-    std::vector<std::string> chunk(passages.begin() + long(b),
-                                   passages.begin() + long(std::min(passages.size(), b + size_t(batch_size))));
+    std::vector<std::string> chunk(
+        passages.begin() + long(b),
+        passages.begin() + long(std::min(passages.size(), b + size_t(batch_size))));
     parts.push_back(compress(m, encoder_inputs(m, chunk, context_max_length, Padding::MaxLength)));
   }
   return at::cat(parts, 0);

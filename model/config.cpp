@@ -246,4 +246,50 @@ int64_t BertConfig::parameter_count() const {
   return emb + num_hidden_layers * per_layer + pooler;
 }
 
+DecoderConfig named_decoder_shape(const std::string& shape) {
+  DecoderConfig c;
+  if (shape == "tinyllama") {
+    c.model_type = "llama";
+    c.vocab_size = 32000;
+    c.hidden_size = 2048;
+    c.intermediate_size = 5632;
+    c.num_hidden_layers = 16;
+    c.num_attention_heads = 32;
+    c.num_key_value_heads = 8;
+    c.head_dim = 64;
+    c.max_position_embeddings = 2048;
+    c.rms_norm_eps = 1e-5;
+    c.rope_theta = 10000.0;
+  } else if (shape == "mistral-7b") {
+    c.model_type = "mistral";
+    c.vocab_size = 32000;
+    c.hidden_size = 4096;
+    c.intermediate_size = 14336;
+    c.num_hidden_layers = 32;
+    c.num_attention_heads = 32;
+    c.num_key_value_heads = 8;
+    c.head_dim = 128;
+    c.max_position_embeddings = 32768;
+    c.rms_norm_eps = 1e-5;
+    c.rope_theta = 1e6;
+  } else {
+    fail("--shape ", shape, ": not a decoder shape (tinyllama or mistral-7b)");
+  }
+  c.torch_dtype = "bfloat16";
+  return c;
+}
+
+BertConfig bert_base_config() {
+  BertConfig c;
+  c.vocab_size = 30522;
+  c.hidden_size = 768;
+  c.intermediate_size = 3072;
+  c.num_hidden_layers = 12;
+  c.num_attention_heads = 12;
+  c.max_position_embeddings = 512;
+  c.type_vocab_size = 2;
+  c.layer_norm_eps = 1e-12;
+  return c;
+}
+
 }  // namespace cocom::model

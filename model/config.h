@@ -59,6 +59,14 @@ struct BertConfig {
   int64_t parameter_count() const;
 };
 
+// The named shapes used by `model init --shape` and the benchmarks: "tinyllama" (hidden 2048,
+// 16 layers, 32/8 heads, intermediate 5632, vocabulary 32000) and "mistral-7b" (v0.2: 4096,
+// 32 layers, 32/8 heads, 14336, 32000, rope_theta 1e6, no sliding window). Throws naming the
+// shape otherwise.
+DecoderConfig named_decoder_shape(const std::string& shape);
+// BERT-base (uncased): 768 hidden, 12 layers, 12 heads, 3072, vocabulary 30522.
+BertConfig bert_base_config();
+
 enum class Arch { Decoder, Bert };
 // Which architecture a config.json describes (model_type / architectures); throws otherwise.
 Arch detect_arch(const Json& j, const std::string& origin);

@@ -17,6 +17,20 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 
 std::string shape_str(at::IntArrayRef shape) { return shape_str(shape.vec()); }
 
+at::Tensor ids_tensor(const std::vector<std::vector<int64_t>>& rows) {
+  const int64_t n = static_cast<int64_t>(rows.size());
+  const int64_t len = n ? static_cast<int64_t>(rows[0].size()) : 0;
+  at::Tensor t = at::empty({n, len}, at::kLong);
+  for (int64_t i = 0; i < n; ++i) {
+    const auto& row = rows[size_t(i)];
+    if (static_cast<int64_t>(row.size()) != len) {
+      fail("ids_tensor: row ", i, " has ", row.size(), " entries, row 0 has ", len);
+    }
+    std::copy(row.begin(), row.end(), t[i].data_ptr<int64_t>());
+  }
+  return t;
+}
+
 namespace {
 at::Tensor tensor_from_bytes(const TensorInfo& ti, const uint8_t* src, const std::string& file,
                              at::ScalarType target) {

@@ -98,4 +98,7 @@ class WeightSource : public TensorProvider {
 std::string shape_str(const std::vector<int64_t>& shape);
 std::string shape_str(at::IntArrayRef shape);
 
+// Equal-length rows of token ids (or masks) as an int64 tensor [rows, length].
+at::Tensor ids_tensor(const std::vector<std::vector<int64_t>>& rows);
+
 }  // namespace cocom::model

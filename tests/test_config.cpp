@@ -357,3 +357,19 @@ TEST_F(ConfigHostile, HugeValues) {
 
 }  // namespace
 }  // namespace cocom::model
+
+// The named shapes against parameter counts worked out independently. Mistral-7B-v0.1/v0.2:
+// 7,241,732,096 (the published figure). The TinyLlama shape as the efficiency issue fixes it
+// (hidden 2048, 16 layers, 32 query / 8 key-value heads of 64, intermediate 5632, untied
+// 32000-entry embeddings): per layer q,o 2 * 2048^2 + k,v 2 * 2048 * 512 + MLP 3 * 2048 * 5632
+// + 2 norms * 2048 = 45,092,864; plus 2 * 32000 * 2048 + the final norm 2048.
+TEST(Config, NamedShapesHaveThePublishedParameterCounts) {
+  using namespace cocom::model;
+  EXPECT_EQ(named_decoder_shape("mistral-7b").parameter_count(), 7241732096);
+  EXPECT_EQ(named_decoder_shape("tinyllama").parameter_count(),
+            16 * 45092864 + 2 * 32000 * 2048 + 2048);
+  EXPECT_EQ(named_decoder_shape("mistral-7b").rope_theta, 1e6);
+  // bert-base-uncased: 109,482,240 parameters with its pooler.
+  EXPECT_EQ(bert_base_config().parameter_count(), 109482240);
+  EXPECT_THROW(named_decoder_shape("llama-70b"), cocom::Error);
+}

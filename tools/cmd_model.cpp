@@ -58,8 +58,8 @@ int cocom_info(const GlobalOptions& g, const InfoArgs& a, c10::Device dev) {
     out["compressor_source"] = m->compressor_source();
   }
   out["embeddings_per_128_token_passage"] = (128 + c.compr_rate - 1) / c.compr_rate;
-  out["special_ids"] = {{"<MEM>", m->mem_id()}, {"<AE>", m->ae_id()}, {"<ENC>", m->enc_id()},
-                        {"<SEP>", m->sep_id()}};
+  out["special_ids"] = {
+      {"<MEM>", m->mem_id()}, {"<AE>", m->ae_id()}, {"<ENC>", m->enc_id()}, {"<SEP>", m->sep_id()}};
   out["load_seconds"] = m->load_seconds();
   out["device"] = g.device;
   if (a.json) {
@@ -72,14 +72,14 @@ int cocom_info(const GlobalOptions& g, const InfoArgs& a, c10::Device dev) {
             << " embeddings per 128-token passage, sep " << (c.sep ? "on" : "off") << ", top-k "
             << c.generation_top_k << ")\n"
             << "decoder:      " << d.num_hidden_layers << " layers, hidden " << d.hidden_size
-            << ", heads " << d.num_attention_heads << "/" << d.num_key_value_heads << ", vocabulary "
-            << d.vocab_size << (c.lora ? ", LoRA r " + std::to_string(c.lora_r) + " merged" : "")
-            << "\n"
+            << ", heads " << d.num_attention_heads << "/" << d.num_key_value_heads
+            << ", vocabulary " << d.vocab_size
+            << (c.lora ? ", LoRA r " + std::to_string(c.lora_r) + " merged" : "") << "\n"
             << "              base model and tokenizer from " << m->decoder_source() << "\n";
   if (c.light()) {
     const auto& b = m->bert()->config();
-    std::cout << "compressor:   BERT, " << b.num_hidden_layers << " layers, hidden " << b.hidden_size
-              << ", projection " << c.compr_linear_type << "\n"
+    std::cout << "compressor:   BERT, " << b.num_hidden_layers << " layers, hidden "
+              << b.hidden_size << ", projection " << c.compr_linear_type << "\n"
               << "              from " << m->compressor_source() << "\n";
   } else {
     std::cout << "compressor:   the decoder itself (<MEM> tokens)\n";
@@ -295,54 +295,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// The named shapes of `--shape` (the efficiency benchmark): TinyLlama with 16 layers as
-// the benchmark uses it, Mistral-7B (v0.2: rope_theta 1e6, no sliding window), BERT-base.
-model::DecoderConfig decoder_shape(const std::string& shape) {
-  model::DecoderConfig c;
-  if (shape == "tinyllama") {
-    c.model_type = "llama";
-    c.vocab_size = 32000;
-    c.hidden_size = 2048;
-    c.intermediate_size = 5632;
-    c.num_hidden_layers = 16;
-    c.num_attention_heads = 32;
-    c.num_key_value_heads = 8;
-    c.head_dim = 64;
-    c.max_position_embeddings = 2048;
-    c.rms_norm_eps = 1e-5;
-    c.rope_theta = 10000.0;
-  } else if (shape == "mistral-7b") {
-    c.model_type = "mistral";
-    c.vocab_size = 32000;
-    c.hidden_size = 4096;
-    c.intermediate_size = 14336;
-    c.num_hidden_layers = 32;
-    c.num_attention_heads = 32;
-    c.num_key_value_heads = 8;
-    c.head_dim = 128;
-    c.max_position_embeddings = 32768;
-    c.rms_norm_eps = 1e-5;
-    c.rope_theta = 1e6;
-  } else {
-    fail("--shape ", shape, ": not a decoder shape (tinyllama or mistral-7b)");
-  }
-  c.torch_dtype = "bfloat16";
-  return c;
-}
-
-model::BertConfig bert_base_shape() {
-  model::BertConfig c;
-  c.vocab_size = 30522;
-  c.hidden_size = 768;
-  c.intermediate_size = 3072;
-  c.num_hidden_layers = 12;
-  c.num_attention_heads = 12;
-  c.max_position_embeddings = 512;
-  c.type_vocab_size = 2;
-  c.layer_norm_eps = 1e-12;
-  return c;
-}
-
 // scripts/train-tokenizer.sh: $COCOM_TRAIN_TOKENIZER, the source tree beside a build
 // directory (build*/bin/cocom), or an installed copy under share/cocom.
 std::string train_tokenizer_script() {
@@ -431,14 +383,14 @@ int64_t init_from_shape(const InitArgs& a, model::DType dt) {
   fs::create_directories(a.out, ec);
   if (ec) fail("--out ", a.out, ": cannot create directory (", ec.message(), ")");
   if (a.arch == "bert") {
-    model::BertConfig c = bert_base_shape();
+    model::BertConfig c = model::bert_base_config();
     const std::string tok =
         tokenizer_for(a.tokenizer, a.out, a.vocab_size, c.vocab_size, true, "--tokenizer");
     copy_tokenizer_files(tok, a.out);
     c.vocab_size = model::load_tokenizer(a.out)->size();
     return model::write_random_bert(c, a.out, a.seed, dt);
   }
-  model::DecoderConfig c = decoder_shape(a.shape);
+  model::DecoderConfig c = model::named_decoder_shape(a.shape);
   if (a.arch == "mistral") {
     const std::string tok =
         tokenizer_for(a.tokenizer, a.out, a.vocab_size, c.vocab_size, false, "--tokenizer");
@@ -465,7 +417,7 @@ int64_t init_from_shape(const InitArgs& a, model::DType dt) {
   spec["decoder_tokenizer"] = dec_tok;
   const bool light = a.arch == "cocom-light";
   if (light) {
-    model::BertConfig b = bert_base_shape();
+    model::BertConfig b = model::bert_base_config();
     const std::string comp_tok =
         tokenizer_for(a.compressor_tokenizer, join_path(a.out, ".train-compressor-tokenizer"), 0,
                       b.vocab_size, true, "--compressor-tokenizer");

@@ -3,22 +3,13 @@
 #include <algorithm>
 
 #include "common/error.h"
+#include "model/weights.h"
 
 namespace cocom::train {
 
 namespace {
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-
-at::Tensor to_tensor(const std::vector<std::vector<int64_t>>& rows) {
-  const int64_t N = static_cast<int64_t>(rows.size());
-  const int64_t L = N ? static_cast<int64_t>(rows[0].size()) : 0;
-  at::Tensor t = at::empty({N, L}, at::kLong);
-  for (int64_t i = 0; i < N; ++i) {
-    std::copy(rows[size_t(i)].begin(), rows[size_t(i)].end(), t[i].data_ptr<int64_t>());
-  }
-  return t;
-}
 
 // Pads (or leaves) every row to `length` on `side` with `pad`; mask 0 on pads.
 void pad_rows(std::vector<std::vector<int64_t>>* ids, std::vector<std::vector<int64_t>>* mask,
@@ -127,8 +118,8 @@ TrainBatch make_pretraining_batch(const ExampleFormat& f, const std::vector<std:
   std::vector<std::vector<int64_t>> mask;
   pad_rows(&ids, &mask, size_t(max_len), tok.pad_id() >= 0 ? tok.pad_id() : tok.bos_id(),
            model::PaddingSide::Left);
-  b.dec_input_ids = to_tensor(ids);
-  b.dec_attention_mask = to_tensor(mask);
+  b.dec_input_ids = model::ids_tensor(ids);
+  b.dec_attention_mask = model::ids_tensor(mask);
   b.labels =
       pretraining_labels(f, b.dec_input_ids, b.dec_attention_mask, kind == BatchKind::AutoEncoding);
   check_slots(f, b);
@@ -187,8 +178,8 @@ void encode_passages(const ExampleFormat& f, const std::vector<std::string>& pas
     pad_rows(&ids, &mask, size_t(round_up(f.context_max_length, f.compr_rate)), tok.pad_id(),
              model::PaddingSide::Right);
   }
-  batch->enc_input_ids = to_tensor(ids);
-  batch->enc_attention_mask = to_tensor(mask);
+  batch->enc_input_ids = model::ids_tensor(ids);
+  batch->enc_attention_mask = model::ids_tensor(mask);
 }
 
 TrainBatch make_autoencoding_batch(const ExampleFormat& f, const std::vector<std::string>& texts) {
@@ -254,9 +245,9 @@ TrainBatch make_qa_batch(const ExampleFormat& f, const std::vector<QAExample>& e
   pad_rows(&ids, &mask, longest, tok.pad_id() >= 0 ? tok.pad_id() : tok.bos_id(),
            model::PaddingSide::Left);
   pad_rows(&label_rows, &unused, longest, kIgnoreIndex, model::PaddingSide::Left);
-  b.dec_input_ids = to_tensor(ids);
-  b.dec_attention_mask = to_tensor(mask);
-  b.labels = to_tensor(label_rows);
+  b.dec_input_ids = model::ids_tensor(ids);
+  b.dec_attention_mask = model::ids_tensor(mask);
+  b.labels = model::ids_tensor(label_rows);
   check_slots(f, b);
   return b;
 }
