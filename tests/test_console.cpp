@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -107,6 +108,18 @@ class PtySession {
 
   // Types like a person: the text, then Enter.
   void type_line(const std::string& line) { send(line + "\r"); }
+  // Waits until the console's line editor has the terminal (canonical mode off), as a person
+  // at the prompt would: keys typed while the terminal is still cooked are echoed and edited
+  // by the kernel instead. False on timeout.
+  bool wait_line_editing(double seconds = kWait) {
+    auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
+    for (;;) {
+      termios t{};
+      if (::tcgetattr(fd_, &t) == 0 && (t.c_lflag & ICANON) == 0) return true;
+      if (Clock::now() > deadline) return false;
+      pump(5);
+    }
+  }
   void send(const std::string& bytes) {
     size_t done = 0;
     while (done < bytes.size()) {
@@ -226,6 +239,9 @@ class Console : public ::testing::Test {
   static std::string until_prompt(PtySession& s, size_t from) {
     size_t p = s.wait_for(kPrompt, from);
     EXPECT_NE(p, std::string::npos) << "no prompt after offset " << from << ":\n" << s.text();
+    EXPECT_TRUE(p == std::string::npos || s.wait_line_editing(0))
+        << "prompt shown on a cooked terminal:\n"
+        << s.text();
     return p == std::string::npos ? s.text().substr(from) : s.text().substr(from, p - from);
   }
 };
@@ -235,6 +251,9 @@ size_t start(PtySession& s) {
   EXPECT_TRUE(s.started());
   size_t p = s.wait_for(kPrompt, 0);
   EXPECT_NE(p, std::string::npos) << s.text();
+  EXPECT_TRUE(p == std::string::npos || s.wait_line_editing(0))
+      << "prompt shown on a cooked terminal:\n"
+      << s.text();
   return p == std::string::npos ? 0 : p + std::strlen(kPrompt);
 }
 
@@ -363,6 +382,7 @@ TEST_F(Console, CtrlCStopsAGenerationAndClearsALine) {
   s.send("\x03");
   ASSERT_NE(s.wait_for(kPrompt, s.text().find("half a question", mark)), std::string::npos)
       << s.text();
+  ASSERT_TRUE(s.wait_line_editing()) << s.text();
   mark = s.text().size();
   s.type_line(":k");
   std::string out = until_prompt(s, mark + 3);

@@ -10,6 +10,7 @@
 #include <histedit.h>
 #include <langinfo.h>
 #include <locale.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <cwchar>
 #include <iostream>
 #include <optional>
 #include <sstream>
@@ -53,6 +55,40 @@ void install_sigint(bool restart) {
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = restart ? SA_RESTART : 0;
   sigaction(SIGINT, &sa, nullptr);
+}
+
+// Reads one character for libedit. It waits with poll() in short slices and looks at the
+// Ctrl-C flag between them: a SIGINT that lands just before a blocking read() would otherwise
+// be lost until the next key press.
+int read_char_interruptible(EditLine*, wchar_t* out) {
+  std::mbstate_t state{};
+  *out = L'\0';
+  for (;;) {
+    if (g_interrupted) {
+      errno = EINTR;
+      return -1;
+    }
+    pollfd p{STDIN_FILENO, POLLIN, 0};
+    const int ready = ::poll(&p, 1, 100);
+    if (ready < 0 && errno != EINTR) return -1;
+    if (ready <= 0) continue;
+    char c = 0;
+    const ssize_t n = ::read(STDIN_FILENO, &c, 1);
+    if (n == 0) return 0;  // end of input
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      return -1;
+    }
+    wchar_t wc = 0;
+    const size_t used = std::mbrtowc(&wc, &c, 1, &state);
+    if (used == static_cast<size_t>(-2)) continue;  // more bytes of this character to come
+    if (used == static_cast<size_t>(-1)) {          // not UTF-8: the byte is dropped
+      state = std::mbstate_t{};
+      continue;
+    }
+    *out = wc;
+    return 1;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -410,6 +446,7 @@ int run_interactive(Console& console) {
   el_set(el, EL_EDITOR, "emacs");
   el_set(el, EL_HIST, history, hist);
   el_set(el, EL_PROMPT, prompt);
+  el_set(el, EL_GETCFN, read_char_interruptible);
   el_source(el, nullptr);  // the user's ~/.editrc, when there is one
 
   for (;;) {
@@ -417,6 +454,10 @@ int run_interactive(Console& console) {
     g_interrupted = 0;
     int count = 0;
     errno = 0;
+    // The line editor takes the terminal before the prompt appears: otherwise keys typed just
+    // after the prompt can reach a still-cooked terminal, which echoes them itself and turns
+    // Ctrl-D into a NUL the editor does not treat as end of input.
+    el_set(el, EL_PREP_TERM, 1);
     const char* raw = el_gets(el, &count);
     if (raw == nullptr || count <= 0) {
       if (g_interrupted || (count < 0 && errno == EINTR)) {
