@@ -725,6 +725,22 @@ Json run_efficiency(const EfficiencyBenchOptions& o) {
     progress("%s: mean %.1f ms over %d runs", what, mean_of(t.total) * 1e3, o.repeat);
     return t;
   };
+  // Times answers produced by `answer` (prompt length and new tokens recorded from the last).
+  auto time_answers = [&](const char* what, const std::function<GenRun()>& answer, int64_t* L,
+                          int64_t* T) {
+    return time_runs(what, [&](Timed* rec) {
+      const double t0 = now_s();
+      GenRun g = answer();
+      const double dt = now_s() - t0;
+      *L = g.prompt_length;
+      *T = g.gen.tokens.size(1);
+      if (rec) {
+        rec->total.push_back(dt);
+        rec->prefill.push_back(g.gen.prefill_seconds);
+        rec->decode.push_back(g.gen.decode_seconds);
+      }
+    });
+  };
   auto storage_json = [&](int64_t n, storage::EmbeddingDType dt) {
     const uint64_t per = storage::embedding_payload_bytes(n, H, dt);
     return Json{{"dtype", storage::embedding_dtype_name(dt)},
@@ -740,18 +756,8 @@ Json run_efficiency(const EfficiencyBenchOptions& o) {
       if (!gen_mode) continue;
       std::snprintf(label, sizeof label, "generation, uncompressed");
       int64_t L = 0, T = 0;
-      Timed t = time_runs(label, [&](Timed* rec) {
-        const double t0 = now_s();
-        GenRun g = be->answer_uncompressed(B, k, so);
-        const double dt = now_s() - t0;
-        L = g.prompt_length;
-        T = g.gen.tokens.size(1);
-        if (rec) {
-          rec->total.push_back(dt);
-          rec->prefill.push_back(g.gen.prefill_seconds);
-          rec->decode.push_back(g.gen.decode_seconds);
-        }
-      });
+      Timed t = time_answers(
+          label, [&] { return be->answer_uncompressed(B, k, so); }, &L, &T);
       const double flops = double(B) * generation_flops(dc, L, T);
       Json e = {
           {"mode", "generation"},
@@ -808,18 +814,8 @@ Json run_efficiency(const EfficiencyBenchOptions& o) {
     std::snprintf(label, sizeof label, "generation x%lld from %s records",
                   static_cast<long long>(r), storage::embedding_dtype_name(*store_dtype));
     int64_t L = 0, T = 0;
-    Timed t = time_runs(label, [&](Timed* rec) {
-      const double t0 = now_s();
-      GenRun g = be->answer(records, B, k, n, so);
-      const double dt = now_s() - t0;
-      L = g.prompt_length;
-      T = g.gen.tokens.size(1);
-      if (rec) {
-        rec->total.push_back(dt);
-        rec->prefill.push_back(g.gen.prefill_seconds);
-        rec->decode.push_back(g.gen.decode_seconds);
-      }
-    });
+    Timed t = time_answers(
+        label, [&] { return be->answer(records, B, k, n, so); }, &L, &T);
     const double flops = double(B) * generation_flops(dc, L, T);
     Json e = {
         {"mode", "generation"},
