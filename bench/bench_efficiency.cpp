@@ -741,6 +741,25 @@ Json run_efficiency(const EfficiencyBenchOptions& o) {
       }
     });
   };
+  // One generation configuration's JSON entry (the terminal table is printed from these).
+  auto generation_json = [&](int64_t rate, int64_t L, int64_t T, const Timed& t, Json storage) {
+    const double flops = double(B) * generation_flops(dc, L, T);
+    const double total = mean_of(t.total), prefill = mean_of(t.prefill), decode = mean_of(t.decode);
+    return Json{{"mode", "generation"},
+                {"compression_rate", rate},
+                {"prompt_tokens", L},
+                {"new_tokens", T},
+                {"latency_ms", latency_json(t.total)},
+                {"stages_ms",
+                 {{"prompt_assembly", (total - prefill - decode) * 1e3},
+                  {"prefill", prefill * 1e3},
+                  {"decode", decode * 1e3}}},
+                {"gflops", flops / 1e9},
+                {"gflops_per_s", flops / 1e9 / total},
+                {"peak_rss_bytes", t.peak},
+                {"peak_rss_delta_bytes", t.peak_delta},
+                {"storage", std::move(storage)}};
+  };
   auto storage_json = [&](int64_t n, storage::EmbeddingDType dt) {
     const uint64_t per = storage::embedding_payload_bytes(n, H, dt);
     return Json{{"dtype", storage::embedding_dtype_name(dt)},
@@ -758,22 +777,7 @@ Json run_efficiency(const EfficiencyBenchOptions& o) {
       int64_t L = 0, T = 0;
       Timed t = time_answers(
           label, [&] { return be->answer_uncompressed(B, k, so); }, &L, &T);
-      const double flops = double(B) * generation_flops(dc, L, T);
-      Json e = {
-          {"mode", "generation"},
-          {"compression_rate", 0},
-          {"prompt_tokens", L},
-          {"new_tokens", T},
-          {"latency_ms", latency_json(t.total)},
-          {"stages_ms",
-           {{"prompt_assembly", (mean_of(t.total) - mean_of(t.prefill) - mean_of(t.decode)) * 1e3},
-            {"prefill", mean_of(t.prefill) * 1e3},
-            {"decode", mean_of(t.decode) * 1e3}}},
-          {"gflops", flops / 1e9},
-          {"gflops_per_s", flops / 1e9 / mean_of(t.total)},
-          {"peak_rss_bytes", t.peak},
-          {"peak_rss_delta_bytes", t.peak_delta},
-          {"storage", nullptr}};
+      Json e = generation_json(0, L, T, t, nullptr);
       gen.push_back(e);
       continue;
     }
@@ -816,22 +820,7 @@ Json run_efficiency(const EfficiencyBenchOptions& o) {
     int64_t L = 0, T = 0;
     Timed t = time_answers(
         label, [&] { return be->answer(records, B, k, n, so); }, &L, &T);
-    const double flops = double(B) * generation_flops(dc, L, T);
-    Json e = {
-        {"mode", "generation"},
-        {"compression_rate", r},
-        {"prompt_tokens", L},
-        {"new_tokens", T},
-        {"latency_ms", latency_json(t.total)},
-        {"stages_ms",
-         {{"prompt_assembly", (mean_of(t.total) - mean_of(t.prefill) - mean_of(t.decode)) * 1e3},
-          {"prefill", mean_of(t.prefill) * 1e3},
-          {"decode", mean_of(t.decode) * 1e3}}},
-        {"gflops", flops / 1e9},
-        {"gflops_per_s", flops / 1e9 / mean_of(t.total)},
-        {"peak_rss_bytes", t.peak},
-        {"peak_rss_delta_bytes", t.peak_delta},
-        {"storage", storage_json(n, *store_dtype)}};
+    Json e = generation_json(r, L, T, t, storage_json(n, *store_dtype));
     if (o.compare_dtypes) {
       progress("x%lld: answers from fp32 / fp16 / bf16 / int8 records", static_cast<long long>(r));
       model::SamplingOptions keep = so;
