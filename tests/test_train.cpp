@@ -1,6 +1,8 @@
 // COCOM training: batch format and label masking (by hand), the trainable forward against the
 // inference runtime, loss going down for each objective, exact resumption, saving in the
-// layout the loader reads, the frozen-decoder ablation, skipped non-finite steps, the CLI.
+// layout the loader reads, the frozen-decoder ablation, skipped non-finite steps, held-out
+// evaluation, the device and bf16 autocast options, the CLI.
+#include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -466,6 +468,323 @@ TEST(Trainer, NonFiniteGradientIsSkipped) {
   train::StepResult r3 = t->train_step();
   EXPECT_FALSE(r3.skipped);
   EXPECT_EQ(r3.step, 3);
+  fs::remove_all(tmp);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Held-out evaluation, devices, bf16 autocast.
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> out;
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
+// The evaluation loss is the plain mean of the per-batch losses of fixed batches built from the
+// first eval_examples lines (eval mode: no dropout), each passage once as AE and once as TC.
+TEST(TrainEval, PretrainLossIsMeanOfFixedBatches) {
+  std::string tmp = test::make_temp_dir("train_eval_hand");
+  auto o = tiny_options(cocom_dir(), write_pretrain_data(tmp), tmp + "/out");
+  o.eval_data = o.data;
+  o.eval_examples = 3;  // batches {0, 1} and {2}
+  o.batch_size = 2;
+  o.lora_dropout = 0.3;  // would change the numbers if evaluation ran in training mode
+  auto t = train::Trainer::create(o);
+  t->log = [](const std::string&) {};
+  t->train_step();  // LoRA B != 0, so the adapters (and their dropout) matter
+  train::EvalResult r = t->evaluate();
+  EXPECT_EQ(r.step, 1);
+  EXPECT_EQ(r.examples, 3);
+  ASSERT_TRUE(r.ae_loss && r.tc_loss);
+  EXPECT_FALSE(r.qa_loss);
+  ASSERT_EQ(r.ae_batch_losses.size(), 2u);
+  ASSERT_EQ(r.tc_batch_losses.size(), 2u);
+
+  // By hand.
+  auto& m = t->model();
+  const train::ExampleFormat f = m.example_format(o.context_max_length);
+  const std::vector<std::vector<std::string>> groups = {{kPassages[0], kPassages[1]},
+                                                        {kPassages[2]}};
+  double ae = 0, tc = 0;
+  {
+    at::NoGradGuard ng;
+    m.set_training(false);
+    for (size_t g = 0; g < groups.size(); ++g) {
+      std::vector<std::string> heads, tails;
+      for (const auto& text : groups[g]) {
+        auto [h, tl] = train::split_for_continuation(f, text);
+        heads.push_back(h);
+        tails.push_back(tl);
+      }
+      const double a = m.loss(train::make_autoencoding_batch(f, groups[g])).loss.item<double>();
+      const double c = m.loss(train::make_continuation_batch(f, heads, tails)).loss.item<double>();
+      EXPECT_EQ(r.ae_batch_losses[g], a) << "batch " << g;
+      EXPECT_EQ(r.tc_batch_losses[g], c) << "batch " << g;
+      ae += a / 2;
+      tc += c / 2;
+    }
+    m.set_training(true);
+  }
+  EXPECT_DOUBLE_EQ(*r.ae_loss, ae);
+  EXPECT_DOUBLE_EQ(*r.tc_loss, tc);
+  EXPECT_NE(*r.ae_loss, *r.tc_loss);
+  // Deterministic: again, the same numbers bit for bit; the model is left in training mode.
+  train::EvalResult again = t->evaluate();
+  EXPECT_EQ(*again.ae_loss, *r.ae_loss);
+  EXPECT_EQ(*again.tc_loss, *r.tc_loss);
+  EXPECT_TRUE(t->model().training());
+  Json j = r.to_json();
+  EXPECT_EQ(j["step"], 1);
+  EXPECT_DOUBLE_EQ(j["ae_ppl"].get<double>(), std::exp(*r.ae_loss));
+  EXPECT_FALSE(j.contains("qa_loss"));
+  // More examples than the file has: all of them.
+  o.eval_examples = 100;
+  auto t2 = train::Trainer::create(o);
+  t2->log = [](const std::string&) {};
+  EXPECT_EQ(t2->evaluate().examples, 4);
+  fs::remove_all(tmp);
+}
+
+TEST(TrainEval, FinetuneReportsAnswerLoss) {
+  std::string tmp = test::make_temp_dir("train_eval_qa");
+  auto o = tiny_options(cocom_dir(), write_qa_data(tmp), tmp + "/out");
+  o.task = train::Task::Finetune;
+  o.eval_data = o.data;
+  o.eval_examples = 2;
+  o.batch_size = 2;
+  auto t = train::Trainer::create(o);
+  t->log = [](const std::string&) {};
+  train::EvalResult r = t->evaluate();
+  ASSERT_TRUE(r.qa_loss);
+  EXPECT_FALSE(r.ae_loss || r.tc_loss);
+  ASSERT_EQ(r.qa_batch_losses.size(), 1u);
+  EXPECT_GT(*r.qa_loss, 0);
+  // Without held-out data there is nothing to evaluate.
+  o.eval_data.clear();
+  auto t2 = train::Trainer::create(o);
+  EXPECT_THROW(t2->evaluate(), Error);
+  o.eval_every = 2;  // needs --eval-data
+  EXPECT_THROW(train::Trainer::create(o), Error);
+  fs::remove_all(tmp);
+}
+
+// Evaluating between steps changes nothing in training: the same losses and weights, bit for
+// bit (dropout, the AE/TC draw, accumulation and an epoch boundary included).
+TEST(TrainEval, DoesNotDisturbTraining) {
+  std::string tmp = test::make_temp_dir("train_eval_same");
+  auto o = tiny_options(cocom_dir(), write_pretrain_data(tmp), tmp + "/out");
+  o.batch_size = 3;
+  o.grad_accum = 2;
+  o.max_steps = 4;
+  o.lora_dropout = 0.2;
+  auto plain = train::Trainer::create(o);
+  plain->log = [](const std::string&) {};
+  std::vector<double> a = losses_of(*plain);
+  o.eval_data = o.data;
+  o.eval_examples = 3;
+  auto with_eval = train::Trainer::create(o);
+  with_eval->log = [](const std::string&) {};
+  std::vector<double> b;
+  with_eval->evaluate();
+  while (!with_eval->done()) {
+    b.push_back(with_eval->train_step().loss);
+    with_eval->evaluate();
+  }
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << "step " << i;
+  const auto& pa = plain->model().trainable_parameters();
+  const auto& pb = with_eval->model().trainable_parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  for (size_t i = 0; i < pa.size(); ++i) {
+    EXPECT_TRUE(at::equal(pa[i].second, pb[i].second)) << pa[i].first;
+  }
+  fs::remove_all(tmp);
+}
+
+// run(): an evaluation every eval_every steps and after the last, logged and appended to
+// OUT/eval-log.jsonl, the last one kept in the checkpoint; the options (and the last
+// evaluation) come back on resume.
+TEST(TrainEval, RunLogsAndCheckpointsEvaluations) {
+  std::string tmp = test::make_temp_dir("train_eval_run");
+  auto o = tiny_options(cocom_dir(), write_pretrain_data(tmp), tmp + "/out");
+  o.batch_size = 2;
+  o.max_steps = 5;
+  o.eval_data = o.data;
+  o.eval_every = 2;
+  o.eval_examples = 2;
+  o.save_every = 2;
+  auto t = train::Trainer::create(o);
+  std::vector<std::string> lines;
+  t->log = [&](const std::string& s) { lines.push_back(s); };
+  t->run();
+  std::vector<std::string> evals;
+  for (const auto& l : lines) {
+    if (l.rfind("eval ", 0) == 0) evals.push_back(l);
+  }
+  ASSERT_EQ(evals.size(), 3u);
+  EXPECT_EQ(evals[0].rfind("eval step 2/5 | ae-loss ", 0), 0u) << evals[0];
+  EXPECT_NE(evals[0].find(" | tc-loss "), std::string::npos) << evals[0];
+  EXPECT_NE(evals[0].find(" s"), std::string::npos) << evals[0];
+  EXPECT_EQ(evals[2].rfind("eval step 5/5", 0), 0u) << evals[2];
+  std::vector<std::string> log = read_lines(o.out + "/eval-log.jsonl");
+  ASSERT_EQ(log.size(), 3u);
+  std::vector<int64_t> steps;
+  for (const auto& l : log) {
+    Json j = Json::parse(l);
+    steps.push_back(j["step"].get<int64_t>());
+    EXPECT_TRUE(j.contains("ae_loss") && j.contains("tc_loss") && j.contains("seconds")) << l;
+    EXPECT_EQ(j["examples"], 2);
+  }
+  EXPECT_EQ(steps, std::vector<int64_t>({2, 4, 5}));
+  ASSERT_TRUE(t->last_eval());
+  EXPECT_EQ(t->last_eval()->step, 5);
+
+  // The step-4 checkpoint: its evaluation and the options.
+  const std::string ck = o.out + "/checkpoints/step-4";
+  Json st = read_json_file(ck + "/trainer_state.json");
+  EXPECT_EQ(st["last_eval"]["step"], 4);
+  EXPECT_EQ(st["dropout_generator_device"], "cpu");
+  auto r = train::Trainer::resume(ck, tmp + "/out2");
+  EXPECT_EQ(r->options().eval_data, o.eval_data);
+  EXPECT_EQ(r->options().eval_every, 2);
+  EXPECT_EQ(r->options().eval_examples, 2);
+  EXPECT_FALSE(r->options().bf16);
+  ASSERT_TRUE(r->last_eval());
+  EXPECT_EQ(r->last_eval()->step, 4);
+  EXPECT_DOUBLE_EQ(*r->last_eval()->ae_loss, Json::parse(log[1])["ae_loss"].get<double>());
+  // The resumed run evaluates the same model the same way.
+  EXPECT_DOUBLE_EQ(*r->evaluate().tc_loss, Json::parse(log[1])["tc_loss"].get<double>());
+  r->log = [](const std::string&) {};
+  r->run();
+  std::vector<std::string> log2 = read_lines(tmp + "/out2/eval-log.jsonl");
+  ASSERT_EQ(log2.size(), 1u);
+  EXPECT_EQ(Json::parse(log2[0])["step"], 5);
+  EXPECT_DOUBLE_EQ(Json::parse(log2[0])["ae_loss"].get<double>(),
+                   Json::parse(log[2])["ae_loss"].get<double>());
+
+  // eval_every = 0: only after the last step.
+  o.eval_every = 0;
+  o.save_every = 0;
+  o.out = tmp + "/out3";
+  o.max_steps = 2;
+  auto t3 = train::Trainer::create(o);
+  t3->log = [](const std::string&) {};
+  t3->run();
+  std::vector<std::string> log3 = read_lines(o.out + "/eval-log.jsonl");
+  ASSERT_EQ(log3.size(), 1u);
+  EXPECT_EQ(Json::parse(log3[0])["step"], 2);
+  fs::remove_all(tmp);
+}
+
+TEST(TrainEval, OptionsRoundTrip) {
+  train::TrainOptions o;
+  o.eval_data = "/x/held-out.jsonl";
+  o.eval_every = 7;
+  o.eval_examples = 9;
+  o.bf16 = true;
+  o.device = "cuda:1";
+  train::TrainOptions back = train::TrainOptions::from_json(o.to_json(), "test");
+  EXPECT_EQ(back.eval_data, o.eval_data);
+  EXPECT_EQ(back.eval_every, 7);
+  EXPECT_EQ(back.eval_examples, 9);
+  EXPECT_TRUE(back.bf16);
+  EXPECT_EQ(back.device, "cuda:1");
+  // Older checkpoints (no such keys) get the defaults.
+  train::TrainOptions old = train::TrainOptions::from_json(Json::object(), "test");
+  EXPECT_FALSE(old.bf16);
+  EXPECT_EQ(old.eval_every, 0);
+  EXPECT_EQ(old.eval_examples, 64);
+}
+
+// bf16 on CPU: CPU autocast (slow in this libtorch, but it works): the loss goes down, the
+// numbers differ from fp32 (so autocast really ran), the weights and gradients stay fp32, and
+// the autocast state is restored after each forward.
+TEST(TrainBf16, CpuAutocastTrains) {
+  std::string tmp = test::make_temp_dir("train_bf16");
+  auto o = tiny_options(cocom_dir(), write_pretrain_data(tmp), tmp + "/out");
+  o.tc_ratio = 0;
+  o.max_steps = 8;
+  auto fp32 = train::Trainer::create(o);
+  fp32->log = [](const std::string&) {};
+  const double fp32_first = fp32->train_step().loss;
+  o.bf16 = true;
+  o.eval_data = o.data;
+  o.eval_examples = 2;
+  auto t = train::Trainer::create(o);
+  t->log = [](const std::string&) {};
+  std::vector<double> l = losses_of(*t);
+  ASSERT_EQ(l.size(), 8u);
+  for (double v : l) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_NE(l[0], fp32_first);
+  EXPECT_NEAR(l[0], fp32_first, 0.05 * fp32_first);
+  EXPECT_LT(mean(l, 6, 2), 0.8 * mean(l, 0, 2)) << "first " << l.front() << " last " << l.back();
+  EXPECT_FALSE(at::autocast::is_cpu_enabled());
+  for (const auto& [name, p] : t->model().trainable_parameters()) {
+    EXPECT_EQ(p.scalar_type(), at::kFloat) << name;
+  }
+  train::EvalResult r = t->evaluate();
+  ASSERT_TRUE(r.ae_loss);
+  EXPECT_TRUE(std::isfinite(*r.ae_loss));
+  EXPECT_FALSE(at::autocast::is_cpu_enabled());
+  // COCOM-light (BERT + projection) under autocast too.
+  auto ol = tiny_options(light_dir(), o.data, tmp + "/out-light");
+  ol.bf16 = true;
+  ol.max_steps = 2;
+  auto tl = train::Trainer::create(ol);
+  tl->log = [](const std::string&) {};
+  for (double v : losses_of(*tl)) EXPECT_TRUE(std::isfinite(v));
+  fs::remove_all(tmp);
+}
+
+TEST(TrainDevice, CheckpointResumesOnRequestedDevice) {
+  std::string tmp = test::make_temp_dir("train_device");
+  auto o = tiny_options(cocom_dir(), write_pretrain_data(tmp), tmp + "/out");
+  o.max_steps = 2;
+  if (!at::hasCUDA()) {
+    auto bad = o;
+    bad.device = "cuda";
+    try {
+      train::Trainer::create(bad);
+      ADD_FAILURE() << "a CPU-only libtorch accepted device cuda";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("no CUDA support"), std::string::npos) << e.what();
+    }
+  }
+  auto t = train::Trainer::create(o);
+  t->log = [](const std::string&) {};
+  t->train_step();
+  t->save_checkpoint(tmp + "/ck");
+  auto r = train::Trainer::resume(tmp + "/ck", "", "cpu");
+  EXPECT_EQ(r->options().device, "cpu");
+  EXPECT_TRUE(r->model().options().device.is_cpu());
+  for (const auto& [name, p] : r->model().trainable_parameters()) {
+    EXPECT_TRUE(p.device().is_cpu()) << name;
+  }
+  EXPECT_EQ(r->train_step().loss, t->train_step().loss);
+  fs::remove_all(tmp);
+}
+
+TEST(TrainCli, EvalAndBf16Options) {
+  std::string tmp = test::make_temp_dir("train_cli_eval");
+  const std::string bin = test::cocom_binary();
+  std::string out;
+  std::string data = write_pretrain_data(tmp);
+  int rc = test::run_command(bin + " --threads 1 train pretrain --model " + cocom_dir() +
+                                 " --data " + data + " --eval-data " + data +
+                                 " --eval-every 2 --eval-examples 2 --out " + tmp +
+                                 "/pre --lora-r 4 --max-steps 2 --batch-size 2 "
+                                 "--context-max-length 32 --bf16",
+                             &out);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("eval step 2/2 | ae-loss"), std::string::npos) << out;
+  EXPECT_NE(out.find("bf16 autocast"), std::string::npos) << out;
+  EXPECT_EQ(read_lines(tmp + "/pre/eval-log.jsonl").size(), 1u);
+  rc = test::run_command(bin + " train pretrain --model " + cocom_dir() + " --data " + data +
+                             " --out " + tmp + "/bad --eval-every 2",
+                         &out);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("--eval-data"), std::string::npos) << out;
   fs::remove_all(tmp);
 }
 

@@ -64,11 +64,23 @@ void add_options(CLI::App* c, TrainArgs& a, bool pretrain) {
   c->add_option("--save-every", o.save_every, "checkpoint every N steps (0 = none)")
       ->capture_default_str();
   c->add_option("--log-every", o.log_every, "progress line every N steps")->capture_default_str();
+  c->add_option("--eval-data", o.eval_data,
+                "held-out jsonl (same format as --data) for the evaluation loss; logged and "
+                "appended to OUT/eval-log.jsonl");
+  c->add_option("--eval-every", o.eval_every,
+                "evaluate every N optimizer steps and after the last (0 = only after the last)")
+      ->capture_default_str();
+  c->add_option("--eval-examples", o.eval_examples, "evaluate on the first M lines of --eval-data")
+      ->capture_default_str();
+  c->add_flag("--bf16", o.bf16,
+              "forward passes under bf16 autocast (weights, optimizer and loss stay fp32); "
+              "meant for --device cuda: on cpu it works but is slower than fp32");
   c->add_option("--resume", a.resume,
-                "continue from a checkpoint directory (its options are used; --out may move)");
+                "continue from a checkpoint directory (its options are used; --out and the "
+                "global --device may change)");
 }
 
-int run_train(const GlobalOptions& g, TrainArgs& a, train::Task task) {
+int run_train(const GlobalOptions& g, TrainArgs& a, train::Task task, bool device_given) {
   c10::Device device = setup_runtime(g);
   auto print = [](const std::string& s) {
     std::fprintf(stderr, "%s\n", s.c_str());
@@ -76,7 +88,8 @@ int run_train(const GlobalOptions& g, TrainArgs& a, train::Task task) {
   };
   std::unique_ptr<train::Trainer> t;
   if (!a.resume.empty()) {
-    t = train::Trainer::resume(a.resume, a.opt.out, g.device == "cpu" ? "" : device.str());
+    // The checkpoint's device unless --device was given (checkpoints hold CPU tensors).
+    t = train::Trainer::resume(a.resume, a.opt.out, device_given ? device.str() : "");
     if ((t->options().task == train::Task::Pretrain) != (task == train::Task::Pretrain)) {
       fail("--resume ", a.resume, ": that checkpoint is from a different task");
     }
@@ -99,14 +112,21 @@ void add_train_commands(CLI::App& app, const GlobalOptions& g, int& rc) {
   auto* c_train = app.add_subcommand("train", "train a COCOM model (pre-training, QA fine-tuning)");
   c_train->require_subcommand(1);
   static TrainArgs pre, fine;
+  CLI::App* root = &app;
+  auto device_given = [root] {
+    const CLI::Option* o = root->get_option_no_throw("--device");
+    return o != nullptr && o->count() > 0;
+  };
   auto* c_pre = c_train->add_subcommand(
       "pretrain", "auto-encoding + text continuation on {\"text\"} jsonl (mixed by --tc-ratio)");
   add_options(c_pre, pre, true);
-  c_pre->callback([&] { rc = run_train(g, pre, train::Task::Pretrain); });
+  c_pre->callback(
+      [&, device_given] { rc = run_train(g, pre, train::Task::Pretrain, device_given()); });
   auto* c_fine = c_train->add_subcommand(
       "finetune", "QA fine-tuning: k passages compressed, the answer as the only label");
   add_options(c_fine, fine, false);
-  c_fine->callback([&] { rc = run_train(g, fine, train::Task::Finetune); });
+  c_fine->callback(
+      [&, device_given] { rc = run_train(g, fine, train::Task::Finetune, device_given()); });
 }
 
 }  // namespace cocom::cli

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <mutex>
 #include <set>
 
 #include "common/error.h"
@@ -106,6 +107,10 @@ std::unique_ptr<TrainableCocom> TrainableCocom::load(const std::string& dir,
          " compresses with the decoder itself (compr_model_name is null); it needs a separate "
          "compressor (COCOM-light)");
   }
+  if (opt.device.is_cuda() && !at::hasCUDA()) {
+    fail("device ", opt.device.str(), ": this libtorch build has no CUDA support (use cpu)");
+  }
+  // LoRA adapters are initialised on the CPU (the same numbers on every device), then moved.
   m->gen_ = at::make_generator<at::CPUGeneratorImpl>(opt.seed);
 
   m->decoder_source_ = model::resolve_base_model_dir(
@@ -197,6 +202,15 @@ std::unique_ptr<TrainableCocom> TrainableCocom::load(const std::string& dir,
       at::Tensor b = at::zeros({w.size(0), opt.lora_r}, at::kFloat);
       m->lora_[stem] = {a, b};
     }
+  }
+  if (!dev.is_cpu()) {
+    // Dropout masks are drawn on the device from a generator of its own.
+    at::Generator g = at::globalContext().defaultGenerator(dev).clone();
+    {
+      std::lock_guard<std::mutex> lock(g.mutex());
+      g.set_current_seed(opt.seed);
+    }
+    m->gen_ = g;
   }
   for (auto& [name, t] : m->dec_) t = t.to(dev);
   for (auto& [stem, ab] : m->lora_) ab = {ab.first.to(dev), ab.second.to(dev)};
@@ -314,9 +328,9 @@ at::Tensor TrainableCocom::bt(const std::string& name) const {
 
 at::Tensor TrainableCocom::dropout(const at::Tensor& x, double p) {
   if (!training_ || p <= 0) return x;
-  // Masks are drawn on the CPU from the model's own generator, so a run is reproducible (and
-  // resumable) on any device.
-  at::Tensor keep = at::empty(x.sizes(), at::kFloat).bernoulli_(1.0 - p, gen_).to(x.device());
+  // Masks are drawn on x's device from the model's own generator, so a run is reproducible
+  // (and resumable) on that device.
+  at::Tensor keep = at::empty(x.sizes(), x.options().dtype(at::kFloat)).bernoulli_(1.0 - p, gen_);
   return x * keep * (1.0 / (1.0 - p));
 }
 
@@ -365,8 +379,10 @@ at::Tensor TrainableCocom::decoder_hidden(const at::Tensor& inputs_embeds,
     q = q * cos + rotate_half(q) * sin;
     k = k * cos + rotate_half(k) * sin;
     at::Tensor scores = at::matmul(q.reshape({B, nkv, G * T, d}), k.transpose(-1, -2)) * scale;
-    scores =
-        scores.view({B, nkv, G, T, T}).masked_fill(blocked, std::numeric_limits<float>::lowest());
+    // In fp32 (a no-op without autocast): the mask value and the softmax need its range.
+    scores = scores.view({B, nkv, G, T, T})
+                 .to(at::kFloat)
+                 .masked_fill(blocked, std::numeric_limits<float>::lowest());
     at::Tensor probs = at::softmax(scores, -1).view({B, nkv, G * T, T});
     at::Tensor a = at::matmul(probs, v).view({B, nkv, G, T, d}).permute({0, 3, 1, 2, 4});
     h = h + linear(p + "self_attn.o_proj", a.reshape({B, T, nh * d}));
@@ -459,7 +475,8 @@ at::Tensor TrainableCocom::embed_with_memory(const at::Tensor& dec_input_ids,
     fail("decoder input: ", slots, " <MEM> slots for ", compressed.numel() / H,
          " context embeddings");
   }
-  return emb.index_put({is_mem}, compressed.reshape({-1, H}));
+  // Under autocast the projection's output is bf16; the embedding table is fp32.
+  return emb.index_put({is_mem}, compressed.reshape({-1, H}).to(emb.scalar_type()));
 }
 
 LossOutput TrainableCocom::loss(const TrainBatch& b) {
@@ -478,7 +495,8 @@ LossOutput TrainableCocom::loss(const TrainBatch& b) {
   // Logits only where a label is predicted: the same mean as over all positions, without the
   // [B, T, V] tensor.
   at::Tensor logits = lm_logits(h.narrow(1, 0, T - 1).index({sel}));
-  out.loss = at::cross_entropy_loss(logits, next.index({sel}));
+  // The loss in fp32 (logits are bf16 under autocast).
+  out.loss = at::cross_entropy_loss(logits.to(at::kFloat), next.index({sel}));
   return out;
 }
 
@@ -538,6 +556,14 @@ void TrainableCocom::save(const std::string& dir, bool merge_lora, model::DType 
 
 at::Tensor TrainableCocom::rng_state() const { return gen_.get_state(); }
 
-void TrainableCocom::set_rng_state(const at::Tensor& state) { gen_.set_state(state); }
+void TrainableCocom::set_rng_state(const at::Tensor& state) {
+  std::lock_guard<std::mutex> lock(gen_.mutex());
+  gen_.set_state(state);
+}
+
+void TrainableCocom::set_rng_seed(uint64_t seed) {
+  std::lock_guard<std::mutex> lock(gen_.mutex());
+  gen_.set_current_seed(seed);
+}
 
 }  // namespace cocom::train

@@ -91,8 +91,11 @@ class TrainableCocom {
   void save(const std::string& dir, bool merge_lora, model::DType dtype = model::DType::F32) const;
 
   // The dropout generator's state (a uint8 tensor), for exact resumption.
+  // The dropout generator lives on the training device (CPU: a Mersenne twister shared with the
+  // LoRA initialisation; CUDA: a Philox generator of its own, seeded with opt.seed).
   at::Tensor rng_state() const;
   void set_rng_state(const at::Tensor& state);
+  void set_rng_seed(uint64_t seed);
 
  private:
   TrainableCocom() = default;

@@ -1,8 +1,10 @@
 #include "train/trainer.h"
 
+#include <ATen/autocast_mode.h>
 #include <spdlog/spdlog.h>
 #include <torch/optim/adamw.h>
 #include <torch/serialize.h>
+#include <torch/version.h>
 
 #include <chrono>
 #include <cmath>
@@ -57,6 +59,83 @@ std::string text_field(const Json& j, const std::string& key, const std::string&
   return j[key].get<std::string>();
 }
 
+// libtorch >= 2.4 has device-type autocast calls (the CUDA-only ones are deprecated there).
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+bool autocast_enabled(c10::DeviceType t) { return at::autocast::is_autocast_enabled(t); }
+void set_autocast(c10::DeviceType t, bool on) { at::autocast::set_autocast_enabled(t, on); }
+at::ScalarType autocast_dtype(c10::DeviceType t) { return at::autocast::get_autocast_dtype(t); }
+void set_autocast_dtype(c10::DeviceType t, at::ScalarType d) {
+  at::autocast::set_autocast_dtype(t, d);
+}
+#else
+bool autocast_enabled(c10::DeviceType t) {
+  return t == c10::kCUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+}
+void set_autocast(c10::DeviceType t, bool on) {
+  if (t == c10::kCUDA) {
+    at::autocast::set_enabled(on);
+  } else {
+    at::autocast::set_cpu_enabled(on);
+  }
+}
+at::ScalarType autocast_dtype(c10::DeviceType t) {
+  return t == c10::kCUDA ? at::autocast::get_autocast_gpu_dtype()
+                         : at::autocast::get_autocast_cpu_dtype();
+}
+void set_autocast_dtype(c10::DeviceType t, at::ScalarType d) {
+  if (t == c10::kCUDA) {
+    at::autocast::set_autocast_gpu_dtype(d);
+  } else {
+    at::autocast::set_autocast_cpu_dtype(d);
+  }
+}
+#endif
+
+// Forward passes under libtorch autocast with bf16 on `device` (CUDA, or CPU autocast) while
+// alive; restores the previous autocast state and drops the cast-weight cache on exit (the
+// weights change at every optimizer step).
+class AutocastScope {
+ public:
+  AutocastScope(bool enabled, c10::Device device)
+      : enabled_(enabled), type_(device.is_cuda() ? c10::kCUDA : c10::kCPU) {
+    if (!enabled_) return;
+    prev_enabled_ = autocast_enabled(type_);
+    prev_dtype_ = autocast_dtype(type_);
+    set_autocast_dtype(type_, at::kBFloat16);
+    set_autocast(type_, true);
+    at::autocast::increment_nesting();
+  }
+  ~AutocastScope() {
+    if (!enabled_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    set_autocast(type_, prev_enabled_);
+    set_autocast_dtype(type_, prev_dtype_);
+  }
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  bool enabled_;
+  c10::DeviceType type_;
+  bool prev_enabled_ = false;
+  at::ScalarType prev_dtype_ = at::kBFloat16;
+};
+
+// Moves AdamW's per-parameter state (moments) to `device`.
+void move_optimizer_state(torch::optim::AdamW& adam, c10::Device device) {
+  for (auto& kv : adam.state()) {
+    auto& s = static_cast<torch::optim::AdamWParamState&>(*kv.second);
+    if (s.exp_avg().defined()) s.exp_avg(s.exp_avg().to(device));
+    if (s.exp_avg_sq().defined()) s.exp_avg_sq(s.exp_avg_sq().to(device));
+    if (s.max_exp_avg_sq().defined()) s.max_exp_avg_sq(s.max_exp_avg_sq().to(device));
+  }
+}
+
+std::string loss_text(const char* name, double loss) {
+  return std::string(" | ") + name + "-loss " + fmt("%.4f", loss) + " (ppl " +
+         fmt("%.4g", EvalResult::perplexity(loss)) + ")";
+}
+
 }  // namespace
 
 Json TrainOptions::to_json() const {
@@ -88,6 +167,10 @@ Json TrainOptions::to_json() const {
   j["passages_per_question"] = passages_per_question;
   j["max_answer_tokens"] = max_answer_tokens;
   j["device"] = device;
+  j["bf16"] = bf16;
+  j["eval_data"] = eval_data;
+  j["eval_every"] = eval_every;
+  j["eval_examples"] = eval_examples;
   return j;
 }
 
@@ -123,7 +206,40 @@ TrainOptions TrainOptions::from_json(const Json& j, const std::string& origin) {
       json_int_or(j, "passages_per_question", o.passages_per_question, origin);
   o.max_answer_tokens = json_int_or(j, "max_answer_tokens", o.max_answer_tokens, origin);
   o.device = json_string_or(j, "device", o.device, origin);
+  o.bf16 = json_bool_or(j, "bf16", o.bf16, origin);
+  o.eval_data = json_string_or(j, "eval_data", o.eval_data, origin);
+  o.eval_every = json_int_or(j, "eval_every", o.eval_every, origin);
+  o.eval_examples = json_int_or(j, "eval_examples", o.eval_examples, origin);
   return o;
+}
+
+Json EvalResult::to_json() const {
+  Json j;
+  j["step"] = step;
+  j["examples"] = examples;
+  auto put = [&](const char* name, const std::optional<double>& loss) {
+    if (!loss) return;
+    j[std::string(name) + "_loss"] = *loss;
+    j[std::string(name) + "_ppl"] = perplexity(*loss);
+  };
+  put("ae", ae_loss);
+  put("tc", tc_loss);
+  put("qa", qa_loss);
+  j["seconds"] = seconds;
+  return j;
+}
+
+EvalResult EvalResult::from_json(const Json& j, const std::string& origin) {
+  EvalResult r;
+  r.step = json_int_or(j, "step", 0, origin);
+  r.examples = json_int_or(j, "examples", 0, origin);
+  for (auto [name, field] : {std::pair<const char*, std::optional<double>*>{"ae_loss", &r.ae_loss},
+                             {"tc_loss", &r.tc_loss},
+                             {"qa_loss", &r.qa_loss}}) {
+    if (j.contains(name)) *field = json_number_or(j, name, 0, origin);
+  }
+  r.seconds = json_number_or(j, "seconds", 0, origin);
+  return r;
 }
 
 JsonlDataset::JsonlDataset(const std::string& path) : path_(path) {
@@ -162,10 +278,18 @@ void Trainer::init_common() {
   if (o.warmup_ratio < 0 || o.warmup_ratio > 1) fail("--warmup-ratio must be in [0, 1]");
   if (o.tc_ratio < 0 || o.tc_ratio > 1) fail("--tc-ratio must be in [0, 1]");
   if (o.epochs < 1 && o.max_steps < 1) fail("give --epochs >= 1 or --max-steps >= 1");
+  if (o.eval_every < 0) fail("--eval-every must be >= 0 (0 = only after the last step)");
+  if (o.eval_examples < 1) fail("--eval-examples must be at least 1");
+  if (o.eval_every > 0 && o.eval_data.empty()) fail("--eval-every needs --eval-data FILE");
   if (!log) {
     log = [](const std::string& s) { spdlog::info("{}", s); };
   }
   data_ = std::make_unique<JsonlDataset>(o.data);
+  if (!o.eval_data.empty()) eval_data_ = std::make_unique<JsonlDataset>(o.eval_data);
+  const c10::Device device = model_->options().device;
+  if (o.bf16 && !device.is_cpu() && !device.is_cuda()) {
+    fail("--bf16: autocast is supported on cpu and cuda, not ", device.str());
+  }
   format_ = model_->example_format(o.context_max_length);
   format_.max_answer_tokens = o.max_answer_tokens;
   const int64_t per_step = o.batch_size * o.grad_accum;
@@ -231,7 +355,8 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& dir, const std::stri
            "' in the checkpoint but '", params[i].first, "' in the model");
     }
   }
-  torch::load(*t->optim_->adam, join_path(dir, "optimizer.pt"));
+  // Saved as CPU tensors; mapped onto this run's device.
+  torch::load(*t->optim_->adam, join_path(dir, "optimizer.pt"), c10::Device(t->opt_.device));
   t->step_ = json_int(st, "step", state_path);
   t->total_steps_ = json_int(st, "total_steps", state_path);
   t->epoch_ = json_int(st, "epoch", state_path);
@@ -245,9 +370,24 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& dir, const std::stri
   rs >> t->rng_;
   if (rs.fail()) fail(state_path, ": unreadable 'batch_rng'");
   t->order_ = shuffled(t->data_->size(), epoch_seed(t->opt_.seed, t->epoch_));
-  model::NamedTensors rng = model::read_all_tensors(join_path(dir, "rng.safetensors"));
-  for (const auto& [name, tensor] : rng) {
-    if (name == "dropout_generator") t->model_->set_rng_state(tensor.to(at::kByte));
+  if (st.contains("last_eval") && st["last_eval"].is_object()) {
+    t->last_eval_ = EvalResult::from_json(st["last_eval"], state_path + " (last_eval)");
+  }
+  // The dropout generator belongs to the device type it was saved on (CPU: a Mersenne twister,
+  // CUDA: Philox seed and offset); resuming on another type reseeds it instead.
+  const std::string saved_type = json_string_or(st, "dropout_generator_device", "cpu", state_path);
+  const std::string new_type = c10::DeviceTypeName(c10::Device(t->opt_.device).type(), true);
+  if (saved_type == new_type) {
+    model::NamedTensors rng = model::read_all_tensors(join_path(dir, "rng.safetensors"));
+    for (const auto& [name, tensor] : rng) {
+      if (name == "dropout_generator") t->model_->set_rng_state(tensor.to(at::kByte));
+    }
+  } else {
+    spdlog::warn(
+        "resuming a {} checkpoint on {}: the dropout generator is reseeded (the run "
+        "continues, but not bit-identically)",
+        saved_type, new_type);
+    t->model_->set_rng_seed(t->opt_.seed + static_cast<uint64_t>(t->step_));
   }
   return t;
 }
@@ -270,27 +410,41 @@ Json Trainer::next_example() {
 
 TrainBatch Trainer::next_batch() {
   const auto n = static_cast<size_t>(opt_.batch_size);
+  BatchKind kind = BatchKind::QA;
   if (opt_.task == Task::Pretrain) {
-    const bool tc = uniform01(rng_) < opt_.tc_ratio;
+    kind = uniform01(rng_) < opt_.tc_ratio ? BatchKind::TextContinuation : BatchKind::AutoEncoding;
+  }
+  const int64_t first = index_;
+  std::vector<Json> examples;
+  for (size_t i = 0; i < n; ++i) examples.push_back(next_example());
+  return build_batch(examples, kind, data_->path(), first);
+}
+
+// The batch of `kind` from parsed jsonl lines; errors name `origin` and the example's index.
+TrainBatch Trainer::build_batch(const std::vector<Json>& lines, BatchKind kind,
+                                const std::string& origin, int64_t first_index) const {
+  auto where_of = [&](size_t i) {
+    return origin + " (example " + std::to_string(first_index + int64_t(i)) + ")";
+  };
+  if (kind != BatchKind::QA) {
     std::vector<std::string> texts, nexts;
-    for (size_t i = 0; i < n; ++i) {
-      const std::string where = data_->path() + " (example " + std::to_string(index_) + ")";
-      std::string text = text_field(next_example(), "text", where);
-      if (tc) {
-        auto [first, second] = split_for_continuation(format_, text);
-        texts.push_back(first);
-        nexts.push_back(second);
+    for (size_t i = 0; i < lines.size(); ++i) {
+      std::string text = text_field(lines[i], "text", where_of(i));
+      if (kind == BatchKind::TextContinuation) {
+        auto [head, tail] = split_for_continuation(format_, text);
+        texts.push_back(head);
+        nexts.push_back(tail);
       } else {
         texts.push_back(text);
       }
     }
-    return tc ? make_continuation_batch(format_, texts, nexts)
-              : make_autoencoding_batch(format_, texts);
+    return kind == BatchKind::TextContinuation ? make_continuation_batch(format_, texts, nexts)
+                                               : make_autoencoding_batch(format_, texts);
   }
   std::vector<QAExample> examples;
-  for (size_t i = 0; i < n; ++i) {
-    const std::string where = data_->path() + " (example " + std::to_string(index_) + ")";
-    Json j = next_example();
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const std::string where = where_of(i);
+    const Json& j = lines[i];
     QAExample e;
     e.question = text_field(j, "question", where);
     if (j.contains("answers") && j["answers"].is_array() && !j["answers"].empty() &&
@@ -331,7 +485,7 @@ StepResult Trainer::train_step() {
   double loss_sum = 0;
   for (int64_t m = 0; m < opt_.grad_accum; ++m) {
     TrainBatch b = next_batch();
-    LossOutput out = model_->loss(b);
+    LossOutput out = forward_loss(b);
     (out.loss / static_cast<double>(opt_.grad_accum)).backward();
     loss_sum += out.loss.item<double>();
     r.tokens += b.tokens();
@@ -370,12 +524,93 @@ StepResult Trainer::train_step() {
   return r;
 }
 
+LossOutput Trainer::forward_loss(const TrainBatch& batch) {
+  AutocastScope autocast(opt_.bf16, model_->options().device);
+  return model_->loss(batch);
+}
+
+EvalResult Trainer::evaluate() {
+  if (!eval_data_) fail("evaluation needs held-out data (--eval-data FILE)");
+  const auto t0 = std::chrono::steady_clock::now();
+  EvalResult r;
+  r.step = step_;
+  r.examples = std::min(opt_.eval_examples, eval_data_->size());
+  // Eval mode (no dropout, so the dropout generator is not drawn from) and no autograd; the
+  // batch-kind generator and the data position are not used.
+  struct ModeGuard {
+    TrainableCocom& m;
+    bool was;
+    ~ModeGuard() { m.set_training(was); }
+  } mode{*model_, model_->training()};
+  model_->set_training(false);
+  at::NoGradGuard no_grad;
+  std::vector<BatchKind> kinds;
+  if (opt_.task == Task::Pretrain) {
+    kinds = {BatchKind::AutoEncoding, BatchKind::TextContinuation};
+  } else {
+    kinds = {BatchKind::QA};
+  }
+  for (int64_t start = 0; start < r.examples; start += opt_.batch_size) {
+    const int64_t end = std::min(r.examples, start + opt_.batch_size);
+    std::vector<Json> lines;
+    for (int64_t i = start; i < end; ++i) lines.push_back(eval_data_->line(i));
+    for (BatchKind kind : kinds) {
+      TrainBatch b = build_batch(lines, kind, eval_data_->path(), start);
+      const double loss = forward_loss(b).loss.item<double>();
+      (kind == BatchKind::AutoEncoding       ? r.ae_batch_losses
+       : kind == BatchKind::TextContinuation ? r.tc_batch_losses
+                                             : r.qa_batch_losses)
+          .push_back(loss);
+    }
+  }
+  auto mean = [](const std::vector<double>& v) -> std::optional<double> {
+    if (v.empty()) return std::nullopt;
+    double s = 0;
+    for (double x : v) s += x;
+    return s / double(v.size());
+  };
+  r.ae_loss = mean(r.ae_batch_losses);
+  r.tc_loss = mean(r.tc_batch_losses);
+  r.qa_loss = mean(r.qa_batch_losses);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+void Trainer::record_eval(const EvalResult& r) {
+  std::string line = "eval step " + std::to_string(r.step) + "/" + std::to_string(total_steps_);
+  if (r.ae_loss) line += loss_text("ae", *r.ae_loss);
+  if (r.tc_loss) line += loss_text("tc", *r.tc_loss);
+  if (r.qa_loss) line += loss_text("qa", *r.qa_loss);
+  line += " | " + std::to_string(r.examples) + " examples | " + fmt("%.1f", r.seconds) + " s";
+  log(line);
+  fs::create_directories(opt_.out);
+  const std::string path = join_path(opt_.out, "eval-log.jsonl");
+  std::ofstream out(path, std::ios::app);
+  out << r.to_json().dump() << "\n";
+  out.flush();
+  if (!out) fail(path, ": cannot append the evaluation");
+  last_eval_ = r;
+}
+
 void Trainer::save_checkpoint(const std::string& dir) const {
   const fs::path target(dir), tmp(dir + ".tmp"), old(dir + ".old");
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   model_->save((tmp / "model").string(), /*merge_lora=*/false, model::DType::F32);
-  torch::save(*optim_->adam, (tmp / "optimizer.pt").string());
+  // The optimizer state is written as CPU tensors (resumable on any device).
+  const c10::Device device = model_->options().device;
+  if (device.is_cpu()) {
+    torch::save(*optim_->adam, (tmp / "optimizer.pt").string());
+  } else {
+    move_optimizer_state(*optim_->adam, c10::kCPU);
+    try {
+      torch::save(*optim_->adam, (tmp / "optimizer.pt").string());
+    } catch (...) {
+      move_optimizer_state(*optim_->adam, device);
+      throw;
+    }
+    move_optimizer_state(*optim_->adam, device);
+  }
   model::write_tensors((tmp / "rng.safetensors").string(),
                        {{"dropout_generator", model_->rng_state().to(at::kLong)}});
   Json st;
@@ -389,6 +624,8 @@ void Trainer::save_checkpoint(const std::string& dir) const {
   rs << rng_;
   st["batch_rng"] = rs.str();
   st["options"] = opt_.to_json();
+  st["dropout_generator_device"] = c10::DeviceTypeName(device.type(), /*lower_case=*/true);
+  if (last_eval_) st["last_eval"] = last_eval_->to_json();
   Json names = Json::array();
   for (const auto& [name, t] : model_->trainable_parameters()) names.push_back(name);
   st["parameters"] = names;
@@ -413,7 +650,12 @@ void Trainer::run() {
       (o.training_form == "compressor" ? std::string("compressor only, decoder frozen")
        : model_->has_lora()            ? "decoder LoRA r " + std::to_string(o.lora_r)
                                        : std::string("full-parameter decoder")) +
-      ")" + (step_ > 0 ? ", resumed at step " + std::to_string(step_) : ""));
+      ")" + (step_ > 0 ? ", resumed at step " + std::to_string(step_) : "") + " on " +
+      model_->options().device.str() + (o.bf16 ? " (bf16 autocast)" : ""));
+  if (o.bf16 && model_->options().device.is_cpu()) {
+    log("note: --bf16 on cpu uses CPU autocast, which is slower than fp32 in this libtorch "
+        "(meant for checking the bf16 path; use it on cuda)");
+  }
   double window_tokens = 0, window_seconds = 0, window_loss = 0;
   int64_t window_steps = 0;
   while (!done()) {
@@ -431,6 +673,9 @@ void Trainer::run() {
           fmt("%.2f", epoch));
       window_tokens = window_seconds = window_loss = 0;
       window_steps = 0;
+    }
+    if (eval_data_ && ((o.eval_every > 0 && step_ % o.eval_every == 0) || done())) {
+      record_eval(evaluate());
     }
     if (o.save_every > 0 && (step_ % o.save_every == 0 || done())) {
       const std::string ck =

@@ -4,9 +4,11 @@
 // checkpoints and progress lines. The model is saved in the layout CocomModel::load reads.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -46,6 +48,15 @@ struct TrainOptions {
   int64_t passages_per_question = 5;  // finetune: k
   int64_t max_answer_tokens = 128;
   std::string device = "cpu";
+  // Forward passes under libtorch autocast with bf16 (CUDA; on CPU, CPU autocast, which works
+  // but is slower than fp32 in this libtorch). Weights, optimizer state and the loss stay fp32.
+  bool bf16 = false;
+  // Held-out evaluation: a jsonl in the same format as `data`; its first eval_examples lines,
+  // in file order, in fixed batches of batch_size. eval_every > 0: every N optimizer steps
+  // (and after the last); 0: only after the last step.
+  std::string eval_data;
+  int64_t eval_every = 0;
+  int64_t eval_examples = 64;
 
   Json to_json() const;
   static TrainOptions from_json(const Json& j, const std::string& origin);
@@ -77,6 +88,23 @@ struct StepResult {
   std::string kinds;  // batch kinds of the micro-batches, e.g. "ae,tc"
 };
 
+// One held-out evaluation: the mean over the fixed evaluation batches of each batch's loss
+// (mean cross-entropy over its labelled tokens). Pretraining evaluates every example both as
+// auto-encoding and as text continuation; fine-tuning the QA answer loss.
+struct EvalResult {
+  int64_t step = 0;  // optimizer steps done when evaluated
+  int64_t examples = 0;
+  std::optional<double> ae_loss, tc_loss, qa_loss;
+  std::vector<double> ae_batch_losses, tc_batch_losses, qa_batch_losses;
+  double seconds = 0;
+
+  static double perplexity(double loss) { return std::exp(loss); }
+  // {"step", "examples", "ae_loss", "ae_ppl", "tc_loss", "tc_ppl" | "qa_loss", "qa_ppl",
+  // "seconds"} (the per-batch losses are not included).
+  Json to_json() const;
+  static EvalResult from_json(const Json& j, const std::string& origin);
+};
+
 class Trainer {
  public:
   // A new run from opt.model.
@@ -98,8 +126,15 @@ class Trainer {
 
   // One optimizer step (grad_accum micro-batches).
   StepResult train_step();
-  // The loop: steps until done, progress lines every log_every steps, a checkpoint every
-  // save_every steps, then the final model in opt.out.
+  // Evaluates the model on the held-out data (opt.eval_data; fails without it): eval mode, no
+  // gradients, the training batch builders, the same autocast as training. Touches neither the
+  // random states nor the data position, so training continues exactly as without it.
+  EvalResult evaluate();
+  // The last evaluation run() recorded (kept in checkpoints).
+  const std::optional<EvalResult>& last_eval() const { return last_eval_; }
+  // The loop: steps until done, progress lines every log_every steps, an evaluation every
+  // eval_every steps and after the last (logged, appended to <out>/eval-log.jsonl), a
+  // checkpoint every save_every steps, then the final model in opt.out.
   void run();
 
   void save_checkpoint(const std::string& dir) const;
@@ -116,10 +151,16 @@ class Trainer {
   void init_common();
   TrainBatch next_batch();
   Json next_example();
+  TrainBatch build_batch(const std::vector<Json>& examples, BatchKind kind,
+                         const std::string& origin, int64_t first_index) const;
+  LossOutput forward_loss(const TrainBatch& batch);
+  void record_eval(const EvalResult& r);
 
   TrainOptions opt_;
   std::unique_ptr<TrainableCocom> model_;
   std::unique_ptr<JsonlDataset> data_;
+  std::unique_ptr<JsonlDataset> eval_data_;
+  std::optional<EvalResult> last_eval_;
   std::unique_ptr<Optim> optim_;
   ExampleFormat format_;
   int64_t step_ = 0, total_steps_ = 0;
