@@ -43,6 +43,9 @@ install(TARGETS cocom_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/cocom DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/examples/
   DESTINATION ${CMAKE_INSTALL_DATADIR}/cocom/examples)
+# The default model (scripts/train-default.sh), where DefaultModelDir() looks for it.
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/models/default
+  DESTINATION ${CMAKE_INSTALL_DATADIR}/cocom/models OPTIONAL)
 install(EXPORT cocomTargets NAMESPACE cocom:: DESTINATION ${COCOM_CMAKE_DIR})
 
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/cocomConfig.cmake.in

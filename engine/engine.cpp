@@ -275,6 +275,20 @@ void AbortOnBadResultAccess(const Status& s) {
 
 const char* Version() { return "0.1.0"; }
 
+std::string DefaultModelDir() {
+  auto has_model = [](const std::string& dir) {
+    std::error_code ec;
+    return !dir.empty() && std::filesystem::is_regular_file(join_path(dir, "config.json"), ec);
+  };
+  if (const char* env = std::getenv("COCOM_DEFAULT_MODEL")) {
+    return has_model(env) ? std::string(env) : std::string();
+  }
+  for (const char* dir : {COCOM_INSTALLED_MODEL_DIR, COCOM_SOURCE_MODEL_DIR}) {
+    if (has_model(dir)) return dir;
+  }
+  return {};
+}
+
 struct Engine::Impl {
   Options opt;
   std::unique_ptr<engine::KnowledgeStore> ks;
@@ -311,11 +325,6 @@ Status Engine::Open(const Options& options, std::unique_ptr<Engine>* engine) {
             Status::NotFound("no cocom store at " + o.db_path +
                              " (Options::create_if_missing is false): check the path, or "
                              "create the store first (cocom ingest --db DIR --model DIR)"));
-      }
-      if (o.model_dir.empty()) {
-        throw_status(Status::InvalidArgument("Options::model_dir is empty: creating the store at " +
-                                             o.db_path +
-                                             " needs a COCOM checkpoint directory (--model DIR)"));
       }
     }
     if (!o.model_dir.empty() && !dir_exists(o.model_dir)) {

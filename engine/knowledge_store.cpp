@@ -9,6 +9,7 @@
 
 #include "common/error.h"
 #include "common/hash.h"
+#include "cocom/cocom.h"
 #include "compress/compressor.h"
 #include "index/dense_index.h"
 #include "index/retriever.h"
@@ -80,7 +81,13 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
     opt.context_max_length = json_int_or(settings, "context_max_length", opt.context_max_length, settings_path);
   }
   if (!exists && opt.model_dir.empty()) {
-    fail("--db ", opt.db, ": no store there yet; pass --model DIR (a COCOM checkpoint) to create one");
+    opt.model_dir = DefaultModelDir();
+    if (opt.model_dir.empty()) {
+      fail("--db ", opt.db,
+           ": no store there yet and no default model was found (models/default, "
+           "$COCOM_DEFAULT_MODEL); pass --model DIR (a COCOM checkpoint) to create one");
+    }
+    spdlog::info("creating {} with the default model {}", opt.db, opt.model_dir);
   }
   auto dtype = storage::parse_embedding_dtype(opt.embedding_dtype);
   if (!dtype) fail("--embedding-dtype ", opt.embedding_dtype, ": expected fp16, bf16, fp32 or int8");

@@ -81,8 +81,9 @@ bool try_load_shim(const std::string& path, SpmApi* api, std::string* why) {
     return false;
   }
   ::dlerror();
+  constexpr int kBind = COCOM_SPM_DEEPBIND ? RTLD_DEEPBIND : 0;  // model/CMakeLists.txt
   void* handle = kSanitized ? ::dlmopen(LM_ID_NEWLM, path.c_str(), RTLD_NOW | RTLD_LOCAL)
-                            : ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+                            : ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | kBind);
   if (handle == nullptr) {
     const char* err = ::dlerror();
     *why = err != nullptr ? err : "dlopen failed";

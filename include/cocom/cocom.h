@@ -126,9 +126,9 @@ struct GenerationOptions {
 struct Options {
   // The store directory (RocksDB + the FAISS file + cocom-db.json). Required.
   std::string db_path;
-  // A COCOM checkpoint directory (Hugging Face layout). Required to create a store and to
-  // Ingest()/Ask(); remembered by the store, so later opens may leave it empty. Search() and
-  // Remove() never load the model.
+  // A COCOM checkpoint directory (Hugging Face layout), remembered by the store, so later
+  // opens may leave it empty. Left empty when a store is created, the project's default model
+  // is used (DefaultModelDir()). Search() and Remove() never load the model.
   std::string model_dir;
   // A sentence-transformers style retriever directory for dense/hybrid search. Optional
   // (BM25 works without); remembered by the store.
@@ -306,5 +306,12 @@ class Engine {
 
 // "0.1.0"
 const char* Version();
+
+// The directory of the small default model this project trains itself (models/default,
+// installed as <prefix>/share/cocom/models/default), used when a store is created without
+// Options::model_dir. Looked up in order: the environment variable COCOM_DEFAULT_MODEL, the
+// install location, the source tree the library was built from. Empty when none has a
+// config.json.
+std::string DefaultModelDir();
 
 }  // namespace cocom
