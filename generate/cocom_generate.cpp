@@ -4,6 +4,15 @@
 
 namespace cocom::generate {
 
+namespace {
+
+// The question part of every decoder prompt (compressed, closed-book).
+std::string instruction(const std::string& question) {
+  return "[INST]" + question + "\n[/INST]\n";
+}
+
+}  // namespace
+
 void encode_prompts(const model::CocomModel& m, DecoderInputs* in) {
   model::BatchEncodeOptions o;
   o.add_special_tokens = false;  // the prompts carry their own <s>
@@ -37,8 +46,7 @@ DecoderInputs decoder_prompts(const model::CocomModel& m, const std::vector<std:
     if (questions[q].find_first_not_of(" \t\r\n") == std::string::npos) {
       fail("generate: question ", q, " is empty");
     }
-    in.prompts.push_back(tok.id_to_token(tok.bos_id()) + slots + "[INST]" + questions[q] +
-                         "\n[/INST]\n");
+    in.prompts.push_back(tok.id_to_token(tok.bos_id()) + slots + instruction(questions[q]));
   }
   encode_prompts(m, &in);
   return in;
@@ -102,6 +110,19 @@ std::string uncompressed_prompt(const model::CocomModel& m, const std::vector<st
   }
   return tok.id_to_token(tok.bos_id()) + "[INST]Answer the question briefly, using the documents.\n\n" +
          docs + "\nQuestion: " + question + "\n[/INST]\n";
+}
+
+std::string closed_book_prompt(const model::CocomModel& m, const std::string& question) {
+  const model::Tokenizer& tok = m.decoder_tokenizer();
+  return tok.id_to_token(tok.bos_id()) + instruction(question);
+}
+
+std::string autoencoding_prompt(const model::CocomModel& m, int64_t mem_per_passage) {
+  if (mem_per_passage < 1) fail("generate: an auto-encoding prompt needs at least one <MEM> slot");
+  const model::Tokenizer& tok = m.decoder_tokenizer();
+  std::string p = tok.id_to_token(m.ae_id()) + tok.id_to_token(tok.bos_id());
+  for (int64_t i = 0; i < mem_per_passage; ++i) p += tok.id_to_token(m.mem_id());
+  return p;
 }
 
 }  // namespace cocom::generate

@@ -45,4 +45,13 @@ Answers generate_answers(const model::CocomModel& m, const at::Tensor& inputs_em
 std::string uncompressed_prompt(const model::CocomModel& m, const std::vector<std::string>& passages,
                                 const std::string& question);
 
+// The closed-book baseline prompt: the compressed prompt without passages,
+// '<s>[INST]' + question + '\n[/INST]\n'.
+std::string closed_book_prompt(const model::CocomModel& m, const std::string& question);
+
+// The auto-encoding (reconstruction) prompt: the training row '<AE><s>' + '<MEM>' * n +
+// passage + '</s>' without the passage, so the decoder regenerates the compressed passage
+// after it (stopping at '</s>'); one passage's embeddings replace the slots.
+std::string autoencoding_prompt(const model::CocomModel& m, int64_t mem_per_passage);
+
 }  // namespace cocom::generate

@@ -143,5 +143,9 @@ int cmd_console(const GlobalOptions& g, const ConsoleArgs& a);
 // callbacks set `rc`.
 void add_train_commands(CLI::App& app, const GlobalOptions& g, int& rc);
 
+// `cocom eval --task reconstruction|qa` (tools/cmd_eval.cpp): adds the subcommand to `app`;
+// its callback sets `rc`.
+void add_eval_command(CLI::App& app, const GlobalOptions& g, int& rc);
+
 
 }  // namespace cocom::cli

@@ -35,7 +35,7 @@ void prefer_passive_openmp(int argc, char** argv) {
         a == "ask" || a == "console") {
       heavy = true;
     }
-    if (a == "train") heavy = true;
+    if (a == "train" || a == "eval") heavy = true;
   }
   if (!heavy) return;
   ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
@@ -408,6 +408,7 @@ int main(int argc, char** argv) {
   });
 
   add_train_commands(app, g, rc);  // cocom train pretrain|finetune
+  add_eval_command(app, g, rc);    // cocom eval --task reconstruction|qa
 
   try {
     app.parse(argc, argv);
