@@ -326,6 +326,12 @@ Status Engine::Open(const Options& options, std::unique_ptr<Engine>* engine) {
                              " (Options::create_if_missing is false): check the path, or "
                              "create the store first (cocom ingest --db DIR --model DIR)"));
       }
+      if (o.model_dir.empty() && DefaultModelDir().empty()) {
+        throw_status(Status::InvalidArgument(
+            "Options::model_dir is empty and no default model was found (COCOM_DEFAULT_MODEL, " +
+            std::string(COCOM_INSTALLED_MODEL_DIR) + ", " + COCOM_SOURCE_MODEL_DIR +
+            "): creating the store at " + o.db_path + " needs a COCOM checkpoint directory"));
+      }
     }
     if (!o.model_dir.empty() && !dir_exists(o.model_dir)) {
       throw_status(Status::NotFound("Options::model_dir " + o.model_dir +

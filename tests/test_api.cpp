@@ -175,6 +175,23 @@ TEST(ApiStream, PiecesAreWholeCharactersAndAddUpToTheDecoding) {
   EXPECT_LT(pieces, ids.size());  // the byte tokens of one character come out as one piece
 }
 
+TEST(ApiOpen, EmptyModelDirUsesTheDefaultModel) {
+  std::string dir = cocom::test::make_temp_dir("api-default");
+  cocom::test::ScopedEnv env("COCOM_DEFAULT_MODEL", model_dir().c_str());
+  EXPECT_EQ(cocom::DefaultModelDir(), model_dir());
+  cocom::Options o = base_options(dir + "/db");
+  o.model_dir.clear();
+  auto e = open_ok(o);
+  ASSERT_TRUE(e);
+  auto st = e->Stats();
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  EXPECT_EQ(fs::path(st.value().model_dir).lexically_normal(),
+            fs::absolute(model_dir()).lexically_normal());
+  // A default that is not a checkpoint is not used.
+  cocom::test::ScopedEnv bad("COCOM_DEFAULT_MODEL", dir.c_str());
+  EXPECT_EQ(cocom::DefaultModelDir(), "");
+}
+
 TEST(ApiOpen, BadOptionsAreNamed) {
   std::string dir = cocom::test::make_temp_dir("api-open");
   const std::string db = dir + "/db";
@@ -215,6 +232,9 @@ TEST(ApiOpen, BadOptionsAreNamed) {
       {"create_if_missing", [](cocom::Options& o) { o.create_if_missing = false; },
        cocom::Status::Code::kNotFound},
   };
+  // No default model either (models/default exists in a checkout): the empty model_dir is an
+  // error naming it.
+  cocom::test::ScopedEnv no_default("COCOM_DEFAULT_MODEL", (dir + "/no-default-model").c_str());
   for (const auto& c : cases) {
     cocom::Options o = base_options(db);
     c.set(o);

@@ -16,4 +16,17 @@ int run_command(const std::string& cmd, std::string* output);
 // Path of the built `cocom` binary.
 std::string cocom_binary();
 
+// Sets an environment variable for a scope, restoring the previous value (or its absence).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value);
+  ~ScopedEnv();
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
+
 }  // namespace cocom::test
