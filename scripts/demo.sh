@@ -60,7 +60,7 @@ if [[ $# -gt 0 ]]; then ask "$1"; fi
 
 cat <<NOTE
 
-== NOTE: the default model is tiny (5M parameters, trained in about an hour on 2 CPU cores;
+== NOTE: the default model is tiny (5M parameters, trained in about 1.5 hours on 2 CPU cores;
    models/default/README.md has its held-out scores). It only knows the shape of Debian
    package cards, and its answers are often wrong; the retrieval and the numbered sources are
    real. For real answers ingest with \`--model\` pointing at a published COCOM checkpoint
