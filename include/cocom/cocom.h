@@ -309,9 +309,9 @@ const char* Version();
 
 // The directory of the small default model this project trains itself (models/default,
 // installed as <prefix>/share/cocom/models/default), used when a store is created without
-// Options::model_dir. Looked up in order: the environment variable COCOM_DEFAULT_MODEL, the
-// install location, the source tree the library was built from. Empty when none has a
-// config.json.
+// Options::model_dir: the environment variable COCOM_DEFAULT_MODEL when it is set (alone: a
+// set variable that names no checkpoint gives empty), otherwise the install location, then the
+// source tree the library was built from. Empty when none has a config.json.
 std::string DefaultModelDir();
 
 }  // namespace cocom
