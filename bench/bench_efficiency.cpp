@@ -20,12 +20,12 @@
 #include <memory>
 #include <optional>
 #include <random>
-#include <sstream>
 #include <thread>
 #include <tuple>
 #include <vector>
 
 #include "common/error.h"
+#include "common/strings.h"
 #include "compress/compressor.h"
 #include "engine/pipeline.h"
 #include "generate/cocom_generate.h"
@@ -99,18 +99,6 @@ double median_of(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t m = v.size() / 2;
   return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
-}
-
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    item.erase(0, item.find_first_not_of(" \t"));
-    item.erase(item.find_last_not_of(" \t") + 1);
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
 }
 
 void progress(const char* fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -11,7 +11,9 @@
 
 #include "common/error.h"
 #include "common/json_util.h"
+#include "common/strings.h"
 #include "model/mistral.h"
+#include "model/quant.h"
 #include "model/runtime.h"
 
 namespace cocom::bench {
@@ -71,6 +73,15 @@ float stream_read(const float* data, int64_t n) {
   return s;
 }
 
+model::KernelIsa parse_kernel_isa(const std::string& name) {
+  if (name == "auto" || name == "automatic") return model::KernelIsa::automatic;
+  for (model::KernelIsa isa :
+       {model::KernelIsa::avx512, model::KernelIsa::avx2, model::KernelIsa::generic}) {
+    if (name == model::kernel_isa_name(isa)) return isa;
+  }
+  fail("--kernels ", name, ": expected auto, avx512, avx2 or generic");
+}
+
 }  // namespace
 
 int run_runtime_bench(const RuntimeBenchOptions& opt) {
@@ -100,13 +111,21 @@ int run_runtime_bench(const RuntimeBenchOptions& opt) {
   at::Tensor vec = at::randn({8192});
   double t_mv = best_time(5, [&] { at::mv(big.view({-1, 8192}), vec); });
   const double mv_gbs = double(big.numel()) * 4 / t_mv / 1e9;
-  const double read_gbs = std::max(stream_gbs, mv_gbs);
   big = at::Tensor();
+  // The same loop over memory advised for huge pages, where the resident bf16/int8 weights
+  // live (model::empty_resident): the bound counts it too, so a format does not beat the
+  // bound by its pages alone.
+  at::Tensor bigh = model::empty_resident({int64_t(256) << 20}, at::kFloat).fill_(1.0f);
+  double t_rh =
+      best_time(5, [&] { sink = sink + stream_read(bigh.data_ptr<float>(), bigh.numel()); });
+  const double huge_gbs = double(bigh.numel()) * 4 / t_rh / 1e9;
+  bigh = at::Tensor();
+  const double read_gbs = std::max({stream_gbs, mv_gbs, huge_gbs});
   char line[256];
   std::snprintf(line, sizeof line,
                 "machine: %d threads, fp32 matmul %.1f GFLOP/s, read bandwidth %.1f GB/s "
-                "(streaming loop %.1f, at::mv %.1f)",
-                threads, matmul_gflops, read_gbs, stream_gbs, mv_gbs);
+                "(streaming loop %.1f, over huge pages %.1f, at::mv %.1f)",
+                threads, matmul_gflops, read_gbs, stream_gbs, huge_gbs, mv_gbs);
   log(line);
 
   // 2. The model.
@@ -126,90 +145,129 @@ int run_runtime_bench(const RuntimeBenchOptions& opt) {
   const model::DecoderConfig& cfg = m->config();
   std::snprintf(line, sizeof line,
                 "model: %s (%d layers, hidden %d, %.0fM params), %s weights (%.2f GB resident), "
-                "built in %.1f s (%s kernels)",
+                "built in %.1f s",
                 source.c_str(), int(cfg.num_hidden_layers), int(cfg.hidden_size),
                 cfg.parameter_count() / 1e6, model::weight_format_name(wf),
-                m->resident_weight_bytes() / 1e9, now_s() - t0, model::kernel_isa());
+                m->resident_weight_bytes() / 1e9, now_s() - t0);
   log(line);
 
+  // 3. Each kernel variant asked for, on the same model: prefill at each prompt length, then
+  // decode after the first one.
+  std::vector<model::KernelIsa> variants;
+  for (const std::string& name : split_list(opt.kernels)) {
+    model::KernelIsa isa = parse_kernel_isa(name);
+    if (isa != model::KernelIsa::automatic) {
+      const auto avail = model::available_kernel_isas();
+      if (std::find(avail.begin(), avail.end(), isa) == avail.end()) {
+        fail("--kernels ", name, ": this CPU cannot run that variant (it has ",
+             model::kernel_isa_name(avail.front()), ")");
+      }
+    }
+    variants.push_back(isa);
+  }
   std::vector<int64_t> lengths;
   if (opt.prompt_tokens > 0)
     lengths = {opt.prompt_tokens};
   else
     lengths = {656, 56};
-  Json prefill = Json::array();
-  double decode_tps = 0;
-  for (int64_t n : lengths) {
-    if (n + opt.new_tokens > cfg.max_position_embeddings) {
-      log("note: prompt + new tokens exceed max_position_embeddings; positions extrapolate");
-    }
-    at::Tensor ids = at::randint(3, cfg.vocab_size, {1, n}, at::kLong);
-    at::Tensor mask = at::ones({1, n}, at::kLong);
-    at::Tensor pos = model::MistralModel::arange_positions(mask);
-    model::DecoderForwardOptions fo;
-    fo.last_logits_only = true;
-    double t_prefill = best_time(opt.repeat, [&] {
-      model::KVCache cache = m->make_cache(1, n + opt.new_tokens);
-      m->forward(ids, mask, pos, &cache, fo);
-    });
-    double flops = prefill_flops(cfg, double(n));
-    Json p;
-    p["prompt_tokens"] = n;
-    p["seconds"] = t_prefill;
-    p["tokens_per_s"] = double(n) / t_prefill;
-    p["gflops"] = flops / t_prefill / 1e9;
-    p["fraction_of_peak"] = flops / t_prefill / 1e9 / matmul_gflops;
-    prefill.push_back(p);
-    std::snprintf(
-        line, sizeof line,
-        "prefill %5lld tokens: %.3f s, %.1f tok/s, %.1f GFLOP/s = %.0f%% of the matmul rate",
-        static_cast<long long>(n), t_prefill, double(n) / t_prefill, flops / t_prefill / 1e9,
-        100.0 * flops / t_prefill / 1e9 / matmul_gflops);
-    log(line);
-    if (n != lengths.front()) continue;
-    // Decode: one token at a time after this prompt, KV cache in place.
-    model::KVCache cache = m->make_cache(1, n + opt.new_tokens + 1);
-    model::DecoderOutput o = m->forward(ids, mask, pos, &cache, fo);
-    at::Tensor next = o.logits.select(1, 0).argmax(-1).view({1, 1});
-    at::Tensor one = at::ones({1, 1}, at::kLong);
-    // The first step is a warm-up; time the rest.
-    double td0 = 0;
-    for (int64_t s = 0; s < opt.new_tokens; ++s) {
-      if (s == 1) td0 = now_s();
-      at::Tensor p1 = at::full({1, 1}, n + s, at::kLong);
-      o = m->forward(next, one, p1, &cache, fo);
-      next = o.logits.select(1, 0).argmax(-1).view({1, 1});
-    }
-    decode_tps = double(opt.new_tokens - 1) / (now_s() - td0);
-  }
   // Weights read once per decoded token: the linear layers and lm_head in their resident
-  // format (+ int8 scales); embedding rows are not counted.
+  // format (+ int8 scales and row sums); embedding rows are not counted.
   const double bytes_per_token = static_cast<double>(m->decode_weight_bytes());
   const double bound_tps = read_gbs * 1e9 / bytes_per_token;
-  std::snprintf(line, sizeof line,
-                "decode: %.2f tok/s; bound %.2f tok/s (%.2f GB of %s weights per token) = %.0f%% "
-                "of the bound",
-                decode_tps, bound_tps, bytes_per_token / 1e9, model::weight_format_name(wf),
-                100.0 * decode_tps / bound_tps);
-  log(line);
+  Json results = Json::array();
+  for (model::KernelIsa isa : variants) {
+    model::force_kernel_isa(isa);
+    const std::string kname = model::kernel_isa();
+    Json prefill = Json::array();
+    double decode_tps = 0;
+    for (int64_t n : lengths) {
+      if (n + opt.new_tokens > cfg.max_position_embeddings) {
+        log("note: prompt + new tokens exceed max_position_embeddings; positions extrapolate");
+      }
+      at::Tensor ids = at::randint(3, cfg.vocab_size, {1, n}, at::kLong);
+      at::Tensor mask = at::ones({1, n}, at::kLong);
+      at::Tensor pos = model::MistralModel::arange_positions(mask);
+      model::DecoderForwardOptions fo;
+      fo.last_logits_only = true;
+      double t_prefill = best_time(opt.repeat, [&] {
+        model::KVCache cache = m->make_cache(1, n + opt.new_tokens);
+        m->forward(ids, mask, pos, &cache, fo);
+      });
+      double flops = prefill_flops(cfg, double(n));
+      Json p;
+      p["prompt_tokens"] = n;
+      p["seconds"] = t_prefill;
+      p["tokens_per_s"] = double(n) / t_prefill;
+      p["gflops"] = flops / t_prefill / 1e9;
+      p["fraction_of_peak"] = flops / t_prefill / 1e9 / matmul_gflops;
+      prefill.push_back(p);
+      std::snprintf(line, sizeof line,
+                    "[%s] prefill %5lld tokens: %.3f s, %.1f tok/s, %.1f GFLOP/s = %.0f%% of the "
+                    "matmul rate",
+                    kname.c_str(), static_cast<long long>(n), t_prefill, double(n) / t_prefill,
+                    flops / t_prefill / 1e9, 100.0 * flops / t_prefill / 1e9 / matmul_gflops);
+      log(line);
+      if (n != lengths.front()) continue;
+      // Decode: one token at a time after this prompt, KV cache in place.
+      model::KVCache cache = m->make_cache(1, n + opt.new_tokens + 1);
+      model::DecoderOutput o = m->forward(ids, mask, pos, &cache, fo);
+      at::Tensor next = o.logits.select(1, 0).argmax(-1).view({1, 1});
+      at::Tensor one = at::ones({1, 1}, at::kLong);
+      // The first step is a warm-up; time the rest.
+      double td0 = 0;
+      for (int64_t s = 0; s < opt.new_tokens; ++s) {
+        if (s == 1) td0 = now_s();
+        at::Tensor p1 = at::full({1, 1}, n + s, at::kLong);
+        o = m->forward(next, one, p1, &cache, fo);
+        next = o.logits.select(1, 0).argmax(-1).view({1, 1});
+      }
+      decode_tps = double(opt.new_tokens - 1) / (now_s() - td0);
+    }
+    std::snprintf(line, sizeof line,
+                  "[%s] decode: %.2f tok/s; bound %.2f tok/s (%.2f GB of %s weights per token) = "
+                  "%.0f%% of the bound",
+                  kname.c_str(), decode_tps, bound_tps, bytes_per_token / 1e9,
+                  model::weight_format_name(wf), 100.0 * decode_tps / bound_tps);
+    log(line);
+    Json r;
+    r["kernels"] = kname;
+    r["prefill"] = prefill;
+    r["prefill_tokens_per_s"] = prefill[0]["tokens_per_s"];
+    r["prefill_fraction_of_peak"] = prefill[0]["fraction_of_peak"];
+    r["decode_tokens_per_s"] = decode_tps;
+    r["decode_fraction_of_bound"] = decode_tps / bound_tps;
+    results.push_back(r);
+  }
+  model::force_kernel_isa(model::KernelIsa::automatic);
+  for (size_t i = 1; i < results.size(); ++i) {
+    const Json& a = results[0];
+    const Json& b = results[i];
+    std::snprintf(
+        line, sizeof line, "%s vs %s, same run: decode %.2fx, prefill %.2fx",
+        a["kernels"].get<std::string>().c_str(), b["kernels"].get<std::string>().c_str(),
+        a["decode_tokens_per_s"].get<double>() / b["decode_tokens_per_s"].get<double>(),
+        a["prefill_tokens_per_s"].get<double>() / b["prefill_tokens_per_s"].get<double>());
+    log(line);
+  }
   Json out;
   out["threads"] = threads;
   out["device"] = opt.device;
   out["model"] = source;
   out["weights"] = model::weight_format_name(wf);
   out["resident_weight_bytes"] = m->resident_weight_bytes();
-  out["kernels"] = model::kernel_isa();
   out["matmul_gflops"] = matmul_gflops;
   out["read_bandwidth_gbs"] = read_gbs;
   out["stream_bandwidth_gbs"] = stream_gbs;
   out["mv_bandwidth_gbs"] = mv_gbs;
-  out["prefill"] = prefill;
-  out["prefill_tokens_per_s"] = prefill[0]["tokens_per_s"];
-  out["prefill_fraction_of_peak"] = prefill[0]["fraction_of_peak"];
-  out["decode_tokens_per_s"] = decode_tps;
+  out["huge_page_stream_bandwidth_gbs"] = huge_gbs;
   out["decode_bound_tokens_per_s"] = bound_tps;
-  out["decode_fraction_of_bound"] = decode_tps / bound_tps;
   out["weight_bytes_per_token"] = bytes_per_token;
+  // The first variant's figures at the top level; every variant under "variants".
+  for (const char* key : {"kernels", "prefill", "prefill_tokens_per_s", "prefill_fraction_of_peak",
+                          "decode_tokens_per_s", "decode_fraction_of_bound"}) {
+    out[key] = results[0][key];
+  }
+  out["variants"] = results;
   if (opt.json) std::cout << out.dump(2) << "\n";
   return 0;
 }

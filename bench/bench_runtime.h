@@ -18,6 +18,9 @@ struct RuntimeBenchOptions {
   bool json = false;
   std::string device = "cpu";
   std::string weights = "fp32";  // resident format of the linear layers: fp32, bf16, int8
+  // Comma list of kernel variants to measure one after the other on the same model:
+  // auto, avx512, avx2, generic (see model/quant.h).
+  std::string kernels = "auto";
 };
 
 int run_runtime_bench(const RuntimeBenchOptions& opt);

@@ -9,6 +9,7 @@
 
 #include "common/error.h"
 #include "common/json_util.h"
+#include "model/decode_attention.h"
 
 namespace cocom::model {
 
@@ -266,6 +267,11 @@ at::Tensor MistralModel::attention(const Layer& L, const at::Tensor& x, const at
     values = cache->v[layer_index].narrow(2, 0, S);
   }
   const int64_t S = keys.size(2);
+  if (cache && T == 1 &&
+      decode_attention_applies(q, cache->k[layer_index], cache->v[layer_index])) {
+    return L.o.forward(decode_attention(q, cache->k[layer_index], cache->v[layer_index], S,
+                                        allowed.reshape({B, S}), 1.0 / std::sqrt(double(d))));
+  }
   // Query head h uses key/value head h / G: group the query heads per kv head.
   at::Tensor qg = q.reshape({B, nkv, G * T, d});
   at::Tensor scores = at::matmul(qg, keys.transpose(-1, -2)).mul_(1.0 / std::sqrt(double(d)));

@@ -1,12 +1,23 @@
 #include "model/quant.h"
 
 #include <ATen/Parallel.h>
+
+// GCC 12's AVX-512 headers build "undefined" vectors by self-assignment and warn about it
+// wherever they are inlined (GCC bug 105593, fixed in GCC 13).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 #include <omp.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstring>
+#include <type_traits>
+#include <vector>
 
 #include "common/error.h"
 #include "model/mistral.h"
@@ -62,7 +73,7 @@ at::Tensor to_bf16(const at::Tensor& w) {
 
 namespace {
 thread_local int tl_kernel_threads = 0;
-std::atomic<bool> g_force_generic{false};
+std::atomic<int> g_forced_isa{static_cast<int>(KernelIsa::automatic)};
 
 bool cpu_has_avx2() {
   static const bool ok = [] {
@@ -72,7 +83,28 @@ bool cpu_has_avx2() {
   return ok;
 }
 
-bool use_avx2() { return !g_force_generic.load(std::memory_order_relaxed) && cpu_has_avx2(); }
+bool cpu_has_avx512() {
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
+  }();
+  return ok;
+}
+
+KernelIsa best_isa() {
+  return cpu_has_avx512() ? KernelIsa::avx512
+         : cpu_has_avx2() ? KernelIsa::avx2
+                          : KernelIsa::generic;
+}
+
+// The variant in effect: the forced one, capped at what the CPU has.
+KernelIsa active_isa() {
+  const auto forced = static_cast<KernelIsa>(g_forced_isa.load(std::memory_order_relaxed));
+  const KernelIsa best = best_isa();
+  if (forced == KernelIsa::automatic) return best;
+  return static_cast<int>(forced) < static_cast<int>(best) ? forced : best;
+}
 
 // Runs f(begin, end) over [0, n) on `threads` threads that take chunks of `chunk` items from a
 // shared counter until none is left, so that a thread the OS schedules late (a busy machine)
@@ -105,8 +137,29 @@ KernelThreadsScope::KernelThreadsScope(int threads) : saved_(tl_kernel_threads) 
 }
 KernelThreadsScope::~KernelThreadsScope() { tl_kernel_threads = saved_; }
 
-const char* kernel_isa() { return use_avx2() ? "avx2" : "generic"; }
-void set_generic_kernels(bool generic) { g_force_generic.store(generic); }
+const char* kernel_isa_name(KernelIsa isa) {
+  switch (isa) {
+    case KernelIsa::automatic:
+      return "automatic";
+    case KernelIsa::generic:
+      return "generic";
+    case KernelIsa::avx2:
+      return "avx2";
+    case KernelIsa::avx512:
+      return "avx512";
+  }
+  return "?";
+}
+const char* kernel_isa() { return kernel_isa_name(active_isa()); }
+KernelIsa active_kernel_isa() { return active_isa(); }
+void force_kernel_isa(KernelIsa isa) { g_forced_isa.store(static_cast<int>(isa)); }
+std::vector<KernelIsa> available_kernel_isas() {
+  std::vector<KernelIsa> out;
+  if (cpu_has_avx512()) out.push_back(KernelIsa::avx512);
+  if (cpu_has_avx2()) out.push_back(KernelIsa::avx2);
+  out.push_back(KernelIsa::generic);
+  return out;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Kernels. Each computes output channels [n0, n1) for all M rows of x: groups of four
@@ -246,6 +299,243 @@ __attribute__((target("avx2,fma"))) void block_avx2(const float* x, int64_t M, i
   }
 }
 
+// AVX-512 variants.
+#define COCOM_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni")))
+
+// Sixteen bf16 weights widened to fp32 (exact: a bf16 is the upper half of an fp32).
+COCOM_AVX512 inline __m512 widen16(const uint16_t* w) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+}
+
+template <int R>
+COCOM_AVX512 inline void dot_rows_bf16_avx512(const float* x, const uint16_t* const* w, int64_t K,
+                                              float* out) {
+  __m512 a[R], b[R];
+  for (int r = 0; r < R; ++r) a[r] = b[r] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    const __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+    for (int r = 0; r < R; ++r) {
+      a[r] = _mm512_fmadd_ps(widen16(w[r] + k), x0, a[r]);
+      b[r] = _mm512_fmadd_ps(widen16(w[r] + k + 16), x1, b[r]);
+    }
+  }
+  if (k + 16 <= K) {
+    const __m512 x0 = _mm512_loadu_ps(x + k);
+    for (int r = 0; r < R; ++r) a[r] = _mm512_fmadd_ps(widen16(w[r] + k), x0, a[r]);
+    k += 16;
+  }
+  for (int r = 0; r < R; ++r) {
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(a[r], b[r]));
+    for (int64_t t = k; t < K; ++t) s += x[t] * bf16_to_float(w[r][t]);
+    out[r] = s;
+  }
+}
+
+template <int R>
+COCOM_AVX512 void rows_bf16_avx512(const float* x, int64_t M, int64_t K, const uint16_t* w,
+                                   int64_t N, const float* bias, float* y, int64_t n) {
+  const uint16_t* rows[R];
+  for (int r = 0; r < R; ++r) rows[r] = w + (n + r) * K;
+  float s[R];
+  for (int64_t m = 0; m < M; ++m) {
+    dot_rows_bf16_avx512<R>(x + m * K, rows, K, s);
+    for (int r = 0; r < R; ++r) y[m * N + n + r] = bias ? s[r] + bias[n + r] : s[r];
+  }
+}
+
+COCOM_AVX512 void block_bf16_avx512(const float* x, int64_t M, int64_t K, const uint16_t* w,
+                                    int64_t N, const float* bias, float* y, int64_t n0,
+                                    int64_t n1) {
+  // One channel after the other: a single sequential stream of weights (see block_int8_vnni).
+  for (int64_t n = n0; n < n1; ++n) rows_bf16_avx512<1>(x, M, K, w, N, bias, y, n);
+}
+
+// int8 weights times activations quantised to 16 bits. Each row of x becomes integers
+// q[k] = round(x[k] / s) in [-32767, 32767] with s = max|x| / 32767, stored as two byte planes
+// hi = floor(q / 256) + 128 and lo = q mod 256 (both 0..255), so that
+//   sum_k q[k] w[k] = 256 * (sum_k hi[k] w[k] - 128 * sum_k w[k]) + sum_k lo[k] w[k].
+// VPDPBUSD multiplies unsigned by signed bytes and adds groups of four into 32-bit lanes: each
+// lane grows by at most 4 * 255 * 128 per 64 weights, so K up to kMaxVnniK cannot overflow.
+// The planes are padded to a multiple of 64 bytes; the weights' last partial block is copied
+// into a zeroed buffer, so nothing past a row is read.
+constexpr int64_t kMaxVnniK = int64_t{1} << 19;
+
+struct XPlanes {
+  int64_t Kp = 0;
+  std::vector<uint8_t> bytes;  // M rows of [hi (Kp) | lo (Kp)]
+  std::vector<double> scale;   // per row: x ~ scale * q
+  const uint8_t* hi(int64_t m) const { return bytes.data() + m * 2 * Kp; }
+  const uint8_t* lo(int64_t m) const { return hi(m) + Kp; }
+};
+
+inline void split16(int32_t q, uint8_t& hi, uint8_t& lo) {
+  const int32_t l = ((q % 256) + 256) % 256;
+  lo = static_cast<uint8_t>(l);
+  hi = static_cast<uint8_t>((q - l) / 256 + 128);
+}
+
+// One row; false when it holds inf or NaN.
+COCOM_AVX512 bool quantize_row16(const float* x, int64_t K, int64_t Kp, uint8_t* hi, uint8_t* lo,
+                                 double* scale) {
+  __m512 mx = _mm512_setzero_ps(), bad = _mm512_setzero_ps();
+  const __m512 zero = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    const __m512 v = _mm512_loadu_ps(x + k);
+    mx = _mm512_max_ps(mx, _mm512_abs_ps(v));
+    bad = _mm512_add_ps(bad, _mm512_mul_ps(v, zero));  // NaN once any element is inf or NaN
+  }
+  float amax = _mm512_reduce_max_ps(mx);
+  float nan_probe = _mm512_reduce_add_ps(bad);
+  for (int64_t t = k; t < K; ++t) {
+    amax = std::max(amax, std::fabs(x[t]));
+    nan_probe += x[t] * 0.0f;
+  }
+  if (std::isnan(nan_probe) || !std::isfinite(amax)) return false;
+  std::memset(hi + K, 0, static_cast<size_t>(Kp - K));
+  std::memset(lo + K, 0, static_cast<size_t>(Kp - K));
+  if (amax == 0.0f) {
+    *scale = 0.0;
+    std::memset(hi, 128, static_cast<size_t>(K));
+    std::memset(lo, 0, static_cast<size_t>(K));
+    return true;
+  }
+  *scale = static_cast<double>(amax) / 32767.0;
+  const float inv = 32767.0f / amax;
+  const __m512 vinv = _mm512_set1_ps(inv);
+  const __m512i qmax = _mm512_set1_epi32(32767), qmin = _mm512_set1_epi32(-32767);
+  const __m512i bias128 = _mm512_set1_epi32(128), low8 = _mm512_set1_epi32(255);
+  k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + k), vinv));
+    q = _mm512_max_epi32(_mm512_min_epi32(q, qmax), qmin);
+    const __m512i h = _mm512_add_epi32(_mm512_srai_epi32(q, 8), bias128);
+    const __m512i l = _mm512_and_si512(q, low8);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(hi + k), _mm512_cvtepi32_epi8(h));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(lo + k), _mm512_cvtepi32_epi8(l));
+  }
+  for (; k < K; ++k) {
+    const float r = std::nearbyint(x[k] * inv);
+    const int32_t q = static_cast<int32_t>(std::max(-32767.0f, std::min(32767.0f, r)));
+    split16(q, hi[k], lo[k]);
+  }
+  return true;
+}
+
+COCOM_AVX512 inline int64_t reduce_add_epi32_wide(__m512i v) {
+  const __m512i a = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v));
+  const __m512i b = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(v, 1));
+  return _mm512_reduce_add_epi64(_mm512_add_epi64(a, b));
+}
+
+template <int R>
+COCOM_AVX512 void rows_int8_vnni(const XPlanes& xp, int64_t m0, int64_t m1, int64_t K,
+                                 const int8_t* w, const float* scale, const int32_t* sums,
+                                 int64_t N, const float* bias, float* y, int64_t n) {
+  const int64_t Kf = K / 64 * 64;
+  const bool has_tail = Kf < K;
+  const int8_t* rows[R];
+  alignas(64) int8_t tail[R][64];
+  for (int r = 0; r < R; ++r) {
+    rows[r] = w + (n + r) * K;
+    if (has_tail) {
+      std::memset(tail[r], 0, 64);
+      std::memcpy(tail[r], rows[r] + Kf, static_cast<size_t>(K - Kf));
+    }
+  }
+  for (int64_t m = m0; m < m1; ++m) {
+    const uint8_t* xh = xp.hi(m);
+    const uint8_t* xl = xp.lo(m);
+    __m512i ah[R], al[R];
+    for (int r = 0; r < R; ++r) ah[r] = al[r] = _mm512_setzero_si512();
+    for (int64_t k = 0; k < Kf; k += 64) {
+      const __m512i h = _mm512_loadu_si512(xh + k), l = _mm512_loadu_si512(xl + k);
+      for (int r = 0; r < R; ++r) {
+        const __m512i wv = _mm512_loadu_si512(rows[r] + k);
+        ah[r] = _mm512_dpbusd_epi32(ah[r], h, wv);
+        al[r] = _mm512_dpbusd_epi32(al[r], l, wv);
+      }
+    }
+    if (has_tail) {
+      const __m512i h = _mm512_loadu_si512(xh + Kf), l = _mm512_loadu_si512(xl + Kf);
+      for (int r = 0; r < R; ++r) {
+        const __m512i wv = _mm512_load_si512(tail[r]);
+        ah[r] = _mm512_dpbusd_epi32(ah[r], h, wv);
+        al[r] = _mm512_dpbusd_epi32(al[r], l, wv);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      const int64_t hsum = reduce_add_epi32_wide(ah[r]), lsum = reduce_add_epi32_wide(al[r]);
+      const int64_t dot = 256 * (hsum - 128 * static_cast<int64_t>(sums[n + r])) + lsum;
+      double v = static_cast<double>(dot) * xp.scale[static_cast<size_t>(m)] *
+                 static_cast<double>(scale[n + r]);
+      if (bias) v += static_cast<double>(bias[n + r]);
+      y[m * N + n + r] = static_cast<float>(v);
+    }
+  }
+}
+
+// Few rows of x (decode): one channel after the other, so that the weights are read as a
+// single sequential stream (measured here: 4 channels read side by side, K bytes apart,
+// stream at half the rate). Many rows (prefill): rows of x in blocks of 8, whose planes stay
+// in cache, against groups of 4 channels, whose weights stay in L1 while the block passes and
+// share each load of x.
+COCOM_AVX512 void block_int8_vnni(const XPlanes& xp, int64_t M, int64_t K, const int8_t* w,
+                                  const float* scale, const int32_t* sums, int64_t N,
+                                  const float* bias, float* y, int64_t n0, int64_t n1) {
+  constexpr int64_t kRowBlock = 8;
+  if (M <= kRowBlock) {
+    for (int64_t n = n0; n < n1; ++n) rows_int8_vnni<1>(xp, 0, M, K, w, scale, sums, N, bias, y, n);
+    return;
+  }
+  for (int64_t m0 = 0; m0 < M; m0 += kRowBlock) {
+    const int64_t m1 = std::min(M, m0 + kRowBlock);
+    int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) rows_int8_vnni<4>(xp, m0, m1, K, w, scale, sums, N, bias, y, n);
+    for (; n < n1; ++n) rows_int8_vnni<1>(xp, m0, m1, K, w, scale, sums, N, bias, y, n);
+  }
+}
+
+// The avx512 int8 product, in chunks of up to 256 rows of x (bounding the planes' memory);
+// false when x holds inf or NaN, in which case the caller recomputes all of y.
+bool gemv_int8_vnni(const float* x, int64_t M, int64_t K, const int8_t* q, const float* scale,
+                    int64_t N, const float* bias, float* y, int threads, const int32_t* sums) {
+  constexpr int64_t kChunkRows = 256;
+  // The calling thread's buffer, named by a reference: inside the lambdas below, which run on
+  // other threads, the thread_local name itself would mean each worker's own (empty) copy.
+  thread_local XPlanes planes;
+  XPlanes& xp = planes;
+  std::vector<int32_t> own;
+  if (!sums) {
+    own = int8_row_sums(q, N, K);
+    sums = own.data();
+  }
+  xp.Kp = (K + 63) / 64 * 64;
+  for (int64_t c0 = 0; c0 < M; c0 += kChunkRows) {
+    const int64_t cm = std::min(kChunkRows, M - c0);
+    xp.bytes.resize(static_cast<size_t>(cm * 2 * xp.Kp));
+    xp.scale.resize(static_cast<size_t>(cm));
+    std::atomic<bool> finite{true};
+    parallel_over(cm, threads, 16, [&](int64_t m0, int64_t m1) {
+      for (int64_t m = m0; m < m1; ++m) {
+        uint8_t* h = xp.bytes.data() + m * 2 * xp.Kp;
+        if (!quantize_row16(x + (c0 + m) * K, K, xp.Kp, h, h + xp.Kp,
+                            &xp.scale[static_cast<size_t>(m)])) {
+          finite.store(false);
+        }
+      }
+    });
+    if (!finite.load()) return false;
+    const int64_t groups = (N + 3) / 4;
+    parallel_over(groups, threads, 16, [&](int64_t g0, int64_t g1) {
+      block_int8_vnni(xp, cm, K, q, scale, sums, N, bias, y + c0 * N, g0 * 4, std::min(N, g1 * 4));
+    });
+  }
+  return true;
+}
+
 template <typename W>
 void gemv_any(const float* x, int64_t M, int64_t K, const typename W::T* w, const float* scale,
               int64_t N, const float* bias, float* y, int threads) {
@@ -253,11 +543,17 @@ void gemv_any(const float* x, int64_t M, int64_t K, const typename W::T* w, cons
   if (threads <= 0) threads = kernel_threads();
   // Work in groups of 4 channels so that the vector kernel's 4-row blocks stay whole.
   const int64_t groups = (N + 3) / 4;
-  const bool avx2 = use_avx2();
+  const KernelIsa isa = active_isa();
   // Chunks of 16 groups (64 channels): 128 KiB of int8 weights for 2048 inputs.
   parallel_over(groups, threads, 16, [&](int64_t g0, int64_t g1) {
     const int64_t n0 = g0 * 4, n1 = std::min(N, g1 * 4);
-    if (avx2) {
+    if constexpr (std::is_same_v<W, B16>) {
+      if (isa == KernelIsa::avx512) {
+        block_bf16_avx512(x, M, K, w, N, bias, y, n0, n1);
+        return;
+      }
+    }
+    if (isa != KernelIsa::generic) {
       block_avx2<typename W::T>(x, M, K, w, scale, N, bias, y, n0, n1);
     } else {
       block_generic<W>(x, M, K, w, scale, N, bias, y, n0, n1);
@@ -268,8 +564,24 @@ void gemv_any(const float* x, int64_t M, int64_t K, const typename W::T* w, cons
 }  // namespace
 
 void gemv_int8(const float* x, int64_t M, int64_t K, const int8_t* q, const float* scale, int64_t N,
-               const float* bias, float* y, int threads) {
+               const float* bias, float* y, int threads, const int32_t* row_sums) {
+  if (M <= 0 || N <= 0) return;
+  if (threads <= 0) threads = kernel_threads();
+  if (active_isa() == KernelIsa::avx512 && K > 0 && K <= kMaxVnniK &&
+      gemv_int8_vnni(x, M, K, q, scale, N, bias, y, threads, row_sums)) {
+    return;
+  }
   gemv_any<I8>(x, M, K, q, scale, N, bias, y, threads);
+}
+
+std::vector<int32_t> int8_row_sums(const int8_t* q, int64_t N, int64_t K) {
+  std::vector<int32_t> out(static_cast<size_t>(std::max<int64_t>(N, 0)), 0);
+  for (int64_t n = 0; n < N; ++n) {
+    int32_t s = 0;
+    for (int64_t k = 0; k < K; ++k) s += q[n * K + k];
+    out[static_cast<size_t>(n)] = s;
+  }
+  return out;
 }
 
 void gemv_bf16(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N,
@@ -279,6 +591,43 @@ void gemv_bf16(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t 
 
 // ---------------------------------------------------------------------------------------------
 // Linear
+
+// Resident matrices of 4 MiB and more live in fresh anonymous memory advised for transparent
+// huge pages. A stream over ordinary 4 KiB pages read ~19 GB/s on this VM, the same stream over
+// 2 MiB pages ~29 GB/s (docs/benchmarks.md): the hardware prefetcher stops at page boundaries.
+// The memory comes from mmap, not malloc, because recycled heap memory (the fp32 transients of
+// loading) is already mapped in small pages. The advice is only that: where the kernel has no
+// huge page to give, ordinary pages are used.
+at::Tensor empty_resident(at::IntArrayRef shape, at::ScalarType dtype) {
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  const size_t bytes = static_cast<size_t>(numel) * c10::elementSize(dtype);
+  constexpr size_t kHuge = size_t{2} << 20;
+#ifdef MADV_HUGEPAGE
+  if (bytes >= 2 * kHuge) {
+    const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
+    const size_t length = rounded + kHuge;  // room to align the start
+    void* base = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base != MAP_FAILED) {
+      const uintptr_t start = (reinterpret_cast<uintptr_t>(base) + kHuge - 1) / kHuge * kHuge;
+      void* p = reinterpret_cast<void*>(start);
+      (void)madvise(p, rounded, MADV_HUGEPAGE);
+      return at::from_blob(
+          p, shape, [base, length](void*) { munmap(base, length); },
+          at::TensorOptions().dtype(dtype));
+    }
+  }
+#endif
+  return at::empty(shape, dtype);
+}
+
+namespace {
+at::Tensor to_resident(const at::Tensor& t) {
+  at::Tensor out = empty_resident(t.sizes(), t.scalar_type());
+  out.copy_(t);
+  return out;
+}
+}  // namespace
 
 Linear Linear::make(const at::Tensor& w, const at::Tensor& bias, WeightFormat format) {
   if (w.dim() != 2) fail("Linear: expected a [out, in] weight, got ", w.dim(), " dimensions");
@@ -293,13 +642,17 @@ Linear Linear::make(const at::Tensor& w, const at::Tensor& bias, WeightFormat fo
       break;
     case WeightFormat::bf16:
       if (!w.device().is_cpu()) fail("bf16 resident weights are implemented for the CPU only");
-      l.w_ = to_bf16(w);
+      l.w_ = to_resident(to_bf16(w));
       break;
     case WeightFormat::int8: {
       if (!w.device().is_cpu()) fail("int8 resident weights are implemented for the CPU only");
       Int8Matrix m = quantize_int8_rows(w);
-      l.w_ = std::move(m.q);
+      l.w_ = to_resident(m.q);
+      m.q = at::Tensor();
       l.scale_ = std::move(m.scale);
+      std::vector<int32_t> sums = int8_row_sums(l.w_.data_ptr<int8_t>(), l.out_, l.in_);
+      l.sums_ = at::empty({l.out_}, at::kInt);
+      std::memcpy(l.sums_.data_ptr<int32_t>(), sums.data(), sums.size() * sizeof(int32_t));
       break;
     }
   }
@@ -322,6 +675,7 @@ Linear Linear::from_bf16(const at::Tensor& w_bf16, const at::Tensor& bias) {
 int64_t Linear::resident_bytes() const {
   int64_t b = w_.defined() ? static_cast<int64_t>(w_.nbytes()) : 0;
   if (scale_.defined()) b += static_cast<int64_t>(scale_.nbytes());
+  if (sums_.defined()) b += static_cast<int64_t>(sums_.nbytes());
   if (bias_.defined()) b += static_cast<int64_t>(bias_.nbytes());
   return b;
 }
@@ -370,10 +724,11 @@ at::Tensor Linear::forward(const at::Tensor& x) const {
   shape.back() = out_;
   at::Tensor y = at::empty({M, out_}, at::kFloat);
   const float* bias = bias_.defined() ? bias_.data_ptr<float>() : nullptr;
-  if (M <= kGemvMaxRows) {
+  const bool int8_any_rows = format_ == WeightFormat::int8 && active_isa() == KernelIsa::avx512;
+  if (M <= kGemvMaxRows || int8_any_rows) {
     if (format_ == WeightFormat::int8) {
       gemv_int8(x2.data_ptr<float>(), M, in_, w_.data_ptr<int8_t>(), scale_.data_ptr<float>(), out_,
-                bias, y.data_ptr<float>());
+                bias, y.data_ptr<float>(), 0, sums_.data_ptr<int32_t>());
     } else {
       gemv_bf16(x2.data_ptr<float>(), M, in_, reinterpret_cast<const uint16_t*>(w_.data_ptr()),
                 out_, bias, y.data_ptr<float>());

@@ -1,12 +1,20 @@
 // Resident weight formats for the decoder's linear layers: fp32 (the reference path), bf16
-// (half the bytes, widened to fp32 inside the kernels) and weight-only int8 with one fp32
-// scale per output channel (a quarter of the bytes; activations stay fp32).
+// (half the bytes, widened to fp32 inside the kernels) and int8 with one fp32 scale per
+// output channel (a quarter of the bytes).
 //
-// One-row products (decode) run matrix-vector kernels that read the stored format directly
-// (AVX2 + FMA when the CPU has them, chosen at run time; a portable loop otherwise), in
-// parallel over output channels. Many-row products (prefill) widen a block of output
-// channels at a time into a reusable fp32 scratch and call the fp32 BLAS GEMM, so no full
-// fp32 copy of a matrix is ever made.
+// Kernel variants, chosen at run time from the CPU (kernel_isa()):
+// - "avx512" (AVX-512 F/BW/VNNI): int8 products run on the integer dot-product instruction.
+//   Each activation row is quantised on the fly to 16 bits with one scale per row
+//   (|error| <= max|x| / 65534 per element, about 256 times finer than the int8 weights)
+//   and split into two byte planes, so a product costs two VPDPBUSD per 64 weights and the
+//   sums are exact integers. This path serves every row count (decode and prefill). bf16
+//   weights are widened 16 at a time.
+// - "avx2" (AVX2 + FMA): int8 and bf16 weights are widened to fp32 eight at a time; activations
+//   stay fp32.
+// - "generic": portable loops.
+// Without the avx512 variant, many-row int8 products (prefill) and every many-row bf16
+// product widen a block of output channels at a time into a reusable fp32 scratch and call
+// the fp32 BLAS GEMM, so no full fp32 copy of a matrix is ever made.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -14,6 +22,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace cocom::model {
 
@@ -41,15 +50,27 @@ at::Tensor to_bf16(const at::Tensor& w);
 // Kernels: y[m, n] = sum_k x[m, k] * W[n, k] (+ bias[n]) for row-major x [M, K], y [M, N].
 // W is int8 with per-row scales, or bf16 given as raw uint16 bit patterns. Parallel over
 // output channels with `threads` threads (0 = the kernel thread count, see below).
+// `row_sums` (optional, int8 only) holds sum_k q[n, k] for every row (int8_row_sums); the
+// avx512 variant needs them and computes them itself when none are given.
+// The avx512 int8 variant quantises x (see above) unless a row holds inf or NaN, in which
+// case the call runs the fp32-activation kernel instead.
 void gemv_int8(const float* x, int64_t M, int64_t K, const int8_t* q, const float* scale, int64_t N,
-               const float* bias, float* y, int threads = 0);
+               const float* bias, float* y, int threads = 0, const int32_t* row_sums = nullptr);
 void gemv_bf16(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N,
                const float* bias, float* y, int threads = 0);
+// sum_k q[n, k] for each of the N rows of an int8 [N, K] matrix.
+std::vector<int32_t> int8_row_sums(const int8_t* q, int64_t N, int64_t K);
 
-// Which kernel variant runs: "avx2" or "generic". set_generic_kernels(true) forces the
-// portable loops (tests compare both).
+// Kernel variants. force_kernel_isa() makes every later call use the given variant, or the
+// best one below it that the CPU has (tests and benchmarks compare them); automatic (the
+// default) picks the best the CPU has. kernel_isa() names the variant in effect.
+enum class KernelIsa { automatic, generic, avx2, avx512 };
 const char* kernel_isa();
-void set_generic_kernels(bool generic);
+KernelIsa active_kernel_isa();  // never automatic
+const char* kernel_isa_name(KernelIsa isa);
+void force_kernel_isa(KernelIsa isa);
+// The variants this CPU can run, best first (always ends with generic).
+std::vector<KernelIsa> available_kernel_isas();
 
 // Thread count the kernels use. Decode steps keep ATen's element-wise work on one thread
 // (see mistral.cpp); this scope tells the kernels how many threads they may still use.
@@ -65,6 +86,11 @@ class KernelThreadsScope {
   int saved_;
 };
 
+// An uninitialised CPU tensor for resident weights: from 4 MiB up, fresh anonymous memory
+// advised for transparent huge pages (streams read ~1.5x faster here than over 4 KiB pages);
+// smaller ones come from at::empty.
+at::Tensor empty_resident(at::IntArrayRef shape, at::ScalarType dtype);
+
 // A linear layer y = x W^T + b whose weight is resident in one of the formats.
 class Linear {
  public:
@@ -75,14 +101,16 @@ class Linear {
   static Linear from_bf16(const at::Tensor& w_bf16, const at::Tensor& bias = {});
 
   // x [..., in] fp32 -> [..., out] fp32. Rows <= kGemvMaxRows use the matrix-vector kernels,
-  // more rows the blocked widen + GEMM path.
+  // as do any number of rows of an int8 layer under the avx512 variant; more rows otherwise
+  // take the blocked widen + GEMM path.
   at::Tensor forward(const at::Tensor& x) const;
 
   WeightFormat format() const { return format_; }
   int64_t out_features() const { return out_; }
   int64_t in_features() const { return in_; }
   bool defined() const { return w_.defined(); }
-  // Bytes held by the weight (+ scales); shared storage is counted by each user.
+  // Bytes held by the weight (+ scales, row sums, bias); shared storage is counted by each
+  // user.
   int64_t resident_bytes() const;
   // The weight as fp32 [out, in] (a full copy; tests and debugging only).
   at::Tensor dequantized() const;
@@ -99,6 +127,7 @@ class Linear {
   int64_t out_ = 0, in_ = 0;
   at::Tensor w_;      // fp32 / kBFloat16 / int8 [out, in]
   at::Tensor scale_;  // int8: fp32 [out]
+  at::Tensor sums_;   // int8: int32 [out], sum of each row's codes (for the avx512 kernel)
   at::Tensor bias_;   // optional fp32 [out]
 };
 

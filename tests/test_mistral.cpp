@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "common/json_util.h"
 #include "model/checkpoint_io.h"
+#include "model/decode_attention.h"
 #include "model/generation.h"
 #include "model/mistral.h"
 #include "tests/test_util.h"
@@ -153,6 +154,51 @@ TEST(Mistral, KvCacheStepsEqualFullRecompute) {
     double d = (full - r.step_logits.select(1, t)).abs().max().item<double>();
     EXPECT_LT(d, 1e-4) << "step " << t;
   }
+}
+
+// The decode-step attention against softmax(q k^T / sqrt(d)) v written out in double: two
+// sequences, grouped query heads (8 query heads on 2 kv heads), hidden keys in the middle, a
+// sequence that sees no key at all (uniform weights over every slot, as the reference path
+// gives), head sizes that are and are not multiples of the 16-float vectors, every kernel variant.
+TEST(DecodeAttention, EqualsTheFormulaWithGroupedHeadsAndHiddenKeys) {
+  for (int64_t d : {int64_t{64}, int64_t{20}}) {
+    const int64_t B = 2, H = 8, KV = 2, cap = 37, S = 29, G = H / KV;
+    at::Tensor q = at::randn({B, H, 1, d}, at::kDouble).to(at::kFloat);
+    at::Tensor kc = at::randn({B, KV, cap, d}).mul_(2.0);
+    at::Tensor vc = at::randn({B, KV, cap, d});
+    at::Tensor allowed = at::ones({B, S}, at::kBool);
+    allowed[0].narrow(0, 3, 5).fill_(false);
+    allowed[1].fill_(false);
+    const double scale = 1.0 / std::sqrt(double(d));
+    for (KernelIsa isa : available_kernel_isas()) {
+      force_kernel_isa(isa);
+      ASSERT_TRUE(decode_attention_applies(q, kc, vc));
+      at::Tensor out = decode_attention(q, kc, vc, S, allowed, scale);
+      force_kernel_isa(KernelIsa::automatic);
+      ASSERT_EQ(out.sizes(), (std::vector<int64_t>{B, 1, H * d}));
+      for (int64_t b = 0; b < B; ++b) {
+        for (int64_t h = 0; h < H; ++h) {
+          at::Tensor keys = kc[b][h / G].narrow(0, 0, S).to(at::kDouble);
+          at::Tensor vals = vc[b][h / G].narrow(0, 0, S).to(at::kDouble);
+          at::Tensor sc = at::mv(keys, q[b][h][0].to(at::kDouble)) * scale;
+          at::Tensor w = allowed[b].any().item<bool>()
+                             ? at::softmax(sc.masked_fill(allowed[b].logical_not(), -1e300), 0)
+                             : at::full({S}, 1.0 / double(S), at::kDouble);
+          at::Tensor ref = at::mv(vals.t(), w);
+          at::Tensor got = out[b][0].narrow(0, h * d, d).to(at::kDouble);
+          EXPECT_LT((got - ref).abs().max().item<double>(), 1e-5)
+              << kernel_isa_name(isa) << " d=" << d << " b=" << b << " h=" << h;
+        }
+      }
+    }
+  }
+  // What it does not take: several query positions, a strided cache, a bad mask.
+  at::Tensor q = at::randn({1, 4, 1, 16}), kc = at::randn({1, 2, 8, 16});
+  EXPECT_FALSE(decode_attention_applies(at::randn({1, 4, 2, 16}), kc, kc));
+  EXPECT_FALSE(decode_attention_applies(q, kc.transpose(2, 3).contiguous().transpose(2, 3), kc));
+  EXPECT_FALSE(decode_attention_applies(at::randn({1, 3, 1, 16}), kc, kc));
+  EXPECT_THROW(decode_attention(q, kc, kc, 9, at::ones({1, 9}, at::kBool), 1.0), Error);
+  EXPECT_THROW(decode_attention(q, kc, kc, 4, at::ones({1, 5}, at::kBool), 1.0), Error);
 }
 
 TEST(Mistral, RowAloneEqualsRowInLeftPaddedBatch) {

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <thread>
 #include <vector>
@@ -33,16 +34,19 @@ at::Tensor randn(std::vector<int64_t> shape, uint64_t seed, double std = 1.0) {
   return t;
 }
 
-// Restores the kernel choice when a test ends.
-struct GenericKernels {
-  explicit GenericKernels(bool on) { set_generic_kernels(on); }
-  ~GenericKernels() { set_generic_kernels(false); }
+// Forces a kernel variant for the length of a test.
+struct ForceIsa {
+  explicit ForceIsa(KernelIsa isa) { force_kernel_isa(isa); }
+  ~ForceIsa() { force_kernel_isa(KernelIsa::automatic); }
 };
 
 // |y - ref| <= (K + 2) * eps * (sum_k |x||w| + |b|) + tiny: the fp32 rounding of a K-term dot
-// product, its scaling and the bias.
+// product, its scaling and the bias. With `x_quantised` (the avx512 int8 kernel), also the
+// 16-bit quantisation of each x row: at most (half a step of max|x| / 32767, plus the fp32
+// rounding of x / step) per element, times sum_k |w[n, k]|.
 void expect_matches_reference(const at::Tensor& y, const at::Tensor& x, const at::Tensor& w_deq,
-                              const at::Tensor& bias, const std::string& what) {
+                              const at::Tensor& bias, const std::string& what,
+                              bool x_quantised = false) {
   at::Tensor xd = x.to(at::kDouble), wd = w_deq.to(at::kDouble);
   at::Tensor ref = at::matmul(xd, wd.t());
   if (bias.defined()) ref = ref + bias.to(at::kDouble);
@@ -50,6 +54,10 @@ void expect_matches_reference(const at::Tensor& y, const at::Tensor& x, const at
   if (bias.defined()) mag = mag + bias.to(at::kDouble).abs();
   const double K = static_cast<double>(x.size(1));
   at::Tensor tol = mag * ((K + 2) * 6e-8) + 1e-30;
+  if (x_quantised) {
+    at::Tensor step = xd.abs().amax(1, true) / 32767.0;  // [M, 1]
+    tol = tol + step * 0.501 * wd.abs().sum(1).unsqueeze(0);
+  }
   at::Tensor err = (y.to(at::kDouble) - ref).abs();
   at::Tensor ratio = err / tol;
   EXPECT_LE(ratio.max().item<double>(), 1.0) << what << ": max error " << err.max().item<double>()
@@ -93,12 +101,14 @@ TEST(Quantize, Bf16ConversionRoundsToNearestEven) {
 // lanes of the vector loop; both the vector kernel and the portable one; exact-size buffers so
 // that AddressSanitizer sees any read past a tail.
 TEST(Quantize, KernelsEqualDequantisedReferenceOnOddShapes) {
-  const std::vector<int64_t> Ks = {1, 7, 8, 17, 33, 257};
+  const std::vector<int64_t> Ks = {1, 7, 8, 17, 33, 64, 65, 257};
   const std::vector<int64_t> Ns = {1, 3, 5, 37};
-  const std::vector<int64_t> Ms = {1, 3, 8};
+  const std::vector<int64_t> Ms = {1, 3, 8, 11};
   uint64_t seed = 10;
-  for (bool generic : {false, true}) {
-    GenericKernels g(generic);
+  for (KernelIsa isa : available_kernel_isas()) {
+    ForceIsa force(isa);
+    ASSERT_STREQ(kernel_isa(), kernel_isa_name(isa));
+    const bool xq = isa == KernelIsa::avx512;
     for (int64_t K : Ks) {
       for (int64_t N : Ns) {
         for (int64_t M : Ms) {
@@ -117,10 +127,13 @@ TEST(Quantize, KernelsEqualDequantisedReferenceOnOddShapes) {
           const int threads = 1 + static_cast<int>((K + N) % 2);
           gemv_int8(xs.data(), M, K, qs.data(), ss.data(), N, bs.data(), y.data(), threads);
           expect_matches_reference(at::from_blob(y.data(), {M, N}, at::kFloat).clone(), x,
-                                   dequantize_int8_rows(q.q, q.scale), bias, "int8 " + what);
-          gemv_int8(xs.data(), M, K, qs.data(), ss.data(), N, nullptr, y.data(), 2);
+                                   dequantize_int8_rows(q.q, q.scale), bias, "int8 " + what, xq);
+          // With the row sums given, as Linear does.
+          std::vector<int32_t> sums = int8_row_sums(qs.data(), N, K);
+          gemv_int8(xs.data(), M, K, qs.data(), ss.data(), N, nullptr, y.data(), 2, sums.data());
           expect_matches_reference(at::from_blob(y.data(), {M, N}, at::kFloat).clone(), x,
-                                   dequantize_int8_rows(q.q, q.scale), {}, "int8 no bias " + what);
+                                   dequantize_int8_rows(q.q, q.scale), {}, "int8 no bias " + what,
+                                   xq);
           // bf16
           at::Tensor wb = to_bf16(w);
           std::vector<uint16_t> ws(reinterpret_cast<const uint16_t*>(wb.data_ptr()),
@@ -134,6 +147,50 @@ TEST(Quantize, KernelsEqualDequantisedReferenceOnOddShapes) {
   }
 }
 
+TEST(Quantize, Int8RowSumsAreTheSumsOfTheCodes) {
+  const std::vector<int8_t> q = {1, -2, 3, 127, -127, 0, -128, -128, 5};
+  EXPECT_EQ(int8_row_sums(q.data(), 3, 3), (std::vector<int32_t>{2, 0, -251}));
+  EXPECT_TRUE(int8_row_sums(q.data(), 0, 3).empty());
+}
+
+// Rows the 16-bit activation quantisation must handle: all zeros (scale 0: y = bias), one
+// large outlier among small values, values of every sign near the extremes, and rows with inf
+// or NaN (every variant gives what fp32 gives: the avx512 one falls back to fp32 activations).
+TEST(Quantize, Int8KernelsHandleZeroOutlierAndNonFiniteRows) {
+  const int64_t K = 130, N = 9, M = 5;
+  at::Tensor w = randn({N, K}, 400, 0.1);
+  Int8Matrix q = quantize_int8_rows(w);
+  at::Tensor deq = dequantize_int8_rows(q.q, q.scale);
+  at::Tensor bias = randn({N}, 401);
+  at::Tensor x = randn({M, K}, 402);
+  x[0].zero_();
+  x[1].mul_(1e-3);
+  x[1][77] = 1e4;
+  x[2] = at::sign(x[2]) * 1e30;  // large (the fp32-activation kernels sum x * code: no overflow)
+  at::Tensor finite_rows = x.narrow(0, 0, 3).clone();
+  for (KernelIsa isa : available_kernel_isas()) {
+    ForceIsa force(isa);
+    const bool xq = isa == KernelIsa::avx512;
+    for (int bad = 0; bad < 2; ++bad) {
+      at::Tensor xb = x.clone();
+      xb[3][5] =
+          bad ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
+      std::vector<float> y(static_cast<size_t>(M * N));
+      gemv_int8(xb.data_ptr<float>(), M, K, q.q.data_ptr<int8_t>(), q.scale.data_ptr<float>(), N,
+                bias.data_ptr<float>(), y.data(), 2);
+      at::Tensor yt = at::from_blob(y.data(), {M, N}, at::kFloat).clone();
+      const std::string what = std::string(kernel_isa_name(isa)) + (bad ? " NaN" : " inf");
+      // Rows 0-2 as the reference; row 0 is exactly the bias.
+      expect_matches_reference(yt.narrow(0, 0, 3), finite_rows, deq, bias, what, xq);
+      EXPECT_TRUE(yt[0].equal(bias)) << what;
+      // Row 3 holds inf or NaN: no finite output, as in fp32.
+      EXPECT_FALSE(at::isfinite(yt[3]).any().item<bool>()) << what;
+      // Row 4 is unaffected by row 3.
+      expect_matches_reference(yt.narrow(0, 4, 1), x.narrow(0, 4, 1), deq, bias, what, xq);
+    }
+  }
+}
+
 // Linear::forward: the one-row kernels and the many-row path (blocks of widened rows through
 // the fp32 GEMM, here several blocks with a short last one) give the same products.
 TEST(Quantize, LinearLayerPathsAgreeWithTheReference) {
@@ -142,16 +199,19 @@ TEST(Quantize, LinearLayerPathsAgreeWithTheReference) {
   at::Tensor bias = randn({N}, 102);
   for (WeightFormat f : {WeightFormat::bf16, WeightFormat::int8}) {
     Linear l = Linear::make(w, bias, f);
+    // int8: codes, scales and row sums; bf16: the weight; both: the bias.
     EXPECT_EQ(l.resident_bytes(), N * K * (f == WeightFormat::int8 ? 1 : 2) +
-                                      N * 4 * (f == WeightFormat::int8 ? 2 : 1));
+                                      N * 4 * (f == WeightFormat::int8 ? 3 : 1));
+    const bool xq = f == WeightFormat::int8 && std::string(kernel_isa()) == "avx512";
     at::Tensor deq = l.dequantized();
-    for (int64_t M :
-         {int64_t{1}, int64_t{3}, Linear::kGemvMaxRows, Linear::kGemvMaxRows + 1, int64_t{40}}) {
+    // 260 rows: more than one 256-row chunk of the avx512 int8 path.
+    for (int64_t M : {int64_t{1}, int64_t{3}, Linear::kGemvMaxRows, Linear::kGemvMaxRows + 1,
+                      int64_t{40}, int64_t{260}}) {
       at::Tensor x = randn({1, M, K}, 200 + M);
       at::Tensor y = l.forward(x);
       ASSERT_EQ(y.sizes(), (std::vector<int64_t>{1, M, N}));
       expect_matches_reference(y.view({M, N}), x.view({M, K}), deq, bias,
-                               std::string(weight_format_name(f)) + " M=" + std::to_string(M));
+                               std::string(weight_format_name(f)) + " M=" + std::to_string(M), xq);
     }
   }
   // fp32 keeps the reference kernel exactly.

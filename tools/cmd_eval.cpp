@@ -4,6 +4,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/strings.h"
 #include "eval/evaluate.h"
 #include "tools/commands.h"
 
@@ -17,20 +18,6 @@ struct EvalArgs {
   bool json = false;
   double progress_every = 10;  // seconds between progress lines on stderr
 };
-
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= s.size()) {
-    size_t end = s.find(',', start);
-    if (end == std::string::npos) end = s.size();
-    std::string item = s.substr(start, end - start);
-    const size_t a = item.find_first_not_of(' '), b = item.find_last_not_of(' ');
-    if (a != std::string::npos) out.push_back(item.substr(a, b - a + 1));
-    start = end + 1;
-  }
-  return out;
-}
 
 void print_table(const eval::EvalReport& r) {
   const bool qa = r.task == "qa";
@@ -83,7 +70,7 @@ void print_table(const eval::EvalReport& r) {
 int run_eval(const GlobalOptions& g, EvalArgs& a) {
   setup_runtime(g);
   a.opt.device = g.device;
-  a.opt.baselines = split_commas(a.baselines);
+  a.opt.baselines = split_list(a.baselines);
   double last = 0;
   a.opt.progress = [&](const eval::EvalProgress& p) {
     if (p.done < p.total && p.seconds - last < a.progress_every) return;

@@ -12,8 +12,8 @@
 #include <iostream>
 #include <string>
 
-#include "bench/bench_runtime.h"
 #include "bench/bench_efficiency.h"
+#include "bench/bench_runtime.h"
 #include "bench/bench_store.h"
 #include "common/error.h"
 #include "tools/commands.h"
@@ -167,8 +167,9 @@ int main(int argc, char** argv) {
   c_gen->add_option("--batch-size", gen.batch_size, "questions per batch")->capture_default_str();
   c_gen->add_option("--max-new-tokens", gen.max_new_tokens, "tokens per answer at most")
       ->capture_default_str();
-  c_gen->add_option("--context-max-length", gen.context_max_length,
-                    "compressor tokens per passage (128 for the published models)")
+  c_gen
+      ->add_option("--context-max-length", gen.context_max_length,
+                   "compressor tokens per passage (128 for the published models)")
       ->capture_default_str();
   c_gen->add_option("--dump-dir", gen.dump_dir,
                     "write each batch's encoder/decoder inputs and embeddings as safetensors");
@@ -194,8 +195,9 @@ int main(int argc, char** argv) {
       ->required();
   c_cmp->add_option("--batch-size", cmp.batch_size, "passages per forward pass")
       ->capture_default_str();
-  c_cmp->add_option("--context-max-length", cmp.context_max_length,
-                    "tokens per passage; longer passages are truncated")
+  c_cmp
+      ->add_option("--context-max-length", cmp.context_max_length,
+                   "tokens per passage; longer passages are truncated")
       ->capture_default_str();
   c_cmp->add_option("--decoder-tokenizer", cmp.decoder_tokenizer, "base decoder directory");
   c_cmp->add_option("--compressor-tokenizer", cmp.compressor_tokenizer,
@@ -220,7 +222,8 @@ int main(int argc, char** argv) {
   };
   IngestArgs ing;
   auto* c_ing = app.add_subcommand(
-      "ingest", "read, chunk, compress and index documents (.txt .md .html .pdf .jsonl, directories)");
+      "ingest",
+      "read, chunk, compress and index documents (.txt .md .html .pdf .jsonl, directories)");
   add_store_options(c_ing, ing.store, true);
   c_ing->add_option("--include", ing.include, "glob of files to take (repeatable)");
   c_ing->add_option("--exclude", ing.exclude, "glob of files to skip (repeatable)");
@@ -237,7 +240,8 @@ int main(int argc, char** argv) {
   auto* c_srch = app.add_subcommand("search", "ranked passages for a query, with provenance");
   add_store_options(c_srch, srch.store, false);
   c_srch->add_option("--k", srch.k, "passages to return")->capture_default_str();
-  c_srch->add_option("--mode", srch.mode, "dense, bm25 or hybrid (default: hybrid with a retriever, else bm25)");
+  c_srch->add_option("--mode", srch.mode,
+                     "dense, bm25 or hybrid (default: hybrid with a retriever, else bm25)");
   c_srch->add_flag("--json", srch.json, "print JSON");
   c_srch->add_option("query", srch.query, "the query")->required();
   c_srch->callback([&] { rc = cmd_search(g, srch); });
@@ -249,12 +253,14 @@ int main(int argc, char** argv) {
   c_ask->add_option("--model", ask.model, "COCOM checkpoint (default: the store's)");
   c_ask->add_option("--retriever", ask.retriever, "dense retriever (default: the store's)");
   c_ask->add_option("--decoder-tokenizer", ask.decoder_tokenizer, "base decoder directory");
-  c_ask->add_option("--weights", ask.weights,
+  c_ask
+      ->add_option("--weights", ask.weights,
                    "resident format of the decoder's linear layers: fp32, bf16 (half the "
                    "memory) or int8 (a quarter; fastest decode on CPU)")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
-  c_ask->add_option("--compressor-tokenizer", ask.compressor_tokenizer, "base compressor directory");
+  c_ask->add_option("--compressor-tokenizer", ask.compressor_tokenizer,
+                    "base compressor directory");
   c_ask->add_option("--query-prefix", ask.query_prefix, "retriever prefix for queries");
   c_ask->add_option("--k", ask.k, "passages to retrieve and read")->capture_default_str();
   c_ask->add_option("--mode", ask.mode,
@@ -286,7 +292,8 @@ int main(int argc, char** argv) {
   c_con->add_option("--model", con.model, "COCOM checkpoint (default: the store's)");
   c_con->add_option("--retriever", con.retriever, "dense retriever (default: the store's)");
   c_con->add_option("--decoder-tokenizer", con.decoder_tokenizer, "base decoder directory");
-  c_con->add_option("--weights", con.weights,
+  c_con
+      ->add_option("--weights", con.weights,
                    "resident format of the decoder's linear layers: fp32, bf16 (half the "
                    "memory) or int8 (a quarter; fastest decode on CPU)")
       ->capture_default_str()
@@ -294,8 +301,9 @@ int main(int argc, char** argv) {
   c_con->add_option("--compressor-tokenizer", con.compressor_tokenizer,
                     "base compressor directory");
   c_con->add_option("--k", con.k, "passages per question")->capture_default_str();
-  c_con->add_option("--mode", con.mode, "dense, bm25 or hybrid (default: hybrid with a "
-                                        "retriever, else bm25)");
+  c_con->add_option("--mode", con.mode,
+                    "dense, bm25 or hybrid (default: hybrid with a "
+                    "retriever, else bm25)");
   c_con->add_option("--max-new-tokens", con.max_new_tokens, "tokens per answer at most")
       ->capture_default_str();
   c_con->add_flag("--no-compress", con.no_compress,
@@ -329,6 +337,10 @@ int main(int argc, char** argv) {
                    "compared with the bandwidth bound for the bytes of that format)")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
+  c_rb->add_option("--kernels", rb.kernels,
+                   "comma list of kernel variants to measure in turn on the same model: auto, "
+                   "avx512, avx2, generic (bf16/int8 weights; ratios are printed)")
+      ->capture_default_str();
   c_rb->add_flag("--json", rb.json, "print one JSON object");
   c_rb->callback([&] {
     rb.device = g.device;
