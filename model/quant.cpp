@@ -49,13 +49,44 @@ double weight_format_bytes(WeightFormat f) {
 
 Int8Matrix quantize_int8_rows(const at::Tensor& w0) {
   if (w0.dim() != 2) fail("quantize_int8_rows: expected a matrix, got ", w0.dim(), " dimensions");
-  at::Tensor w = w0.to(at::kFloat).contiguous();
+  const at::Tensor w = w0.to(at::kFloat).contiguous();
+  const int64_t N = w.size(0), K = w.size(1);
   Int8Matrix out;
-  out.scale = w.abs().amax(1).div_(127.0f);
-  at::Tensor divisor = at::where(out.scale > 0, out.scale, at::ones_like(out.scale));
-  at::Tensor t = w.div(divisor.unsqueeze(1));
-  t.round_().clamp_(-127, 127);
-  out.q = t.to(at::kChar).contiguous();
+  // One pass per row, straight into resident memory: no full-size temporaries (which for a
+  // 7B model's stacked MLP matrices are half a gigabyte each).
+  out.q = empty_resident({N, K}, at::kChar);
+  out.scale = at::empty({N}, at::kFloat);
+  const float* src = w.data_ptr<float>();
+  int8_t* q = out.q.data_ptr<int8_t>();
+  float* scale = out.scale.data_ptr<float>();
+  std::atomic<int64_t> bad_row{-1};
+  at::parallel_for(0, N, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t n = r0; n < r1; ++n) {
+      const float* row = src + n * K;
+      float amax = 0.0f;
+      bool finite = true;
+      for (int64_t k = 0; k < K; ++k) {
+        finite = finite && std::isfinite(row[k]);
+        amax = std::max(amax, std::fabs(row[k]));
+      }
+      if (!finite) {
+        bad_row.store(n);
+        continue;
+      }
+      const float s = amax / 127.0f;
+      scale[n] = s;
+      const float divisor = s > 0 ? s : 1.0f;
+      int8_t* qr = q + n * K;
+      for (int64_t k = 0; k < K; ++k) {
+        const float t = std::nearbyint(row[k] / divisor);
+        qr[k] = static_cast<int8_t>(std::max(-127.0f, std::min(127.0f, t)));
+      }
+    }
+  });
+  if (bad_row.load() >= 0) {
+    fail("int8 quantisation: row ", bad_row.load(), " of a [", N, ", ", K,
+         "] weight holds inf or NaN");
+  }
   return out;
 }
 
@@ -64,8 +95,10 @@ at::Tensor dequantize_int8_rows(const at::Tensor& q, const at::Tensor& scale) {
 }
 
 at::Tensor to_bf16(const at::Tensor& w) {
-  // c10::BFloat16's conversion rounds to nearest even.
-  return w.to(at::kFloat).to(at::kBFloat16).contiguous();
+  // c10::BFloat16's conversion rounds to nearest even; written straight into resident memory.
+  at::Tensor out = empty_resident(w.sizes(), at::kBFloat16);
+  out.copy_(w.to(at::kFloat));
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -621,14 +654,6 @@ at::Tensor empty_resident(at::IntArrayRef shape, at::ScalarType dtype) {
   return at::empty(shape, dtype);
 }
 
-namespace {
-at::Tensor to_resident(const at::Tensor& t) {
-  at::Tensor out = empty_resident(t.sizes(), t.scalar_type());
-  out.copy_(t);
-  return out;
-}
-}  // namespace
-
 Linear Linear::make(const at::Tensor& w, const at::Tensor& bias, WeightFormat format) {
   if (w.dim() != 2) fail("Linear: expected a [out, in] weight, got ", w.dim(), " dimensions");
   Linear l;
@@ -642,13 +667,12 @@ Linear Linear::make(const at::Tensor& w, const at::Tensor& bias, WeightFormat fo
       break;
     case WeightFormat::bf16:
       if (!w.device().is_cpu()) fail("bf16 resident weights are implemented for the CPU only");
-      l.w_ = to_resident(to_bf16(w));
+      l.w_ = to_bf16(w);
       break;
     case WeightFormat::int8: {
       if (!w.device().is_cpu()) fail("int8 resident weights are implemented for the CPU only");
       Int8Matrix m = quantize_int8_rows(w);
-      l.w_ = to_resident(m.q);
-      m.q = at::Tensor();
+      l.w_ = std::move(m.q);
       l.scale_ = std::move(m.scale);
       std::vector<int32_t> sums = int8_row_sums(l.w_.data_ptr<int8_t>(), l.out_, l.in_);
       l.sums_ = at::empty({l.out_}, at::kInt);

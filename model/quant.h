@@ -36,7 +36,8 @@ double weight_format_bytes(WeightFormat f);
 
 // Symmetric per-row (output channel) int8 quantisation of an fp32 matrix [N, K]:
 // scale[n] = max_k |w[n,k]| / 127, q = round(w / scale) in [-127, 127] (a zero row gets
-// scale 0 and q 0). The rounding error of every element is at most scale[n] / 2.
+// scale 0 and q 0). The rounding error of every element is at most scale[n] / 2. The codes
+// are written into resident memory (empty_resident); a row holding inf or NaN is an error.
 struct Int8Matrix {
   at::Tensor q;      // int8 [N, K]
   at::Tensor scale;  // fp32 [N]
@@ -44,7 +45,8 @@ struct Int8Matrix {
 Int8Matrix quantize_int8_rows(const at::Tensor& w);
 at::Tensor dequantize_int8_rows(const at::Tensor& q, const at::Tensor& scale);  // fp32 [N, K]
 
-// fp32 -> bf16 with round-to-nearest-even (kBFloat16 tensor of the same shape).
+// fp32 -> bf16 with round-to-nearest-even (kBFloat16 tensor of the same shape, in resident
+// memory).
 at::Tensor to_bf16(const at::Tensor& w);
 
 // Kernels: y[m, n] = sum_k x[m, k] * W[n, k] (+ bias[n]) for row-major x [M, K], y [M, N].

@@ -1,6 +1,7 @@
 #include "model/weights.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 
 #include <cstring>
 
@@ -50,13 +51,16 @@ at::Tensor tensor_from_bytes(const TensorInfo& ti, const uint8_t* src, const std
         std::memcpy(dst, src, static_cast<size_t>(n) * 4);
         break;
       case DType::BF16: {
-        // bf16 is the upper half of an fp32: widen by shifting (exact).
-        for (int64_t i = 0; i < n; ++i) {
-          uint16_t h;
-          std::memcpy(&h, src + 2 * i, 2);
-          uint32_t bits = static_cast<uint32_t>(h) << 16;
-          std::memcpy(dst + i, &bits, 4);
-        }
+        // bf16 is the upper half of an fp32: widen by shifting (exact). In parallel: a 7B
+        // checkpoint is 7 billion of these.
+        at::parallel_for(0, n, int64_t{1} << 16, [&](int64_t i0, int64_t i1) {
+          for (int64_t i = i0; i < i1; ++i) {
+            uint16_t h;
+            std::memcpy(&h, src + 2 * i, 2);
+            uint32_t bits = static_cast<uint32_t>(h) << 16;
+            std::memcpy(dst + i, &bits, 4);
+          }
+        });
         break;
       }
       case DType::F16: {

@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/error.h"
 #include "model/checkpoint_io.h"
 #include "model/cocom.h"
 #include "model/mistral.h"
@@ -85,6 +86,22 @@ TEST(Quantize, Int8RoundTripErrorIsAtMostHalfAScalePerChannel) {
     EXPECT_LE(err[n].item<double>(), s / 2 * (1 + 1e-6) + 1e-30) << "row " << n;
     // The largest magnitude of a row is represented by +-127 exactly (up to rounding).
     EXPECT_EQ(m.q[n].abs().max().item<int>(), s > 0 ? 127 : 0) << "row " << n;
+  }
+}
+
+TEST(Quantize, Int8QuantisationRefusesNonFiniteWeights) {
+  for (float badv :
+       {std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()}) {
+    at::Tensor w = randn({4, 9}, 3);
+    w[2][5] = badv;
+    try {
+      quantize_int8_rows(w);
+      ADD_FAILURE() << "no error for " << badv;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("row 2 of a [4, 9] weight holds inf or NaN"),
+                std::string::npos)
+          << e.what();
+    }
   }
 }
 
