@@ -47,6 +47,66 @@ double weight_format_bytes(WeightFormat f) {
   return f == WeightFormat::fp32 ? 4.0 : f == WeightFormat::bf16 ? 2.0 : 1.0;
 }
 
+namespace {
+KernelIsa active_isa();
+
+#define COCOM_AVX512_LOAD __attribute__((target("avx2,fma,avx512f,avx512bw")))
+
+// q[k] = clamp(round_half_even(w[k] / divisor), -127, 127) for one row.
+void quantize_row_generic(const float* w, int64_t K, float divisor, int8_t* q) {
+  // |w / divisor| <= 127 (plus rounding), so adding and subtracting 1.5 * 2^23 rounds it to
+  // the nearest integer, ties to even, exactly as nearbyint does.
+  constexpr float kMagic = 12582912.0f;
+  for (int64_t k = 0; k < K; ++k) {
+    const float t = (w[k] / divisor + kMagic) - kMagic;
+    q[k] = static_cast<int8_t>(std::max(-127.0f, std::min(127.0f, t)));
+  }
+}
+
+COCOM_AVX512_LOAD void quantize_row_avx512(const float* w, int64_t K, float divisor, int8_t* q) {
+  const __m512 d = _mm512_set1_ps(divisor);
+  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    // Division (not a reciprocal) and the default rounding mode, nearest even: the same codes
+    // as the portable loop.
+    __m512i v = _mm512_cvtps_epi32(_mm512_div_ps(_mm512_loadu_ps(w + k), d));
+    v = _mm512_max_epi32(_mm512_min_epi32(v, hi), lo);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), _mm512_cvtepi32_epi8(v));
+  }
+  quantize_row_generic(w + k, K - k, divisor, q + k);
+}
+
+COCOM_AVX512_LOAD void widen_bf16_avx512(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
+    _mm512_storeu_si512(dst + i, _mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+  }
+  for (; i < n; ++i) {
+    const uint32_t bits = static_cast<uint32_t>(src[i]) << 16;
+    std::memcpy(dst + i, &bits, 4);
+  }
+}
+}  // namespace
+
+void widen_bf16(const void* src, float* dst, int64_t n) {
+  const uint8_t* bytes = static_cast<const uint8_t*>(src);
+  const bool avx512 = active_isa() == KernelIsa::avx512;
+  at::parallel_for(0, n, int64_t{1} << 16, [&](int64_t i0, int64_t i1) {
+    if (avx512 && reinterpret_cast<uintptr_t>(bytes) % 2 == 0) {
+      widen_bf16_avx512(reinterpret_cast<const uint16_t*>(bytes) + i0, dst + i0, i1 - i0);
+      return;
+    }
+    for (int64_t i = i0; i < i1; ++i) {
+      uint16_t h;
+      std::memcpy(&h, bytes + 2 * i, 2);
+      const uint32_t bits = static_cast<uint32_t>(h) << 16;
+      std::memcpy(dst + i, &bits, 4);
+    }
+  });
+}
+
 Int8Matrix quantize_int8_rows(const at::Tensor& w0) {
   if (w0.dim() != 2) fail("quantize_int8_rows: expected a matrix, got ", w0.dim(), " dimensions");
   const at::Tensor w = w0.to(at::kFloat).contiguous();
@@ -54,32 +114,34 @@ Int8Matrix quantize_int8_rows(const at::Tensor& w0) {
   Int8Matrix out;
   // One pass per row, straight into resident memory: no full-size temporaries (which for a
   // 7B model's stacked MLP matrices are half a gigabyte each).
-  out.q = empty_resident({N, K}, at::kChar);
+  out.q = empty_hugepage({N, K}, at::kChar);
   out.scale = at::empty({N}, at::kFloat);
   const float* src = w.data_ptr<float>();
   int8_t* q = out.q.data_ptr<int8_t>();
   float* scale = out.scale.data_ptr<float>();
   std::atomic<int64_t> bad_row{-1};
+  const bool avx512 = active_isa() == KernelIsa::avx512;
   at::parallel_for(0, N, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t n = r0; n < r1; ++n) {
       const float* row = src + n * K;
-      float amax = 0.0f;
-      bool finite = true;
+      // Branch-free loops the compiler vectorises: the max of |w|, and a probe that turns NaN
+      // when any element is inf or NaN.
+      float amax = 0.0f, probe = 0.0f;
       for (int64_t k = 0; k < K; ++k) {
-        finite = finite && std::isfinite(row[k]);
         amax = std::max(amax, std::fabs(row[k]));
+        probe += row[k] * 0.0f;
       }
-      if (!finite) {
+      if (std::isnan(probe) || !std::isfinite(amax)) {
         bad_row.store(n);
         continue;
       }
       const float s = amax / 127.0f;
       scale[n] = s;
       const float divisor = s > 0 ? s : 1.0f;
-      int8_t* qr = q + n * K;
-      for (int64_t k = 0; k < K; ++k) {
-        const float t = std::nearbyint(row[k] / divisor);
-        qr[k] = static_cast<int8_t>(std::max(-127.0f, std::min(127.0f, t)));
+      if (avx512) {
+        quantize_row_avx512(row, K, divisor, q + n * K);
+      } else {
+        quantize_row_generic(row, K, divisor, q + n * K);
       }
     }
   });
@@ -96,7 +158,7 @@ at::Tensor dequantize_int8_rows(const at::Tensor& q, const at::Tensor& scale) {
 
 at::Tensor to_bf16(const at::Tensor& w) {
   // c10::BFloat16's conversion rounds to nearest even; written straight into resident memory.
-  at::Tensor out = empty_resident(w.sizes(), at::kBFloat16);
+  at::Tensor out = empty_hugepage(w.sizes(), at::kBFloat16);
   out.copy_(w.to(at::kFloat));
   return out;
 }
@@ -631,7 +693,7 @@ void gemv_bf16(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t 
 // The memory comes from mmap, not malloc, because recycled heap memory (the fp32 transients of
 // loading) is already mapped in small pages. The advice is only that: where the kernel has no
 // huge page to give, ordinary pages are used.
-at::Tensor empty_resident(at::IntArrayRef shape, at::ScalarType dtype) {
+at::Tensor empty_hugepage(at::IntArrayRef shape, at::ScalarType dtype) {
   int64_t numel = 1;
   for (int64_t d : shape) numel *= d;
   const size_t bytes = static_cast<size_t>(numel) * c10::elementSize(dtype);

@@ -37,13 +37,16 @@ double weight_format_bytes(WeightFormat f);
 // Symmetric per-row (output channel) int8 quantisation of an fp32 matrix [N, K]:
 // scale[n] = max_k |w[n,k]| / 127, q = round(w / scale) in [-127, 127] (a zero row gets
 // scale 0 and q 0). The rounding error of every element is at most scale[n] / 2. The codes
-// are written into resident memory (empty_resident); a row holding inf or NaN is an error.
+// are written into resident memory (empty_hugepage); a row holding inf or NaN is an error.
 struct Int8Matrix {
   at::Tensor q;      // int8 [N, K]
   at::Tensor scale;  // fp32 [N]
 };
 Int8Matrix quantize_int8_rows(const at::Tensor& w);
 at::Tensor dequantize_int8_rows(const at::Tensor& q, const at::Tensor& scale);  // fp32 [N, K]
+
+// n bf16 values (raw bytes, any alignment) widened to fp32 (exact), in parallel.
+void widen_bf16(const void* src, float* dst, int64_t n);
 
 // fp32 -> bf16 with round-to-nearest-even (kBFloat16 tensor of the same shape, in resident
 // memory).
@@ -88,10 +91,11 @@ class KernelThreadsScope {
   int saved_;
 };
 
-// An uninitialised CPU tensor for resident weights: from 4 MiB up, fresh anonymous memory
-// advised for transparent huge pages (streams read ~1.5x faster here than over 4 KiB pages);
-// smaller ones come from at::empty.
-at::Tensor empty_resident(at::IntArrayRef shape, at::ScalarType dtype);
+// An uninitialised CPU tensor; from 4 MiB up in fresh anonymous memory advised for transparent
+// huge pages: resident weights (streams read ~1.5x faster here than over 4 KiB pages) and the
+// large transients of loading (one page fault per 2 MiB instead of 512). Smaller ones come
+// from at::empty.
+at::Tensor empty_hugepage(at::IntArrayRef shape, at::ScalarType dtype);
 
 // A linear layer y = x W^T + b whose weight is resident in one of the formats.
 class Linear {

@@ -7,6 +7,7 @@
 
 #include "common/error.h"
 #include "common/json_util.h"
+#include "model/quant.h"
 
 namespace cocom::model {
 
@@ -44,23 +45,15 @@ at::Tensor tensor_from_bytes(const TensorInfo& ti, const uint8_t* src, const std
          target == at::kFloat ? "a float weight" : "an integer buffer");
   };
   if (target == at::kFloat) {
-    at::Tensor out = at::empty(shape, at::kFloat);
+    at::Tensor out = empty_hugepage(shape, at::kFloat);
     float* dst = out.data_ptr<float>();
     switch (ti.dtype) {
       case DType::F32:
         std::memcpy(dst, src, static_cast<size_t>(n) * 4);
         break;
       case DType::BF16: {
-        // bf16 is the upper half of an fp32: widen by shifting (exact). In parallel: a 7B
-        // checkpoint is 7 billion of these.
-        at::parallel_for(0, n, int64_t{1} << 16, [&](int64_t i0, int64_t i1) {
-          for (int64_t i = i0; i < i1; ++i) {
-            uint16_t h;
-            std::memcpy(&h, src + 2 * i, 2);
-            uint32_t bits = static_cast<uint32_t>(h) << 16;
-            std::memcpy(dst + i, &bits, 4);
-          }
-        });
+        // bf16 is the upper half of an fp32: widen by shifting (exact).
+        widen_bf16(src, dst, n);
         break;
       }
       case DType::F16: {
@@ -240,7 +233,7 @@ at::Tensor WeightSource::get(const std::string& name, const std::vector<int64_t>
              " (expected lora_A [r,in], lora_B [out,r])");
       }
       double scale = lora_scale(a_name, a.size(0));
-      w.add_(at::matmul(b, a), scale);
+      w.addmm_(b, a, 1.0, scale);  // in place: no second full-size matrix
       ++lora_merged_;
     }
   }

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <map>
 #include <thread>
@@ -86,6 +87,50 @@ TEST(Quantize, Int8RoundTripErrorIsAtMostHalfAScalePerChannel) {
     EXPECT_LE(err[n].item<double>(), s / 2 * (1 + 1e-6) + 1e-30) << "row " << n;
     // The largest magnitude of a row is represented by +-127 exactly (up to rounding).
     EXPECT_EQ(m.q[n].abs().max().item<int>(), s > 0 ? 127 : 0) << "row " << n;
+  }
+}
+
+// Codes by hand: a row whose largest magnitude is 127 has scale 1, so its other values are
+// codes already, and halves are ties that go to the even neighbour. Every kernel variant gives
+// the same codes (the vector loop and the portable one), on a row longer than one vector.
+TEST(Quantize, Int8CodesRoundHalfToEvenInEveryVariant) {
+  const std::vector<float> row = {127.0f,  2.5f,  -3.5f,  0.5f,  1.5f,  -0.5f, 126.5f,
+                                  -126.5f, 3.25f, -7.75f, 0.0f,  64.5f, 65.5f, -1.5f,
+                                  2.4999f, 8.5f,  9.5f,   -9.5f, 10.5f};
+  const std::vector<int> expect = {127, 2,  -4, 0,  2, 0, 126, -126, 3, -8,
+                                   0,   64, 66, -2, 2, 8, 10,  -10,  10};
+  at::Tensor w = at::tensor(row).view({1, -1});
+  for (KernelIsa isa : available_kernel_isas()) {
+    ForceIsa force(isa);
+    Int8Matrix m = quantize_int8_rows(w);
+    EXPECT_EQ(m.scale[0].item<float>(), 1.0f);
+    for (size_t k = 0; k < row.size(); ++k) {
+      EXPECT_EQ(m.q[0][static_cast<int64_t>(k)].item<int>(), expect[k])
+          << kernel_isa_name(isa) << " value " << row[k];
+    }
+  }
+  // Random rows of an odd length: identical codes and scales from every variant.
+  at::Tensor r = randn({7, 133}, 77, 0.3);
+  force_kernel_isa(KernelIsa::generic);
+  Int8Matrix ref = quantize_int8_rows(r);
+  force_kernel_isa(KernelIsa::automatic);
+  Int8Matrix got = quantize_int8_rows(r);
+  EXPECT_TRUE(got.q.equal(ref.q));
+  EXPECT_TRUE(got.scale.equal(ref.scale));
+}
+
+TEST(Quantize, Bf16WideningIsExactAtAnyAlignment) {
+  at::Tensor v = randn({1000}, 78).to(at::kBFloat16);
+  std::vector<uint8_t> bytes(2 * 1000 + 1);
+  for (size_t off : {size_t{0}, size_t{1}}) {
+    std::memcpy(bytes.data() + off, v.data_ptr(), 2000);
+    for (KernelIsa isa : available_kernel_isas()) {
+      ForceIsa force(isa);
+      std::vector<float> out(1000);
+      widen_bf16(bytes.data() + off, out.data(), 1000);
+      EXPECT_TRUE(at::from_blob(out.data(), {1000}, at::kFloat).equal(v.to(at::kFloat)))
+          << kernel_isa_name(isa) << " offset " << off;
+    }
   }
 }
 

@@ -79,13 +79,15 @@ std::string make_retriever(const std::string& dir) {
                         "num_hidden_layers": 1, "num_attention_heads": 4,
                         "max_position_embeddings": 256})");
   int rc = 0;
-  std::string out = run("model init --arch bert --config " + dir + "/bert.json --out " + r + " --dtype fp32", &rc);
+  std::string out = run(
+      "model init --arch bert --config " + dir + "/bert.json --out " + r + " --dtype fp32", &rc);
   EXPECT_EQ(rc, 0) << out;
   for (const char* f : {"vocab.txt", "tokenizer_config.json", "special_tokens_map.json"}) {
     fs::copy_file(fx() + "/bert/tokenizer/" + f, r + "/" + f);
   }
-  test::write_bytes(r + "/modules.json",
-                    R"([{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+  test::write_bytes(
+      r + "/modules.json",
+      R"([{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
                         {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}])");
   fs::create_directories(r + "/1_Pooling");
@@ -115,7 +117,8 @@ TEST(Store, IngestReingestReplaceRemoveAndSearch) {
   EXPECT_EQ(s["added"], 0);
 
   // BM25 finds the passage with the distinctive words.
-  Json hits = run_json("search --json --db " + db + " --mode bm25 'preservation of the copyright notice'");
+  Json hits =
+      run_json("search --json --db " + db + " --mode bm25 'preservation of the copyright notice'");
   ASSERT_FALSE(hits["hits"].empty());
   EXPECT_NE(hits["hits"][0]["source"].get<std::string>().find("apache.md"), std::string::npos);
   EXPECT_EQ(hits["hits"][0]["title"], "Apache License");
@@ -128,7 +131,8 @@ TEST(Store, IngestReingestReplaceRemoveAndSearch) {
   hits = run_json("search --json --db " + db + " --mode bm25 zanzibar");
   ASSERT_EQ(hits["hits"].size(), 1u);
   hits = run_json("search --json --db " + db + " --mode bm25 'guarantees freedom'");
-  for (const auto& h : hits["hits"]) EXPECT_EQ(h["source"].get<std::string>().find("gpl.txt"), std::string::npos);
+  for (const auto& h : hits["hits"])
+    EXPECT_EQ(h["source"].get<std::string>().find("gpl.txt"), std::string::npos);
   expect_parts_agree(run_json("info --json --db " + db), false);
 
   // Remove by id and by source path.
@@ -144,6 +148,30 @@ TEST(Store, IngestReingestReplaceRemoveAndSearch) {
   out = run("search --db " + db + " --mode dense license", &rc);
   EXPECT_EQ(rc, 1);
   EXPECT_NE(out.find("no dense retriever"), std::string::npos) << out;
+}
+
+// --weights on ingest: the decoder-compressor held in int8 (what a 7B checkpoint needs on a
+// 24 GB machine) ingests the same documents; an unknown format is refused before any work.
+TEST(Store, IngestWithInt8CompressorWeights) {
+  std::string dir = test::make_temp_dir("store-int8");
+  std::string corpus = make_corpus(dir);
+  std::string db = dir + "/db";
+  int rc = 0;
+  std::string out =
+      run("ingest --db " + db + " --weights q4 --model " + fx() + "/cocom " + corpus, &rc);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("--weights"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(db)) << "a refused ingest must not create the store";
+  Json s =
+      run_json("ingest --json --weights int8 --db " + db + " --model " + fx() + "/cocom " + corpus);
+  EXPECT_EQ(s["added"], 4);
+  Json info = run_json("info --json --db " + db);
+  EXPECT_EQ(info["documents"], 4);
+  EXPECT_EQ(info["embedding_shape"], Json({32, 64}));
+  Json hits =
+      run_json("search --json --db " + db + " --mode bm25 'preservation of the copyright notice'");
+  ASSERT_FALSE(hits["hits"].empty());
+  EXPECT_EQ(hits["hits"][0]["title"], "Apache License");
 }
 
 TEST(Store, AnotherModelIsRefused) {
@@ -171,7 +199,8 @@ TEST(Store, DenseAndHybridRetrieval) {
   expect_parts_agree(info, true);
   EXPECT_EQ(info["index_factory"], "HNSW32");
   // A passage's own text is its nearest neighbour under the same encoder.
-  Json hits = run_json("search --json --db " + db + " --mode dense --k 3 'The program is distributed without any warranty.'");
+  Json hits = run_json("search --json --db " + db +
+                       " --mode dense --k 3 'The program is distributed without any warranty.'");
   ASSERT_FALSE(hits["hits"].empty());
   EXPECT_EQ(hits["hits"][0]["doc_id"], "faq-1");
   hits = run_json("search --json --db " + db + " --k 2 'patent license contributor'");

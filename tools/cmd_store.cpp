@@ -7,6 +7,7 @@
 
 #include "common/error.h"
 #include "engine/knowledge_store.h"
+#include "model/quant.h"
 #include "model/runtime.h"
 #include "storage/store.h"
 #include "tools/commands.h"
@@ -25,6 +26,9 @@ engine::KnowledgeStoreOptions store_options(const GlobalOptions& g, const StoreA
   o.cocom.device = model::parse_device(g.device);
   o.cocom.decoder_tokenizer = a.decoder_tokenizer;
   o.cocom.compressor_tokenizer = a.compressor_tokenizer;
+  const auto wf = model::parse_weight_format(a.weights);
+  if (!wf) fail("--weights ", a.weights, ": expected fp32, bf16 or int8");
+  o.cocom.decoder_weights = *wf;
   o.query_prefix = a.query_prefix;
   o.passage_prefix = a.passage_prefix;
   return o;
@@ -140,10 +144,12 @@ int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
   }
   std::string skipped;
   for (const auto& k : s.skipped) skipped += "\n  skipped " + k.path + ": " + k.reason;
-  std::printf("%lld added, %lld unchanged, %lld replaced, %zu skipped; %lld passages in %.1f s (%.1f passages/s)%s\n",
-              static_cast<long long>(s.added), static_cast<long long>(s.unchanged),
-              static_cast<long long>(s.replaced), s.skipped.size(), static_cast<long long>(s.passages),
-              s.seconds, s.seconds > 0 ? double(s.passages) / s.seconds : 0.0, skipped.c_str());
+  std::printf(
+      "%lld added, %lld unchanged, %lld replaced, %zu skipped; %lld passages in %.1f s (%.1f "
+      "passages/s)%s\n",
+      static_cast<long long>(s.added), static_cast<long long>(s.unchanged),
+      static_cast<long long>(s.replaced), s.skipped.size(), static_cast<long long>(s.passages),
+      s.seconds, s.seconds > 0 ? double(s.passages) / s.seconds : 0.0, skipped.c_str());
   return 0;
 }
 
@@ -159,8 +165,12 @@ int cmd_search(const GlobalOptions& g, const SearchArgs& a) {
   if (a.json) {
     Json arr = Json::array();
     for (const auto& h : hits) {
-      arr.push_back({{"passage_id", h.passage_id}, {"score", h.score}, {"doc_id", h.passage.doc_id},
-                     {"title", h.title}, {"source", h.source}, {"index", h.passage.index},
+      arr.push_back({{"passage_id", h.passage_id},
+                     {"score", h.score},
+                     {"doc_id", h.passage.doc_id},
+                     {"title", h.title},
+                     {"source", h.source},
+                     {"index", h.passage.index},
                      {"text", h.passage.text}});
     }
     std::cout << Json({{"query", a.query}, {"mode", mode_name}, {"hits", arr}})
@@ -209,17 +219,23 @@ int cmd_store_info(const GlobalOptions& g, const StoreArgs& a, bool json) {
   }
   std::printf("store:       %s\n", j["db"].get<std::string>().c_str());
   std::printf("model:       %s (compression x%lld, %s embeddings [%lld, %lld])\n",
-              j["model"].get<std::string>().c_str(), static_cast<long long>(j["compr_rate"].get<int64_t>()),
+              j["model"].get<std::string>().c_str(),
+              static_cast<long long>(j["compr_rate"].get<int64_t>()),
               j["embedding_dtype"].get<std::string>().c_str(),
               static_cast<long long>(j["embedding_shape"][0].get<int64_t>()),
               static_cast<long long>(j["embedding_shape"][1].get<int64_t>()));
-  std::printf("retriever:   %s\n", j["retriever"].get<std::string>().empty() ? "none (BM25 only)" : j["retriever"].get<std::string>().c_str());
-  std::printf("documents:   %lld\npassages:    %lld\nembeddings:  %lld\nBM25 docs:   %lld\nindex:       %lld vectors (%s)\n",
-              static_cast<long long>(j["documents"].get<int64_t>()), static_cast<long long>(j["passages"].get<int64_t>()),
-              static_cast<long long>(j["embeddings"].get<int64_t>()),
-              static_cast<long long>(j["bm25_documents"].get<int64_t>()),
-              static_cast<long long>(j["index_vectors"].get<int64_t>()),
-              j["index_factory"].get<std::string>().c_str());
+  std::printf("retriever:   %s\n", j["retriever"].get<std::string>().empty()
+                                       ? "none (BM25 only)"
+                                       : j["retriever"].get<std::string>().c_str());
+  std::printf(
+      "documents:   %lld\npassages:    %lld\nembeddings:  %lld\nBM25 docs:   %lld\nindex:       "
+      "%lld vectors (%s)\n",
+      static_cast<long long>(j["documents"].get<int64_t>()),
+      static_cast<long long>(j["passages"].get<int64_t>()),
+      static_cast<long long>(j["embeddings"].get<int64_t>()),
+      static_cast<long long>(j["bm25_documents"].get<int64_t>()),
+      static_cast<long long>(j["index_vectors"].get<int64_t>()),
+      j["index_factory"].get<std::string>().c_str());
   return 0;
 }
 

@@ -72,6 +72,7 @@ void run_cocom_conformance(const GlobalOptions& g, const std::string& fixtures,
 struct StoreArgs {
   std::string db, model, retriever, index_factory, embedding_dtype, decoder_tokenizer,
       compressor_tokenizer, query_prefix, passage_prefix;
+  std::string weights = "fp32";  // --weights (ingest): resident format of the decoder compressor
 };
 struct IngestArgs {
   StoreArgs store;
@@ -146,6 +147,5 @@ void add_train_commands(CLI::App& app, const GlobalOptions& g, int& rc);
 // `cocom eval --task reconstruction|qa` (tools/cmd_eval.cpp): adds the subcommand to `app`;
 // its callback sets `rc`.
 void add_eval_command(CLI::App& app, const GlobalOptions& g, int& rc);
-
 
 }  // namespace cocom::cli

@@ -217,6 +217,11 @@ int main(int argc, char** argv) {
       c->add_option("--decoder-tokenizer", s.decoder_tokenizer, "base decoder directory");
       c->add_option("--compressor-tokenizer", s.compressor_tokenizer, "base compressor directory");
       c->add_option("--passage-prefix", s.passage_prefix, "retriever prefix for passages");
+      c->add_option("--weights", s.weights,
+                    "resident format of the decoder's linear layers while compressing: fp32, "
+                    "bf16 or int8 (a 7B checkpoint needs bf16 or int8 on a 24 GB machine)")
+          ->capture_default_str()
+          ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
     }
     c->add_option("--query-prefix", s.query_prefix, "retriever prefix for queries");
   };
