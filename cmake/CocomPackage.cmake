@@ -60,6 +60,11 @@ install(FILES ${PROJECT_BINARY_DIR}/cocomConfig.cmake ${PROJECT_BINARY_DIR}/coco
 # ctest: install into a temporary prefix, build the installed examples/ against it as an
 # outside project would, and run the result once (cmake/TestInstall.cmake).
 if(COCOM_BUILD_TESTS)
+  # A sanitized libcocom needs its sanitizer runtimes linked first by the outside program too.
+  set(COCOM_CONSUMER_FLAGS "")
+  if(COCOM_SANITIZE)
+    set(COCOM_CONSUMER_FLAGS "-fsanitize=address,undefined")
+  endif()
   add_test(NAME install_package
     COMMAND ${CMAKE_COMMAND}
       -DBUILD_DIR=${PROJECT_BINARY_DIR}
@@ -69,6 +74,7 @@ if(COCOM_BUILD_TESTS)
       -DGENERATOR=${CMAKE_GENERATOR}
       -DCXX=${CMAKE_CXX_COMPILER}
       -DFIXTURE_MODEL=${PROJECT_SOURCE_DIR}/tests/data/fixtures/cocom
+      "-DCONSUMER_FLAGS=${COCOM_CONSUMER_FLAGS}"
       -P ${PROJECT_SOURCE_DIR}/cmake/TestInstall.cmake)
   set_tests_properties(install_package PROPERTIES TIMEOUT 600)
 endif()

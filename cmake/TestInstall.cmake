@@ -1,7 +1,10 @@
 # ctest install_package: `cmake --install` into a temporary prefix, then configure, build and
 # run the installed examples/ as an outside project (find_package(cocom), cocom::cocom).
 #   cmake -DBUILD_DIR=... -DWORK_DIR=... -DLIBDIR=lib -DDATADIR=share -DGENERATOR=...
-#         -DCXX=... -DFIXTURE_MODEL=.../tests/data/fixtures/cocom -P TestInstall.cmake
+#         -DCXX=... -DFIXTURE_MODEL=.../tests/data/fixtures/cocom [-DCONSUMER_FLAGS=...]
+#         -P TestInstall.cmake
+# CONSUMER_FLAGS go to the outside project's compile and link lines (a sanitized build passes
+# -fsanitize=... so that the sanitizer runtimes load first).
 foreach(v BUILD_DIR WORK_DIR LIBDIR DATADIR GENERATOR CXX FIXTURE_MODEL)
   if(NOT DEFINED ${v})
     message(FATAL_ERROR "TestInstall.cmake: -D${v}=... is required")
@@ -43,7 +46,8 @@ endforeach()
 set(src "${prefix}/${DATADIR}/cocom/examples")
 set(bld "${WORK_DIR}/build")
 run("configuring the examples" "${CMAKE_COMMAND}" -S "${src}" -B "${bld}" -G "${GENERATOR}"
-    -DCMAKE_CXX_COMPILER=${CXX} -DCMAKE_BUILD_TYPE=Release "-DCMAKE_PREFIX_PATH=${prefix}")
+    -DCMAKE_CXX_COMPILER=${CXX} -DCMAKE_BUILD_TYPE=Release "-DCMAKE_PREFIX_PATH=${prefix}"
+    "-DCMAKE_CXX_FLAGS=${CONSUMER_FLAGS}" "-DCMAKE_EXE_LINKER_FLAGS=${CONSUMER_FLAGS}")
 run("building the examples" "${CMAKE_COMMAND}" --build "${bld}")
 if(NOT EXISTS "${bld}/example_minimal")
   message(FATAL_ERROR "${bld}/example_minimal was not built")
