@@ -113,9 +113,9 @@ int run_runtime_bench(const RuntimeBenchOptions& opt) {
   const double mv_gbs = double(big.numel()) * 4 / t_mv / 1e9;
   big = at::Tensor();
   // The same loop over memory advised for huge pages, where the resident bf16/int8 weights
-  // live (model::empty_resident): the bound counts it too, so a format does not beat the
+  // live (model::empty_hugepage): the bound counts it too, so a format does not beat the
   // bound by its pages alone.
-  at::Tensor bigh = model::empty_resident({int64_t(256) << 20}, at::kFloat).fill_(1.0f);
+  at::Tensor bigh = model::empty_hugepage({int64_t(256) << 20}, at::kFloat).fill_(1.0f);
   double t_rh =
       best_time(5, [&] { sink = sink + stream_read(bigh.data_ptr<float>(), bigh.numel()); });
   const double huge_gbs = double(bigh.numel()) * 4 / t_rh / 1e9;
