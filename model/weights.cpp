@@ -1,7 +1,6 @@
 #include "model/weights.h"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <ATen/Parallel.h>
 
 #include <cstring>
 
