@@ -91,6 +91,20 @@ int run_runtime_bench(const RuntimeBenchOptions& opt) {
   const auto wf_opt = model::parse_weight_format(opt.weights);
   if (!wf_opt) fail("--weights ", opt.weights, ": expected fp32, bf16 or int8");
   const model::WeightFormat wf = *wf_opt;
+  // The kernel variants, checked before anything is measured.
+  std::vector<model::KernelIsa> variants;
+  for (const std::string& name : split_list(opt.kernels)) {
+    model::KernelIsa isa = parse_kernel_isa(name);
+    if (isa != model::KernelIsa::automatic) {
+      const auto avail = model::available_kernel_isas();
+      if (std::find(avail.begin(), avail.end(), isa) == avail.end()) {
+        fail("--kernels ", name, ": this CPU cannot run that variant (it has ",
+             model::kernel_isa_name(avail.front()), ")");
+      }
+    }
+    variants.push_back(isa);
+  }
+  if (variants.empty()) fail("--kernels '", opt.kernels, "': name at least one variant");
   const int threads = at::get_num_threads();
   auto log = [&](const std::string& s) {
     if (!opt.json) std::fprintf(stderr, "%s\n", s.c_str());
@@ -153,18 +167,6 @@ int run_runtime_bench(const RuntimeBenchOptions& opt) {
 
   // 3. Each kernel variant asked for, on the same model: prefill at each prompt length, then
   // decode after the first one.
-  std::vector<model::KernelIsa> variants;
-  for (const std::string& name : split_list(opt.kernels)) {
-    model::KernelIsa isa = parse_kernel_isa(name);
-    if (isa != model::KernelIsa::automatic) {
-      const auto avail = model::available_kernel_isas();
-      if (std::find(avail.begin(), avail.end(), isa) == avail.end()) {
-        fail("--kernels ", name, ": this CPU cannot run that variant (it has ",
-             model::kernel_isa_name(avail.front()), ")");
-      }
-    }
-    variants.push_back(isa);
-  }
   std::vector<int64_t> lengths;
   if (opt.prompt_tokens > 0)
     lengths = {opt.prompt_tokens};

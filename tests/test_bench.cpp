@@ -1,5 +1,5 @@
-// Plumbing of `cocom bench efficiency` (never its timings): options, one entry per rate,
-// analytic FLOPs and storage figures against hand-computed values.
+// Plumbing of `cocom bench efficiency` and `bench runtime` (never their timings): options, one
+// entry per rate, analytic FLOPs and storage figures against hand-computed values.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -222,4 +222,38 @@ TEST(BenchEfficiency, CheckpointRunsItsOwnRateThroughTheEnginePath) {
   EXPECT_EQ(j.at("compression")[0].at("tokens_per_passage").get<int64_t>(), 32 + 8);
   std::error_code ec;
   fs::remove_all(dir, ec);
+}
+
+// `cocom bench runtime --kernels`: bad lists are refused before anything is measured; a list
+// of variants gives one entry each, in order, with the first one's figures at the top level.
+TEST(BenchRuntime, KernelVariantsAreCheckedAndEachMeasured) {
+  const std::string cfg = test::fixtures_dir() + "/mistral/config.json";
+  int rc = 0;
+  std::string out = run("bench runtime --config " + cfg + " --kernels avx9 2>&1", &rc);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("--kernels avx9: expected auto, avx512, avx2 or generic"), std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("machine:"), std::string::npos) << "measured before checking: " << out;
+  out = run("bench runtime --config " + cfg + " --kernels , 2>&1", &rc);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("name at least one variant"), std::string::npos) << out;
+
+  out =
+      run("bench runtime --json --config " + cfg +
+              " --weights int8 --kernels generic,auto --prompt-tokens 6 --new-tokens 3 --repeat 2",
+          &rc);
+  ASSERT_EQ(rc, 0) << out;
+  Json j = Json::parse(out);
+  ASSERT_EQ(j["variants"].size(), 2u);
+  EXPECT_EQ(j["variants"][0]["kernels"], "generic");
+  EXPECT_EQ(j["kernels"], "generic");
+  EXPECT_EQ(j["weights"], "int8");
+  for (const Json& v : j["variants"]) {
+    ASSERT_EQ(v["prefill"].size(), 1u);
+    EXPECT_EQ(v["prefill"][0]["prompt_tokens"], 6);
+    EXPECT_GT(v["decode_tokens_per_s"].get<double>(), 0.0);
+  }
+  EXPECT_GT(j["read_bandwidth_gbs"].get<double>(), 0.0);
+  EXPECT_GE(j["read_bandwidth_gbs"].get<double>(),
+            j["huge_page_stream_bandwidth_gbs"].get<double>());
 }
