@@ -644,7 +644,7 @@ Json run_efficiency(const EfficiencyBenchOptions& o) {
   if (o.label_length < 1) fail("--label-length ", o.label_length, ": must be at least 1");
   if (o.collection_size < 0) fail("--collection-size must not be negative");
   if (!model::parse_weight_format(o.weights)) {
-    fail("--weights ", o.weights, ": expected fp32, bf16 or int8");
+    fail("--weights ", o.weights, ": expected fp32, bf16, int8 or int8g");
   }
   bool gen_mode = false, comp_mode = false;
   for (const auto& m : split_list(o.mode)) {

@@ -89,7 +89,7 @@ int run_runtime_bench(const RuntimeBenchOptions& opt) {
   if (opt.new_tokens < 2) fail("--new-tokens ", opt.new_tokens, ": must be at least 2");
   c10::Device dev = model::parse_device(opt.device);
   const auto wf_opt = model::parse_weight_format(opt.weights);
-  if (!wf_opt) fail("--weights ", opt.weights, ": expected fp32, bf16 or int8");
+  if (!wf_opt) fail("--weights ", opt.weights, ": expected fp32, bf16, int8 or int8g");
   const model::WeightFormat wf = *wf_opt;
   // The kernel variants, checked before anything is measured.
   std::vector<model::KernelIsa> variants;

@@ -250,7 +250,7 @@ void validate_options(const Options& o) {
   }
   check_generation(o.generation, "Options::generation");
   if (!model::parse_weight_format(o.weights)) {
-    bad("Options::weights '" + o.weights + "': expected fp32, bf16 or int8 (--weights)");
+    bad("Options::weights '" + o.weights + "': expected fp32, bf16, int8 or int8g (--weights)");
   }
   try {
     model::parse_device(o.device);

@@ -32,6 +32,8 @@ const char* weight_format_name(WeightFormat f) {
       return "bf16";
     case WeightFormat::int8:
       return "int8";
+    case WeightFormat::int8g:
+      return "int8g";
   }
   return "?";
 }
@@ -40,12 +42,25 @@ std::optional<WeightFormat> parse_weight_format(const std::string& s) {
   if (s == "fp32" || s == "float32" || s == "f32") return WeightFormat::fp32;
   if (s == "bf16" || s == "bfloat16") return WeightFormat::bf16;
   if (s == "int8" || s == "q8") return WeightFormat::int8;
+  if (s == "int8g" || s == "int8-g64") return WeightFormat::int8g;
   return std::nullopt;
 }
 
 double weight_format_bytes(WeightFormat f) {
-  return f == WeightFormat::fp32 ? 4.0 : f == WeightFormat::bf16 ? 2.0 : 1.0;
+  switch (f) {
+    case WeightFormat::fp32:
+      return 4.0;
+    case WeightFormat::bf16:
+      return 2.0;
+    case WeightFormat::int8:
+      return 1.0;
+    case WeightFormat::int8g:
+      return 1.0 + 4.0 / static_cast<double>(kInt8GroupSize);  // + the group scales
+  }
+  return 0.0;
 }
+
+int64_t int8_groups(int64_t K) { return (K + kInt8GroupSize - 1) / kInt8GroupSize; }
 
 namespace {
 KernelIsa active_isa();
@@ -107,41 +122,38 @@ void widen_bf16(const void* src, float* dst, int64_t n) {
   });
 }
 
-Int8Matrix quantize_int8_rows(const at::Tensor& w0) {
-  if (w0.dim() != 2) fail("quantize_int8_rows: expected a matrix, got ", w0.dim(), " dimensions");
-  const at::Tensor w = w0.to(at::kFloat).contiguous();
-  const int64_t N = w.size(0), K = w.size(1);
-  Int8Matrix out;
-  // One pass per row, straight into resident memory: no full-size temporaries (which for a
-  // 7B model's stacked MLP matrices are half a gigabyte each).
-  out.q = empty_hugepage({N, K}, at::kChar);
-  out.scale = at::empty({N}, at::kFloat);
+namespace {
+// Codes for [N, K] with one scale per `group` consecutive inputs of a row (group = K: one per
+// row); scale has G = ceil(K / group) columns.
+void quantize_int8(const at::Tensor& w, int64_t group, int8_t* q, float* scale) {
+  const int64_t N = w.size(0), K = w.size(1), G = (K + group - 1) / group;
   const float* src = w.data_ptr<float>();
-  int8_t* q = out.q.data_ptr<int8_t>();
-  float* scale = out.scale.data_ptr<float>();
   std::atomic<int64_t> bad_row{-1};
   const bool avx512 = active_isa() == KernelIsa::avx512;
   at::parallel_for(0, N, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t n = r0; n < r1; ++n) {
-      const float* row = src + n * K;
-      // Branch-free loops the compiler vectorises: the max of |w|, and a probe that turns NaN
-      // when any element is inf or NaN.
-      float amax = 0.0f, probe = 0.0f;
-      for (int64_t k = 0; k < K; ++k) {
-        amax = std::max(amax, std::fabs(row[k]));
-        probe += row[k] * 0.0f;
-      }
-      if (std::isnan(probe) || !std::isfinite(amax)) {
-        bad_row.store(n);
-        continue;
-      }
-      const float s = amax / 127.0f;
-      scale[n] = s;
-      const float divisor = s > 0 ? s : 1.0f;
-      if (avx512) {
-        quantize_row_avx512(row, K, divisor, q + n * K);
-      } else {
-        quantize_row_generic(row, K, divisor, q + n * K);
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t k0 = g * group, len = std::min(group, K - k0);
+        const float* seg = src + n * K + k0;
+        // Branch-free loops the compiler vectorises: the max of |w|, and a probe that turns
+        // NaN when any element is inf or NaN.
+        float amax = 0.0f, probe = 0.0f;
+        for (int64_t k = 0; k < len; ++k) {
+          amax = std::max(amax, std::fabs(seg[k]));
+          probe += seg[k] * 0.0f;
+        }
+        if (std::isnan(probe) || !std::isfinite(amax)) {
+          bad_row.store(n);
+          break;
+        }
+        const float s = amax / 127.0f;
+        scale[n * G + g] = s;
+        const float divisor = s > 0 ? s : 1.0f;
+        if (avx512) {
+          quantize_row_avx512(seg, len, divisor, q + n * K + k0);
+        } else {
+          quantize_row_generic(seg, len, divisor, q + n * K + k0);
+        }
       }
     }
   });
@@ -149,10 +161,41 @@ Int8Matrix quantize_int8_rows(const at::Tensor& w0) {
     fail("int8 quantisation: row ", bad_row.load(), " of a [", N, ", ", K,
          "] weight holds inf or NaN");
   }
+}
+}  // namespace
+
+Int8Matrix quantize_int8_rows(const at::Tensor& w0) {
+  if (w0.dim() != 2) fail("quantize_int8_rows: expected a matrix, got ", w0.dim(), " dimensions");
+  const at::Tensor w = w0.to(at::kFloat).contiguous();
+  const int64_t N = w.size(0), K = w.size(1);
+  // One pass per row, straight into resident memory: no full-size temporaries (which for a
+  // 7B model's stacked MLP matrices are half a gigabyte each).
+  Int8Matrix out;
+  out.q = empty_hugepage({N, K}, at::kChar);
+  out.scale = at::empty({N}, at::kFloat);
+  quantize_int8(w, std::max<int64_t>(K, 1), out.q.data_ptr<int8_t>(), out.scale.data_ptr<float>());
+  return out;
+}
+
+Int8Matrix quantize_int8_groups(const at::Tensor& w0) {
+  if (w0.dim() != 2) {
+    fail("quantize_int8_groups: expected a matrix, got ", w0.dim(), " dimensions");
+  }
+  const at::Tensor w = w0.to(at::kFloat).contiguous();
+  const int64_t N = w.size(0), K = w.size(1);
+  Int8Matrix out;
+  out.q = empty_hugepage({N, K}, at::kChar);
+  out.scale = at::empty({N, int8_groups(K)}, at::kFloat);
+  quantize_int8(w, kInt8GroupSize, out.q.data_ptr<int8_t>(), out.scale.data_ptr<float>());
   return out;
 }
 
 at::Tensor dequantize_int8_rows(const at::Tensor& q, const at::Tensor& scale) {
+  if (scale.dim() == 2) {  // one scale per group of kInt8GroupSize inputs
+    const int64_t K = q.size(1);
+    at::Tensor per_input = scale.to(at::kFloat).repeat_interleave(kInt8GroupSize, 1);
+    return q.to(at::kFloat) * per_input.narrow(1, 0, K);
+  }
   return q.to(at::kFloat) * scale.to(at::kFloat).unsqueeze(1);
 }
 
@@ -593,20 +636,73 @@ COCOM_AVX512 void block_int8_vnni(const XPlanes& xp, int64_t M, int64_t K, const
   }
 }
 
-// The avx512 int8 product, in chunks of up to 256 rows of x (bounding the planes' memory);
-// false when x holds inf or NaN, in which case the caller recomputes all of y.
-bool gemv_int8_vnni(const float* x, int64_t M, int64_t K, const int8_t* q, const float* scale,
-                    int64_t N, const float* bias, float* y, int threads, const int32_t* sums) {
+// int8 with one scale per group of kInt8GroupSize (a multiple of 64) inputs. Per group the
+// integer sums stay in the 16 lanes: 256 * hi + lo (|.| < 2^26 per lane for 64 inputs) is
+// converted and multiplied by the group's scale into 16 fp32 accumulators. The planes' +128
+// offset of hi contributes 32768 * sum_g scale_g * sum(codes of group g) to the row, a
+// constant of the weights that is subtracted at the end (int8g_offsets, computed at load).
+static_assert(kInt8GroupSize % 64 == 0, "groups must hold whole 64-byte blocks");
+
+COCOM_AVX512 void rows_int8g_vnni(const XPlanes& xp, int64_t M, int64_t K, const int8_t* w,
+                                  const float* gscale, const double* offsets, int64_t G, int64_t N,
+                                  const float* bias, float* y, int64_t n) {
+  const int64_t Kf = K / 64 * 64;
+  const int8_t* row = w + n * K;
+  const float* sc = gscale + n * G;
+  alignas(64) int8_t tail[64];
+  if (Kf < K) {
+    std::memset(tail, 0, 64);
+    std::memcpy(tail, row + Kf, static_cast<size_t>(K - Kf));
+  }
+  for (int64_t m = 0; m < M; ++m) {
+    const uint8_t* xh = xp.hi(m);
+    const uint8_t* xl = xp.lo(m);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t g = 0; g < G; ++g) {
+      __m512i ah = _mm512_setzero_si512(), al = ah;
+      const int64_t k1 = std::min(K, (g + 1) * kInt8GroupSize);
+      for (int64_t k = g * kInt8GroupSize; k < k1; k += 64) {
+        const __m512i wv = k < Kf ? _mm512_loadu_si512(row + k) : _mm512_load_si512(tail);
+        ah = _mm512_dpbusd_epi32(ah, _mm512_loadu_si512(xh + k), wv);
+        al = _mm512_dpbusd_epi32(al, _mm512_loadu_si512(xl + k), wv);
+      }
+      const __m512i comb = _mm512_add_epi32(_mm512_slli_epi32(ah, 8), al);
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(comb), _mm512_set1_ps(sc[g]), acc);
+    }
+    const double dot = static_cast<double>(_mm512_reduce_add_ps(acc)) - offsets[n];
+    double v = dot * xp.scale[static_cast<size_t>(m)];
+    if (bias) v += static_cast<double>(bias[n]);
+    y[m * N + n] = static_cast<float>(v);
+  }
+}
+
+// Portable grouped product: fp32 activations, one partial sum per group.
+void block_int8g_generic(const float* x, int64_t M, int64_t K, const int8_t* w, const float* gscale,
+                         int64_t G, int64_t N, const float* bias, float* y, int64_t n0,
+                         int64_t n1) {
+  for (int64_t n = n0; n < n1; ++n) {
+    for (int64_t m = 0; m < M; ++m) {
+      const float* xr = x + m * K;
+      const int8_t* wr = w + n * K;
+      float s = 0;
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t k0 = g * kInt8GroupSize, len = std::min(kInt8GroupSize, K - k0);
+        s += dot_generic<I8>(xr + k0, wr + k0, len) * gscale[n * G + g];
+      }
+      y[m * N + n] = bias ? s + bias[n] : s;
+    }
+  }
+}
+
+// Quantises the rows of x into planes (chunks of up to 256 rows) and runs `body(planes, c0,
+// rows)` for each chunk; false when x holds inf or NaN.
+template <typename Body>
+bool with_x_planes(const float* x, int64_t M, int64_t K, int threads, const Body& body) {
   constexpr int64_t kChunkRows = 256;
   // The calling thread's buffer, named by a reference: inside the lambdas below, which run on
   // other threads, the thread_local name itself would mean each worker's own (empty) copy.
   thread_local XPlanes planes;
   XPlanes& xp = planes;
-  std::vector<int32_t> own;
-  if (!sums) {
-    own = int8_row_sums(q, N, K);
-    sums = own.data();
-  }
   xp.Kp = (K + 63) / 64 * 64;
   for (int64_t c0 = 0; c0 < M; c0 += kChunkRows) {
     const int64_t cm = std::min(kChunkRows, M - c0);
@@ -623,12 +719,26 @@ bool gemv_int8_vnni(const float* x, int64_t M, int64_t K, const int8_t* q, const
       }
     });
     if (!finite.load()) return false;
-    const int64_t groups = (N + 3) / 4;
+    body(xp, c0, cm);
+  }
+  return true;
+}
+
+// The avx512 int8 product, in chunks of up to 256 rows of x (bounding the planes' memory);
+// false when x holds inf or NaN, in which case the caller recomputes all of y.
+bool gemv_int8_vnni(const float* x, int64_t M, int64_t K, const int8_t* q, const float* scale,
+                    int64_t N, const float* bias, float* y, int threads, const int32_t* sums) {
+  std::vector<int32_t> own;
+  if (!sums) {
+    own = int8_row_sums(q, N, K);
+    sums = own.data();
+  }
+  const int64_t groups = (N + 3) / 4;
+  return with_x_planes(x, M, K, threads, [&](const XPlanes& xp, int64_t c0, int64_t cm) {
     parallel_over(groups, threads, 16, [&](int64_t g0, int64_t g1) {
       block_int8_vnni(xp, cm, K, q, scale, sums, N, bias, y + c0 * N, g0 * 4, std::min(N, g1 * 4));
     });
-  }
-  return true;
+  });
 }
 
 template <typename W>
@@ -667,6 +777,47 @@ void gemv_int8(const float* x, int64_t M, int64_t K, const int8_t* q, const floa
     return;
   }
   gemv_any<I8>(x, M, K, q, scale, N, bias, y, threads);
+}
+
+std::vector<double> int8g_offsets(const int8_t* q, const float* gscale, int64_t N, int64_t K) {
+  const int64_t G = int8_groups(K);
+  std::vector<double> out(static_cast<size_t>(std::max<int64_t>(N, 0)), 0.0);
+  for (int64_t n = 0; n < N; ++n) {
+    double o = 0;
+    for (int64_t g = 0; g < G; ++g) {
+      int64_t sum = 0;
+      const int64_t k1 = std::min(K, (g + 1) * kInt8GroupSize);
+      for (int64_t k = g * kInt8GroupSize; k < k1; ++k) sum += q[n * K + k];
+      o += static_cast<double>(gscale[n * G + g]) * static_cast<double>(sum);
+    }
+    out[static_cast<size_t>(n)] = 32768.0 * o;
+  }
+  return out;
+}
+
+void gemv_int8g(const float* x, int64_t M, int64_t K, const int8_t* q, const float* gscale,
+                int64_t N, const float* bias, float* y, int threads, const double* offsets) {
+  if (M <= 0 || N <= 0) return;
+  if (threads <= 0) threads = kernel_threads();
+  const int64_t G = int8_groups(K);
+  std::vector<double> own;
+  if (!offsets && active_isa() == KernelIsa::avx512) {
+    own = int8g_offsets(q, gscale, N, K);
+    offsets = own.data();
+  }
+  if (active_isa() == KernelIsa::avx512 && K > 0 &&
+      with_x_planes(x, M, K, threads, [&](const XPlanes& xp, int64_t c0, int64_t cm) {
+        parallel_over(N, threads, 64, [&](int64_t n0, int64_t n1) {
+          for (int64_t n = n0; n < n1; ++n) {
+            rows_int8g_vnni(xp, cm, K, q, gscale, offsets, G, N, bias, y + c0 * N, n);
+          }
+        });
+      })) {
+    return;
+  }
+  parallel_over(N, threads, 64, [&](int64_t n0, int64_t n1) {
+    block_int8g_generic(x, M, K, q, gscale, G, N, bias, y, n0, n1);
+  });
 }
 
 std::vector<int32_t> int8_row_sums(const int8_t* q, int64_t N, int64_t K) {
@@ -741,6 +892,17 @@ Linear Linear::make(const at::Tensor& w, const at::Tensor& bias, WeightFormat fo
       std::memcpy(l.sums_.data_ptr<int32_t>(), sums.data(), sums.size() * sizeof(int32_t));
       break;
     }
+    case WeightFormat::int8g: {
+      if (!w.device().is_cpu()) fail("int8g resident weights are implemented for the CPU only");
+      Int8Matrix m = quantize_int8_groups(w);
+      l.w_ = std::move(m.q);
+      l.scale_ = std::move(m.scale);
+      std::vector<double> off =
+          int8g_offsets(l.w_.data_ptr<int8_t>(), l.scale_.data_ptr<float>(), l.out_, l.in_);
+      l.sums_ = at::empty({l.out_}, at::kDouble);
+      std::memcpy(l.sums_.data_ptr<double>(), off.data(), off.size() * sizeof(double));
+      break;
+    }
   }
   return l;
 }
@@ -768,15 +930,21 @@ int64_t Linear::resident_bytes() const {
 
 void Linear::widen_rows(int64_t n0, int64_t nb, float* dst) const {
   const int64_t K = in_;
-  if (format_ == WeightFormat::int8) {
+  if (format_ == WeightFormat::int8 || format_ == WeightFormat::int8g) {
+    // Per row one scale (int8) or one per group of kInt8GroupSize inputs (int8g).
+    const int64_t G = format_ == WeightFormat::int8g ? int8_groups(K) : 1;
+    const int64_t gsize = format_ == WeightFormat::int8g ? kInt8GroupSize : std::max<int64_t>(K, 1);
     const int8_t* q = w_.data_ptr<int8_t>() + n0 * K;
-    const float* sc = scale_.data_ptr<float>() + n0;
+    const float* sc = scale_.data_ptr<float>() + n0 * G;
     at::parallel_for(0, nb, 16, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        const float s = sc[r];
-        const int8_t* src = q + r * K;
-        float* d = dst + r * K;
-        for (int64_t k = 0; k < K; ++k) d[k] = static_cast<float>(src[k]) * s;
+        for (int64_t j = 0; j < G; ++j) {
+          const float s = sc[r * G + j];
+          const int64_t k0 = j * gsize, k1 = std::min(K, k0 + gsize);
+          const int8_t* src = q + r * K;
+          float* d = dst + r * K;
+          for (int64_t k = k0; k < k1; ++k) d[k] = static_cast<float>(src[k]) * s;
+        }
       }
     });
   } else if (format_ == WeightFormat::bf16) {
@@ -810,9 +978,14 @@ at::Tensor Linear::forward(const at::Tensor& x) const {
   shape.back() = out_;
   at::Tensor y = at::empty({M, out_}, at::kFloat);
   const float* bias = bias_.defined() ? bias_.data_ptr<float>() : nullptr;
+  // Many rows of int8 run on the integer kernel (faster than the fp32 GEMM); int8g's per-group
+  // conversions make its kernel slower than widening blocks for the GEMM, so it does that.
   const bool int8_any_rows = format_ == WeightFormat::int8 && active_isa() == KernelIsa::avx512;
   if (M <= kGemvMaxRows || int8_any_rows) {
-    if (format_ == WeightFormat::int8) {
+    if (format_ == WeightFormat::int8g) {
+      gemv_int8g(x2.data_ptr<float>(), M, in_, w_.data_ptr<int8_t>(), scale_.data_ptr<float>(),
+                 out_, bias, y.data_ptr<float>(), 0, sums_.data_ptr<double>());
+    } else if (format_ == WeightFormat::int8) {
       gemv_int8(x2.data_ptr<float>(), M, in_, w_.data_ptr<int8_t>(), scale_.data_ptr<float>(), out_,
                 bias, y.data_ptr<float>(), 0, sums_.data_ptr<int32_t>());
     } else {

@@ -26,10 +26,15 @@
 
 namespace cocom::model {
 
-enum class WeightFormat { fp32, bf16, int8 };
+// int8: one scale per output channel. int8g: one scale per group of kInt8GroupSize consecutive
+// inputs of each output channel (finer steps where a row mixes large and small weights; 1/32
+// more bytes).
+enum class WeightFormat { fp32, bf16, int8, int8g };
+constexpr int64_t kInt8GroupSize = 64;
+int64_t int8_groups(int64_t K);  // ceil(K / kInt8GroupSize)
 
-const char* weight_format_name(WeightFormat f);  // "fp32", "bf16", "int8"
-// Accepts fp32/float32, bf16/bfloat16, int8/q8; nullopt otherwise.
+const char* weight_format_name(WeightFormat f);  // "fp32", "bf16", "int8", "int8g"
+// Accepts fp32/float32, bf16/bfloat16, int8/q8, int8g/int8-g64; nullopt otherwise.
 std::optional<WeightFormat> parse_weight_format(const std::string& s);
 // Bytes per stored weight (4, 2, 1; the int8 scales are not counted).
 double weight_format_bytes(WeightFormat f);
@@ -43,7 +48,11 @@ struct Int8Matrix {
   at::Tensor scale;  // fp32 [N]
 };
 Int8Matrix quantize_int8_rows(const at::Tensor& w);
-at::Tensor dequantize_int8_rows(const at::Tensor& q, const at::Tensor& scale);  // fp32 [N, K]
+// The same with one scale per group of kInt8GroupSize inputs: scale is fp32 [N, G], G =
+// int8_groups(K) (the last group may be shorter); error at most half its group's scale.
+Int8Matrix quantize_int8_groups(const at::Tensor& w);
+// fp32 [N, K]; scale [N] (per row) or [N, G] (per group).
+at::Tensor dequantize_int8_rows(const at::Tensor& q, const at::Tensor& scale);
 
 // n bf16 values (raw bytes, any alignment) widened to fp32 (exact), in parallel.
 void widen_bf16(const void* src, float* dst, int64_t n);
@@ -63,6 +72,16 @@ void gemv_int8(const float* x, int64_t M, int64_t K, const int8_t* q, const floa
                const float* bias, float* y, int threads = 0, const int32_t* row_sums = nullptr);
 void gemv_bf16(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N,
                const float* bias, float* y, int threads = 0);
+// int8 with group scales gscale [N, int8_groups(K)]: the avx512 variant as gemv_int8 (16-bit
+// activation planes, exact integer sums per group); every other variant runs the portable
+// loop with fp32 activations.
+// `offsets` (optional) are int8g_offsets of the matrix; computed when not given.
+void gemv_int8g(const float* x, int64_t M, int64_t K, const int8_t* q, const float* gscale,
+                int64_t N, const float* bias, float* y, int threads = 0,
+                const double* offsets = nullptr);
+// 32768 * sum_g gscale[n, g] * sum(codes of group g of row n), for each row: what the avx512
+// int8g kernel's unsigned activation planes add to a row's sum.
+std::vector<double> int8g_offsets(const int8_t* q, const float* gscale, int64_t N, int64_t K);
 // sum_k q[n, k] for each of the N rows of an int8 [N, K] matrix.
 std::vector<int32_t> int8_row_sums(const int8_t* q, int64_t N, int64_t K);
 
@@ -132,8 +151,9 @@ class Linear {
   WeightFormat format_ = WeightFormat::fp32;
   int64_t out_ = 0, in_ = 0;
   at::Tensor w_;      // fp32 / kBFloat16 / int8 [out, in]
-  at::Tensor scale_;  // int8: fp32 [out]
-  at::Tensor sums_;   // int8: int32 [out], sum of each row's codes (for the avx512 kernel)
+  at::Tensor scale_;  // int8: fp32 [out]; int8g: fp32 [out, groups]
+  at::Tensor sums_;   // int8: int32 [out], sum of each row's codes; int8g: fp64 [out],
+                      // int8g_offsets (both for the avx512 kernels)
   at::Tensor bias_;   // optional fp32 [out]
 };
 

@@ -209,6 +209,63 @@ TEST(Quantize, KernelsEqualDequantisedReferenceOnOddShapes) {
   }
 }
 
+// int8g: one scale per group of kInt8GroupSize inputs, the last group shorter; every element
+// within half its group's step; the products of every variant equal the dequantised reference
+// (within the 16-bit activation bound for avx512), for K below, at and across group sizes.
+TEST(Quantize, Int8GroupScalesRoundTripAndKernelsMatchTheReference) {
+  const int64_t g = kInt8GroupSize;
+  {
+    at::Tensor w = randn({5, 2 * g + 9}, 90, 0.05);
+    w[1].narrow(0, g, g).mul_(100.0);  // one group far larger than the others
+    w[2].narrow(0, 0, g).zero_();      // an all-zero group: scale 0
+    Int8Matrix m = quantize_int8_groups(w);
+    ASSERT_EQ(m.scale.sizes(), (std::vector<int64_t>{5, 3}));
+    EXPECT_EQ(int8_groups(2 * g + 9), 3);
+    EXPECT_EQ(m.scale[2][0].item<float>(), 0.0f);
+    at::Tensor err = (dequantize_int8_rows(m.q, m.scale) - w).abs();
+    for (int64_t n = 0; n < 5; ++n) {
+      for (int64_t j = 0; j < 3; ++j) {
+        const double s = m.scale[n][j].item<double>();
+        const int64_t len = std::min(g, 2 * g + 9 - j * g);
+        EXPECT_LE(err[n].narrow(0, j * g, len).max().item<double>(), s / 2 * (1 + 1e-6) + 1e-30)
+            << "row " << n << " group " << j;
+      }
+    }
+    // The small groups of row 1 keep their own fine steps.
+    EXPECT_LT(m.scale[1][0].item<double>() * 20, m.scale[1][1].item<double>());
+  }
+  uint64_t seed = 500;
+  for (KernelIsa isa : available_kernel_isas()) {
+    ForceIsa force(isa);
+    const bool xq = isa == KernelIsa::avx512;
+    for (int64_t K : {int64_t{1}, int64_t{63}, g, g + 1, 2 * g + 17, 5 * g}) {
+      for (int64_t M : {int64_t{1}, int64_t{3}, int64_t{9}}) {
+        const int64_t N = 7;
+        at::Tensor x = randn({M, K}, ++seed);
+        at::Tensor w = randn({N, K}, ++seed, 0.1);
+        at::Tensor bias = randn({N}, ++seed);
+        Int8Matrix q = quantize_int8_groups(w);
+        std::vector<int8_t> qs(q.q.data_ptr<int8_t>(), q.q.data_ptr<int8_t>() + N * K);
+        std::vector<float> y(static_cast<size_t>(M * N));
+        gemv_int8g(x.data_ptr<float>(), M, K, qs.data(), q.scale.data_ptr<float>(), N,
+                   bias.data_ptr<float>(), y.data(), 2);
+        expect_matches_reference(at::from_blob(y.data(), {M, N}, at::kFloat).clone(), x,
+                                 dequantize_int8_rows(q.q, q.scale), bias,
+                                 std::string("int8g ") + kernel_isa_name(isa) +
+                                     " M=" + std::to_string(M) + " K=" + std::to_string(K),
+                                 xq);
+      }
+    }
+    // Through Linear with more rows than the matrix-vector limit: the widened-blocks path
+    // (group scales applied while widening) where the variant is not avx512.
+    at::Tensor w = randn({33, 3 * g + 5}, ++seed, 0.1);
+    Linear l = Linear::make(w, {}, WeightFormat::int8g);
+    at::Tensor x = randn({Linear::kGemvMaxRows + 4, 3 * g + 5}, ++seed);
+    expect_matches_reference(l.forward(x), x, l.dequantized(), {},
+                             std::string("int8g Linear ") + kernel_isa_name(isa), xq);
+  }
+}
+
 TEST(Quantize, Int8RowSumsAreTheSumsOfTheCodes) {
   const std::vector<int8_t> q = {1, -2, 3, 127, -127, 0, -128, -128, 5};
   EXPECT_EQ(int8_row_sums(q.data(), 3, 3), (std::vector<int32_t>{2, 0, -251}));
@@ -259,12 +316,16 @@ TEST(Quantize, LinearLayerPathsAgreeWithTheReference) {
   const int64_t K = 4096, N = 1100;  // 8 MiB blocks of 512 rows: 3 blocks, the last of 76
   at::Tensor w = randn({N, K}, 101, 0.02);
   at::Tensor bias = randn({N}, 102);
-  for (WeightFormat f : {WeightFormat::bf16, WeightFormat::int8}) {
+  for (WeightFormat f : {WeightFormat::bf16, WeightFormat::int8, WeightFormat::int8g}) {
     Linear l = Linear::make(w, bias, f);
-    // int8: codes, scales and row sums; bf16: the weight; both: the bias.
-    EXPECT_EQ(l.resident_bytes(), N * K * (f == WeightFormat::int8 ? 1 : 2) +
-                                      N * 4 * (f == WeightFormat::int8 ? 3 : 1));
-    const bool xq = f == WeightFormat::int8 && std::string(kernel_isa()) == "avx512";
+    // int8: codes, scales and row sums; int8g: codes, K / 64 scales and one fp64 offset a
+    // row; bf16: the weight; all: the bias.
+    const int64_t expect = f == WeightFormat::bf16 ? N * K * 2 + N * 4
+                           : f == WeightFormat::int8
+                               ? N * K + N * 4 * 3
+                               : N * K + N * int8_groups(K) * 4 + N * 8 + N * 4;
+    EXPECT_EQ(l.resident_bytes(), expect) << weight_format_name(f);
+    const bool xq = f != WeightFormat::bf16 && std::string(kernel_isa()) == "avx512";
     at::Tensor deq = l.dequantized();
     // 260 rows: more than one 256-row chunk of the avx512 int8 path.
     for (int64_t M : {int64_t{1}, int64_t{3}, Linear::kGemvMaxRows, Linear::kGemvMaxRows + 1,
@@ -373,6 +434,8 @@ const Bounds kInt8{0.95, 0.05};
 // steps, against a per-channel int8 logit noise of about that size), so this bound is lower
 // than the 95%; the fixtures' models, with real margins, meet 95%.
 const Bounds kInt8Random{0.85, 0.06};
+// int8 with one scale per 128 inputs: the 95% on the random TinyLlama width too.
+const Bounds kInt8g{0.95, 0.05};
 
 void check_model(const std::string& name, const std::vector<Reference>& refs, const MistralModel& q,
                  const Bounds& b) {
@@ -434,12 +497,15 @@ TEST(QuantizedModel, FixtureMistralAgreesWithFp32) {
   const std::string dir = test::fixtures_dir() + "/mistral";
   auto ref = MistralModel::load(dir);
   auto refs = references(*ref, prompts(ref->config().vocab_size, 4, 12, 7), 24);
-  for (WeightFormat f : {WeightFormat::bf16, WeightFormat::int8}) {
+  for (WeightFormat f : {WeightFormat::bf16, WeightFormat::int8, WeightFormat::int8g}) {
     auto q = MistralModel::load(dir, c10::kCPU, {}, f);
     EXPECT_EQ(q->weight_format(), f);
     EXPECT_LT(q->decode_weight_bytes(),
-              ref->decode_weight_bytes() / (f == WeightFormat::int8 ? 3 : 1.9));
-    check_model("fixture mistral", refs, *q, f == WeightFormat::int8 ? kInt8 : kBf16);
+              ref->decode_weight_bytes() / (f == WeightFormat::bf16 ? 1.9 : 3));
+    check_model("fixture mistral", refs, *q,
+                f == WeightFormat::int8    ? kInt8
+                : f == WeightFormat::int8g ? kInt8g
+                                           : kBf16);
   }
 }
 
@@ -449,13 +515,15 @@ TEST(QuantizedModel, FixtureCocomDecoderAgreesWithFp32) {
   auto ref = CocomModel::load(dir);
   auto refs =
       references(ref->decoder(), prompts(ref->decoder().config().vocab_size, 4, 12, 17), 24);
-  for (WeightFormat f : {WeightFormat::bf16, WeightFormat::int8}) {
+  for (WeightFormat f : {WeightFormat::bf16, WeightFormat::int8, WeightFormat::int8g}) {
     CocomLoadOptions o;
     o.decoder_weights = f;
     auto q = CocomModel::load(dir, o);
     EXPECT_EQ(q->decoder().weight_format(), f);
     check_model("fixture cocom decoder", refs, q->decoder(),
-                f == WeightFormat::int8 ? kInt8 : kBf16);
+                f == WeightFormat::int8    ? kInt8
+                : f == WeightFormat::int8g ? kInt8g
+                                           : kBf16);
   }
 }
 
@@ -483,9 +551,12 @@ TEST(QuantizedModel, RandomTinyLlamaWidthAgreesWithFp32) {
     auto ref = MistralModel::from_weights(c, replay);
     refs = references(*ref, prompts(c.vocab_size, 2, 16, 27), 24);
   }
-  for (WeightFormat f : {WeightFormat::bf16, WeightFormat::int8}) {
+  for (WeightFormat f : {WeightFormat::bf16, WeightFormat::int8, WeightFormat::int8g}) {
     auto q = MistralModel::from_weights(c, replay, c10::kCPU, f);
-    check_model("random TinyLlama-width", refs, *q, f == WeightFormat::int8 ? kInt8Random : kBf16);
+    check_model("random TinyLlama-width", refs, *q,
+                f == WeightFormat::int8    ? kInt8Random
+                : f == WeightFormat::int8g ? kInt8g
+                                           : kBf16);
   }
 }
 

@@ -149,9 +149,9 @@ void add_eval_command(CLI::App& app, const GlobalOptions& g, int& rc) {
                 "exactly as `cocom ask` decodes)")
       ->capture_default_str();
   c->add_option("--weights", o.weights,
-                "resident format of the decoder's linear layers: fp32, bf16 or int8")
+                "resident format of the decoder's linear layers: fp32, bf16, int8 or int8g")
       ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
+      ->check(CLI::IsMember({"fp32", "bf16", "int8", "int8g"}));
   c->add_option("--decoder-tokenizer", o.decoder_tokenizer, "base decoder directory");
   c->add_option("--compressor-tokenizer", o.compressor_tokenizer, "base compressor directory");
   c->add_flag("--json", a.json,

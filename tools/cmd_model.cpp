@@ -18,7 +18,7 @@ namespace cocom::cli {
 
 model::WeightFormat weight_format_option(const std::string& value) {
   auto f = model::parse_weight_format(value);
-  if (!f) fail("--weights ", value, ": expected fp32, bf16 or int8");
+  if (!f) fail("--weights ", value, ": expected fp32, bf16, int8 or int8g");
   return *f;
 }
 

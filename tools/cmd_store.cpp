@@ -27,7 +27,7 @@ engine::KnowledgeStoreOptions store_options(const GlobalOptions& g, const StoreA
   o.cocom.decoder_tokenizer = a.decoder_tokenizer;
   o.cocom.compressor_tokenizer = a.compressor_tokenizer;
   const auto wf = model::parse_weight_format(a.weights);
-  if (!wf) fail("--weights ", a.weights, ": expected fp32, bf16 or int8");
+  if (!wf) fail("--weights ", a.weights, ": expected fp32, bf16, int8 or int8g");
   o.cocom.decoder_weights = *wf;
   o.query_prefix = a.query_prefix;
   o.passage_prefix = a.passage_prefix;

@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
                    "resident format of the decoder's linear layers: fp32, bf16 (half the memory), "
                    "int8 (weight-only, per-channel scales; a quarter)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
+      ->check(CLI::IsMember({"fp32", "bf16", "int8", "int8g"}));
   c_cp->add_option("prompt", cp.prompt, "prompt text (text mode)");
   c_cp->callback([&] { rc = cmd_complete(g, cp); });
 
@@ -177,9 +177,9 @@ int main(int argc, char** argv) {
                   "uncompressed baseline: the same decoder reads the passages' text");
   c_gen
       ->add_option("--weights", gen.weights,
-                   "resident format of the decoder's linear layers: fp32, bf16 or int8")
+                   "resident format of the decoder's linear layers: fp32, bf16, int8 or int8g")
       ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
+      ->check(CLI::IsMember({"fp32", "bf16", "int8", "int8g"}));
   c_gen->add_option("--decoder-tokenizer", gen.decoder_tokenizer,
                     "base decoder directory (tokenizer.model + config.json)");
   c_gen->add_option("--compressor-tokenizer", gen.compressor_tokenizer,
@@ -221,7 +221,7 @@ int main(int argc, char** argv) {
                     "resident format of the decoder's linear layers while compressing: fp32, "
                     "bf16 or int8 (a 7B checkpoint needs bf16 or int8 on a 24 GB machine)")
           ->capture_default_str()
-          ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
+          ->check(CLI::IsMember({"fp32", "bf16", "int8", "int8g"}));
     }
     c->add_option("--query-prefix", s.query_prefix, "retriever prefix for queries");
   };
@@ -263,7 +263,7 @@ int main(int argc, char** argv) {
                    "resident format of the decoder's linear layers: fp32, bf16 (half the "
                    "memory) or int8 (a quarter; fastest decode on CPU)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
+      ->check(CLI::IsMember({"fp32", "bf16", "int8", "int8g"}));
   c_ask->add_option("--compressor-tokenizer", ask.compressor_tokenizer,
                     "base compressor directory");
   c_ask->add_option("--query-prefix", ask.query_prefix, "retriever prefix for queries");
@@ -302,7 +302,7 @@ int main(int argc, char** argv) {
                    "resident format of the decoder's linear layers: fp32, bf16 (half the "
                    "memory) or int8 (a quarter; fastest decode on CPU)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
+      ->check(CLI::IsMember({"fp32", "bf16", "int8", "int8g"}));
   c_con->add_option("--compressor-tokenizer", con.compressor_tokenizer,
                     "base compressor directory");
   c_con->add_option("--k", con.k, "passages per question")->capture_default_str();
@@ -338,10 +338,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   c_rb->add_option("--seed", rb.seed, "seed for random weights")->capture_default_str();
   c_rb->add_option("--weights", rb.weights,
-                   "resident format of the linear layers: fp32, bf16 or int8 (decode is "
+                   "resident format of the linear layers: fp32, bf16, int8 or int8g (decode is "
                    "compared with the bandwidth bound for the bytes of that format)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
+      ->check(CLI::IsMember({"fp32", "bf16", "int8", "int8g"}));
   c_rb->add_option("--kernels", rb.kernels,
                    "comma list of kernel variants to measure in turn on the same model: auto, "
                    "avx512, avx2, generic (bf16/int8 weights; ratios are printed)")
@@ -411,9 +411,9 @@ int main(int argc, char** argv) {
                    "store dtype of the timed runs: fp16, bf16, fp32 or int8")
       ->capture_default_str();
   c_eb->add_option("--weights", eb.weights,
-                   "resident format of the decoder's linear layers: fp32, bf16 or int8")
+                   "resident format of the decoder's linear layers: fp32, bf16, int8 or int8g")
       ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
+      ->check(CLI::IsMember({"fp32", "bf16", "int8", "int8g"}));
   c_eb->add_flag("!--no-dtype-compare", eb.compare_dtypes,
                  "skip the int8/bf16/fp16 vs fp32 answer comparison");
   c_eb->add_option("--seed", eb.seed, "seed for weights and inputs")->capture_default_str();

@@ -41,18 +41,20 @@ class Status {
  public:
   enum class Code {
     kOk = 0,
-    kInvalidArgument,  // a bad option, path or input; the message names it
-    kNotFound,         // a missing file, directory, store or document
-    kCorruption,       // stored data or a checkpoint that cannot be read as what it claims to be
-    kIOError,          // the operating system refused a read or write
-    kCancelled,        // a callback asked to stop
+    kInvalidArgument,     // a bad option, path or input; the message names it
+    kNotFound,            // a missing file, directory, store or document
+    kCorruption,          // stored data or a checkpoint that cannot be read as what it claims to be
+    kIOError,             // the operating system refused a read or write
+    kCancelled,           // a callback asked to stop
     kFailedPrecondition,  // the call needs something the engine was not opened with
-    kInternal,         // a bug or an unexpected library error (the message says which)
+    kInternal,            // a bug or an unexpected library error (the message says which)
   };
 
   Status() = default;  // OK
   static Status OK() { return Status(); }
-  static Status InvalidArgument(std::string msg) { return Status(Code::kInvalidArgument, std::move(msg)); }
+  static Status InvalidArgument(std::string msg) {
+    return Status(Code::kInvalidArgument, std::move(msg));
+  }
   static Status NotFound(std::string msg) { return Status(Code::kNotFound, std::move(msg)); }
   static Status Corruption(std::string msg) { return Status(Code::kCorruption, std::move(msg)); }
   static Status IOError(std::string msg) { return Status(Code::kIOError, std::move(msg)); }
@@ -79,15 +81,24 @@ class Status {
 template <class T>
 class Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit on purpose
+  Result(T value) : value_(std::move(value)) {}         // NOLINT: implicit on purpose
   Result(Status status) : status_(std::move(status)) {  // NOLINT
     if (status_.ok()) status_ = Status::Internal("Result built from an OK status without a value");
   }
   bool ok() const { return status_.ok(); }
   const Status& status() const { return status_; }
-  T& value() & { check(); return *value_; }
-  const T& value() const& { check(); return *value_; }
-  T&& value() && { check(); return std::move(*value_); }
+  T& value() & {
+    check();
+    return *value_;
+  }
+  const T& value() const& {
+    check();
+    return *value_;
+  }
+  T&& value() && {
+    check();
+    return std::move(*value_);
+  }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   T& operator*() & { return value(); }
@@ -143,9 +154,10 @@ struct Options {
   // "cpu" or "cuda" / "cuda:N" (needs a CUDA build of libtorch).
   std::string device = "cpu";
   // How the decoder's linear layers are held in memory for answering: "fp32" (as computed by
-  // the reference), "bf16" (half the memory) or "int8" (weight-only, per-output-channel
-  // scales: a quarter, and the fastest decode on CPU). bf16/int8 are CPU-only. A Mistral-7B
-  // checkpoint needs bf16 or int8 on a 24 GB machine. Ingestion compresses with the same
+  // the reference), "bf16" (half the memory), "int8" (per-output-channel scales: a quarter,
+  // and the fastest decode on CPU) or "int8g" (int8 with one scale per 128 inputs: closer to
+  // fp32 for 1/32 more bytes). bf16/int8/int8g are CPU-only. A Mistral-7B checkpoint needs
+  // one of them on a 24 GB machine. Ingestion compresses with the same
   // decoder, so a store ingested with one format should be asked with the same one.
   std::string weights = "fp32";
   // Threads for libtorch's intra-op pool; 0 = all cores (std::thread::hardware_concurrency;
@@ -160,10 +172,10 @@ struct Options {
   // RAG baseline with the same decoder; for A/B comparisons).
   bool no_compress = false;
   // Used when a store is created (later opens keep the stored values):
-  std::string index_factory = "Flat";      // FAISS factory string
-  std::string embedding_dtype = "fp16";    // fp16 | bf16 | fp32: context embeddings on disk
-  int context_max_length = 128;            // compressor tokens per passage
-  int chunk_overlap_tokens = 0;            // tokens repeated between consecutive passages
+  std::string index_factory = "Flat";    // FAISS factory string
+  std::string embedding_dtype = "fp16";  // fp16 | bf16 | fp32: context embeddings on disk
+  int context_max_length = 128;          // compressor tokens per passage
+  int chunk_overlap_tokens = 0;          // tokens repeated between consecutive passages
   // Retriever prompt prefixes (e5-style models want "query: " / "passage: ").
   std::string query_prefix, passage_prefix;
   // Log at debug level through spdlog (the library is quiet by default).
@@ -174,9 +186,9 @@ struct Options {
 // Ingestion
 
 struct Document {
-  std::string id;     // stable id; re-ingesting the same id replaces the document when changed
-  std::string title;  // may be empty
-  std::string text;   // UTF-8 (invalid sequences are repaired with U+FFFD and reported)
+  std::string id;      // stable id; re-ingesting the same id replaces the document when changed
+  std::string title;   // may be empty
+  std::string text;    // UTF-8 (invalid sequences are repaired with U+FFFD and reported)
   std::string source;  // provenance shown with answers (e.g. a URL or path); may be empty
 };
 
@@ -218,8 +230,8 @@ struct Passage {
 };
 
 struct SearchOptions {
-  size_t k = 0;                            // 0 = Options::top_k
-  std::optional<SearchMode> mode;          // unset = Options::search_mode
+  size_t k = 0;                    // 0 = Options::top_k
+  std::optional<SearchMode> mode;  // unset = Options::search_mode
 };
 
 struct Timings {
@@ -228,7 +240,7 @@ struct Timings {
   double prefill_ms = 0;          // prompt assembly and the decoder's first forward pass
   double decode_ms = 0;           // every step after the first token
   double total_ms = 0;
-  int64_t prompt_tokens = 0;      // decoder input length (context embeddings count one each)
+  int64_t prompt_tokens = 0;  // decoder input length (context embeddings count one each)
   int64_t generated_tokens = 0;
   double decode_tokens_per_second = 0;
 };
@@ -244,8 +256,8 @@ struct Answer {
   std::string text;
   std::vector<Passage> sources;  // the passages the decoder read, in retrieval order
   Timings timings;
-  bool cancelled = false;        // the token callback stopped the generation
-  bool compressed = true;        // false when answered from the passages' text
+  bool cancelled = false;  // the token callback stopped the generation
+  bool compressed = true;  // false when answered from the passages' text
 };
 
 // Receives the answer text as it grows: each call gets the new piece of text (UTF-8, never a
@@ -256,15 +268,15 @@ using TokenCallback = std::function<bool(const std::string& piece)>;
 struct EngineStats {
   std::string db_path, model_dir, retriever_dir;
   int64_t documents = 0, passages = 0;
-  int64_t compression_rate = 0;          // r: ceil(128 / r) embeddings per passage
+  int64_t compression_rate = 0;  // r: ceil(128 / r) embeddings per passage
   int64_t embeddings_per_passage = 0;
   int64_t embedding_dim = 0;
   std::string embedding_dtype, index_factory;
-  int64_t embedding_bytes = 0;           // context embeddings stored, in bytes
+  int64_t embedding_bytes = 0;  // context embeddings stored, in bytes
   bool has_dense_retriever = false;
   bool model_loaded = false;
-  int64_t questions_answered = 0;        // by this Engine since Open
-  std::string json;                      // everything above and the store's manifest, as JSON
+  int64_t questions_answered = 0;  // by this Engine since Open
+  std::string json;                // everything above and the store's manifest, as JSON
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -281,14 +293,16 @@ class Engine {
   // Reads files and directories (.txt .md .markdown .html .htm .pdf .jsonl), cuts them into
   // passages, compresses every passage once and stores it. Unchanged documents are skipped,
   // changed ones replaced. One bad file never stops the batch: it is listed in `skipped`.
-  Result<IngestStats> Ingest(const std::vector<std::string>& paths, const IngestOptions& options = {});
+  Result<IngestStats> Ingest(const std::vector<std::string>& paths,
+                             const IngestOptions& options = {});
   // The same for documents the application already holds in memory.
   Result<IngestStats> IngestDocuments(const std::vector<Document>& documents,
                                       const IngestOptions& options = {});
   // Removes a document by id, or every document read from a source path. Returns how many.
   Result<int64_t> Remove(const std::string& id_or_source);
 
-  Result<std::vector<Passage>> Search(const std::string& query, const SearchOptions& options = {}) const;
+  Result<std::vector<Passage>> Search(const std::string& query,
+                                      const SearchOptions& options = {}) const;
 
   // Retrieves the top-k passages and answers from their stored context embeddings.
   Result<Answer> Ask(const std::string& question, const AskOptions& options = {});
