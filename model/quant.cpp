@@ -446,48 +446,29 @@ COCOM_AVX512 inline __m512 widen16(const uint16_t* w) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
 }
 
-template <int R>
-COCOM_AVX512 inline void dot_rows_bf16_avx512(const float* x, const uint16_t* const* w, int64_t K,
-                                              float* out) {
-  __m512 a[R], b[R];
-  for (int r = 0; r < R; ++r) a[r] = b[r] = _mm512_setzero_ps();
-  int64_t k = 0;
-  for (; k + 32 <= K; k += 32) {
-    const __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
-    for (int r = 0; r < R; ++r) {
-      a[r] = _mm512_fmadd_ps(widen16(w[r] + k), x0, a[r]);
-      b[r] = _mm512_fmadd_ps(widen16(w[r] + k + 16), x1, b[r]);
-    }
-  }
-  if (k + 16 <= K) {
-    const __m512 x0 = _mm512_loadu_ps(x + k);
-    for (int r = 0; r < R; ++r) a[r] = _mm512_fmadd_ps(widen16(w[r] + k), x0, a[r]);
-    k += 16;
-  }
-  for (int r = 0; r < R; ++r) {
-    float s = _mm512_reduce_add_ps(_mm512_add_ps(a[r], b[r]));
-    for (int64_t t = k; t < K; ++t) s += x[t] * bf16_to_float(w[r][t]);
-    out[r] = s;
-  }
-}
-
-template <int R>
-COCOM_AVX512 void rows_bf16_avx512(const float* x, int64_t M, int64_t K, const uint16_t* w,
-                                   int64_t N, const float* bias, float* y, int64_t n) {
-  const uint16_t* rows[R];
-  for (int r = 0; r < R; ++r) rows[r] = w + (n + r) * K;
-  float s[R];
-  for (int64_t m = 0; m < M; ++m) {
-    dot_rows_bf16_avx512<R>(x + m * K, rows, K, s);
-    for (int r = 0; r < R; ++r) y[m * N + n + r] = bias ? s[r] + bias[n + r] : s[r];
-  }
-}
-
+// One channel after the other: a single sequential stream of weights (see block_int8_vnni).
 COCOM_AVX512 void block_bf16_avx512(const float* x, int64_t M, int64_t K, const uint16_t* w,
                                     int64_t N, const float* bias, float* y, int64_t n0,
                                     int64_t n1) {
-  // One channel after the other: a single sequential stream of weights (see block_int8_vnni).
-  for (int64_t n = n0; n < n1; ++n) rows_bf16_avx512<1>(x, M, K, w, N, bias, y, n);
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint16_t* row = w + n * K;
+    for (int64_t m = 0; m < M; ++m) {
+      const float* xr = x + m * K;
+      __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
+      int64_t k = 0;
+      for (; k + 32 <= K; k += 32) {
+        a = _mm512_fmadd_ps(widen16(row + k), _mm512_loadu_ps(xr + k), a);
+        b = _mm512_fmadd_ps(widen16(row + k + 16), _mm512_loadu_ps(xr + k + 16), b);
+      }
+      if (k + 16 <= K) {
+        a = _mm512_fmadd_ps(widen16(row + k), _mm512_loadu_ps(xr + k), a);
+        k += 16;
+      }
+      float s = _mm512_reduce_add_ps(_mm512_add_ps(a, b));
+      for (; k < K; ++k) s += xr[k] * bf16_to_float(row[k]);
+      y[m * N + n] = bias ? s + bias[n] : s;
+    }
+  }
 }
 
 // int8 weights times activations quantised to 16 bits. Each row of x becomes integers
