@@ -929,13 +929,7 @@ void Linear::widen_rows(int64_t n0, int64_t nb, float* dst) const {
       }
     });
   } else if (format_ == WeightFormat::bf16) {
-    const uint16_t* src = reinterpret_cast<const uint16_t*>(w_.data_ptr()) + n0 * K;
-    at::parallel_for(0, nb * K, 1 << 16, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        uint32_t bits = static_cast<uint32_t>(src[i]) << 16;
-        std::memcpy(dst + i, &bits, 4);
-      }
-    });
+    widen_bf16(reinterpret_cast<const uint16_t*>(w_.data_ptr()) + n0 * K, dst, nb * K);
   } else {
     std::memcpy(dst, w_.data_ptr<float>() + n0 * K, static_cast<size_t>(nb * K) * 4);
   }
