@@ -24,10 +24,11 @@
 #include <tuple>
 #include <vector>
 
+#include "cocom/cocom.h"
 #include "common/error.h"
+#include "common/json_util.h"
 #include "common/strings.h"
 #include "compress/compressor.h"
-#include "engine/pipeline.h"
 #include "generate/cocom_generate.h"
 #include "model/bert.h"
 #include "model/cocom.h"
@@ -211,7 +212,9 @@ class PeakMeter {
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // ---------------------------------------------------------------------------------------
-// Backends: random weights of a named shape built in memory, or a COCOM checkpoint.
+// The model measured: a COCOM checkpoint, or random weights of a named shape built in memory
+// with real tokenizers. Either way a model::CocomModel, compressed and answered through the
+// same compress/ and generate/ functions as the engine (no layout of its own here).
 
 struct GenRun {
   model::GenerationResult gen;
@@ -230,232 +233,52 @@ at::Tensor decode_records(const std::vector<std::string>& records, int64_t n, in
   return out;
 }
 
-class Backend {
- public:
-  virtual ~Backend() = default;
-  virtual const model::MistralModel& decoder() const = 0;
-  virtual Json describe() const = 0;
-  // Context embeddings [N, n, H] of N synthetic passages of doc_length tokens at rate r.
-  virtual at::Tensor compress(int64_t N, int64_t r) = 0;
-  virtual int64_t compression_length(int64_t r) const = 0;  // tokens per passage computed
-  virtual double compression_flops(int64_t r) const = 0;    // per passage
-  // B questions answered from their k stored records each (question-major order).
-  virtual GenRun answer(const std::vector<std::string>& records, int64_t B, int64_t k, int64_t n,
-                        const model::SamplingOptions& so) = 0;
-  // The uncompressed baseline: B questions, each with the text of k passages.
-  virtual GenRun answer_uncompressed(int64_t B, int64_t k, const model::SamplingOptions& so) = 0;
-  // A token id a forward pass practically never picks (stands in for EOS so that every run
-  // decodes exactly label_length tokens).
-  virtual int64_t never_eos() const = 0;
-};
+std::string existing_dir(const std::string& dir, const std::string& file) {
+  return !dir.empty() && file_exists(join_path(dir, file)) ? dir : std::string();
+}
 
-class ShapeBackend : public Backend {
- public:
-  ShapeBackend(const EfficiencyBenchOptions& o, c10::Device dev) : o_(o) {
-    model::DecoderConfig base = o.config.empty() ? model::named_decoder_shape(o.shape)
-                                                 : model::DecoderConfig::load(o.config);
-    base_vocab_ = base.vocab_size;
-    if (base_vocab_ < 8)
-      fail("the decoder vocabulary is too small for the benchmark (", base_vocab_, ")");
-    model::DecoderConfig cfg = base;
-    cfg.vocab_size += 4;  // <MEM> <AE> <ENC> <SEP>, as in a COCOM checkpoint
-    shape_name_ = o.config.empty() ? o.shape : o.config;
-    if (o.compressor == "bert-base") {
-      bert_cfg_ = o.compressor_config.empty() ? model::bert_base_config()
-                                              : model::BertConfig::load(o.compressor_config);
-    } else if (o.compressor != "decoder") {
-      fail("--compressor ", o.compressor, ": expected decoder or bert-base");
-    }
-    const model::WeightFormat wf = *model::parse_weight_format(o.weights);
-    check_memory(cfg, wf);
-    progress("building %s-shaped decoder with random weights (%.0fM parameters, %s)...",
-             shape_name_.c_str(), double(cfg.parameter_count()) / 1e6, o.weights.c_str());
-    const double t0 = now_s();
-    model::RandomWeights rnd(o.seed);
-    dec_ = model::MistralModel::from_weights(cfg, rnd, dev, wf);
-    if (bert_cfg_) {
-      model::RandomWeights rb(o.seed + 1);
-      bert_ = model::BertModel::from_weights(*bert_cfg_, rb, dev);
-    }
-    build_seconds_ = now_s() - t0;
-    progress("built in %.1f s", build_seconds_);
-    dev_ = dev;
+// The tokenizers a random-weight shape reads its text with: the flags, else the default
+// model's (decoder) or the source tree's test BERT vocabulary (COCOM-light).
+std::string shape_decoder_tokenizer(const EfficiencyBenchOptions& o) {
+  if (!o.decoder_tokenizer.empty()) return o.decoder_tokenizer;
+  const std::string dflt = DefaultModelDir();
+  std::string d = dflt.empty() ? "" : existing_dir(join_path(dflt, "base_decoder"), "tokenizer.model");
+  if (d.empty()) {
+    d = existing_dir(std::string(COCOM_SOURCE_DIR) + "/tests/data/fixtures/cocom/base_decoder",
+                     "tokenizer.model");
   }
+  if (d.empty()) fail("no decoder tokenizer found for the random-weight shape: pass --decoder-tokenizer DIR");
+  return d;
+}
 
-  const model::MistralModel& decoder() const override { return *dec_; }
-  Json describe() const override {
-    Json j;
-    j["source"] = "random weights (in memory)";
-    j["shape"] = shape_name_;
-    j["decoder"] = dec_->config().to_json();
-    j["decoder_parameters"] = dec_->parameter_count();
-    j["compressor"] = bert_cfg_ ? "bert" : "decoder";
-    if (bert_cfg_) j["bert"] = bert_cfg_->to_json();
-    j["build_seconds"] = build_seconds_;
-    return j;
-  }
+std::string shape_compressor_tokenizer(const EfficiencyBenchOptions& o) {
+  if (!o.compressor_tokenizer.empty()) return o.compressor_tokenizer;
+  std::string d =
+      existing_dir(std::string(COCOM_SOURCE_DIR) + "/tests/data/fixtures/bert/tokenizer", "vocab.txt");
+  if (d.empty()) fail("no BERT tokenizer found for --compressor bert-base: pass --compressor-tokenizer DIR");
+  return d;
+}
 
-  int64_t compression_length(int64_t r) const override {
-    const int64_t L = ceil_div(o_.doc_length, r) * r;       // padded to a multiple of r
-    return bert_cfg_ ? L : L + ceil_div(o_.doc_length, r);  // + the <MEM> slots
+void check_memory(const model::DecoderConfig& cfg, const std::string& weights,
+                  const std::string& shape_name) {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  int64_t kb = 0;
+  std::string unit;
+  while (f >> key >> kb >> unit) {
+    if (key == "MemAvailable:") break;
   }
-  double compression_flops(int64_t r) const override {
-    const int64_t n = ceil_div(o_.doc_length, r);
-    if (bert_cfg_) {
-      return bert_compression_flops(*bert_cfg_, compression_length(r), n,
-                                    r * bert_cfg_->hidden_size, dec_->config().hidden_size);
-    }
-    return decoder_compression_flops(dec_->config(), compression_length(r));
+  const model::WeightFormat wf = *model::parse_weight_format(weights);
+  const double bytes_per_value = wf == model::WeightFormat::fp32   ? 4
+                                 : wf == model::WeightFormat::bf16 ? 2
+                                                                   : 1;
+  const double need = double(cfg.parameter_count()) * bytes_per_value;
+  if (key == "MemAvailable:" && need > 0.9 * double(kb) * 1024) {
+    fail("the ", shape_name, " shape needs ~", storage::human_bytes(uint64_t(need)), " of ", weights,
+         " weights, but only ", storage::human_bytes(uint64_t(kb) * 1024),
+         " of memory is available (try --weights bf16 or int8)");
   }
-
-  at::Tensor compress(int64_t N, int64_t r) override {
-    const int64_t n = ceil_div(o_.doc_length, r), Lt = n * r;
-    std::mt19937_64 rng(o_.seed * 7919 + uint64_t(r));
-    if (bert_cfg_) {
-      // [CLS] text [SEP] right-padded to n * r, BERT, then groups of r rows concatenated and
-      // projected to the decoder's width (COCOM-light, compr_linear_type = concat).
-      const int64_t V = bert_cfg_->vocab_size;
-      at::Tensor ids = at::zeros({N, Lt}, at::kLong), mask = at::zeros({N, Lt}, at::kLong);
-      const int64_t real = std::min(o_.doc_length, Lt);
-      for (int64_t i = 0; i < N; ++i) {
-        auto* p = ids[i].data_ptr<int64_t>();
-        auto* m = mask[i].data_ptr<int64_t>();
-        for (int64_t t = 0; t < real; ++t) {
-          p[t] = t == 0          ? std::min<int64_t>(101, V - 1)
-                 : t + 1 == real ? std::min<int64_t>(102, V - 1)
-                                 : random_id(rng, V);
-          m[t] = 1;
-        }
-      }
-      auto& proj = projection(r);
-      at::Tensor h = bert_->forward(ids.to(dev_), mask.to(dev_)).last_hidden_state;
-      const int64_t Hb = h.size(2);
-      at::Tensor feats = h.reshape({N, n, r * Hb});
-      return model::dense(feats, proj.first, proj.second).to(at::kCPU);
-    }
-    // <ENC><s> text </s> left-padded to n * r, then n <MEM> slots; hidden states after the
-    // final norm at the <MEM> positions (the decoder compressor of COCOM).
-    const int64_t L = Lt + n, real = std::min(o_.doc_length, Lt);
-    at::Tensor ids = at::full({N, L}, bos(), at::kLong), mask = at::zeros({N, L}, at::kLong);
-    for (int64_t i = 0; i < N; ++i) {
-      auto* p = ids[i].data_ptr<int64_t>();
-      auto* m = mask[i].data_ptr<int64_t>();
-      const int64_t s = Lt - real;
-      for (int64_t t = 0; t < real; ++t) {
-        p[s + t] = t == 0 ? enc_id() : t == 1 ? bos() : t + 1 == real ? eos() : random_id(rng);
-        m[s + t] = 1;
-      }
-      for (int64_t t = Lt; t < L; ++t) {
-        p[t] = mem_id();
-        m[t] = 1;
-      }
-    }
-    model::DecoderForwardOptions fo;
-    fo.compute_logits = false;
-    at::Tensor pos = model::MistralModel::arange_positions(mask);
-    model::DecoderOutput out =
-        dec_->forward(ids.to(dev_), mask.to(dev_), pos.to(dev_), nullptr, fo);
-    return out.last_hidden_state.narrow(1, Lt, n).contiguous().to(at::kCPU);
-  }
-
-  GenRun answer(const std::vector<std::string>& records, int64_t B, int64_t k, int64_t n,
-                const model::SamplingOptions& so) override {
-    const int64_t H = dec_->config().hidden_size;
-    at::Tensor ctx = decode_records(records, n, H);
-    // '<s>' + ('<MEM>' * n + '<SEP>') * k + question (query_length tokens)
-    const int64_t stride = n + 1, L = 1 + k * stride + o_.query_length;
-    at::Tensor ids = at::empty({B, L}, at::kLong);
-    for (int64_t b = 0; b < B; ++b) {
-      auto* p = ids[b].data_ptr<int64_t>();
-      p[0] = bos();
-      for (int64_t j = 0; j < k; ++j) {
-        for (int64_t i = 0; i < n; ++i) p[1 + j * stride + i] = mem_id();
-        p[1 + j * stride + n] = sep_id();
-      }
-      fill_question(b, p + 1 + k * stride);
-    }
-    at::Tensor embeds = dec_->embed(ids.to(dev_)).clone();
-    at::Tensor c = ctx.to(dev_);
-    for (int64_t b = 0; b < B; ++b) {
-      for (int64_t j = 0; j < k; ++j) embeds[b].narrow(0, 1 + j * stride, n).copy_(c[b * k + j]);
-    }
-    GenRun r;
-    r.prompt_length = L;
-    r.gen = model::generate(*dec_, embeds, at::ones({B, L}, at::kLong), so);
-    return r;
-  }
-
-  GenRun answer_uncompressed(int64_t B, int64_t k, const model::SamplingOptions& so) override {
-    // '<s>' + k passages of doc_length text tokens + question (query_length tokens)
-    const int64_t L = 1 + k * o_.doc_length + o_.query_length;
-    at::Tensor ids = at::empty({B, L}, at::kLong);
-    std::mt19937_64 rng(o_.seed * 31 + 5);
-    for (int64_t b = 0; b < B; ++b) {
-      auto* p = ids[b].data_ptr<int64_t>();
-      p[0] = bos();
-      for (int64_t t = 1; t < 1 + k * o_.doc_length; ++t) p[t] = random_id(rng);
-      fill_question(b, p + 1 + k * o_.doc_length);
-    }
-    GenRun r;
-    r.prompt_length = L;
-    r.gen = model::generate(*dec_, dec_->embed(ids.to(dev_)), at::ones({B, L}, at::kLong), so);
-    return r;
-  }
-
-  int64_t never_eos() const override { return base_vocab_ + 1; }  // <AE>
-
- private:
-  int64_t bos() const { return dec_->config().bos_token_id; }
-  int64_t eos() const { return dec_->config().eos_token_id; }
-  int64_t mem_id() const { return base_vocab_; }
-  int64_t enc_id() const { return base_vocab_ + 2; }
-  int64_t sep_id() const { return base_vocab_ + 3; }
-  int64_t random_id(std::mt19937_64& rng, int64_t V = 0) const {
-    const int64_t hi = V > 0 ? V : base_vocab_;
-    return 3 + int64_t(rng() % uint64_t(hi - 3));
-  }
-  void fill_question(int64_t b, int64_t* p) const {
-    std::mt19937_64 rng(o_.seed * 1000003 + uint64_t(b));
-    for (int64_t t = 0; t < o_.query_length; ++t) p[t] = random_id(rng);
-  }
-  std::pair<at::Tensor, at::Tensor>& projection(int64_t r) {
-    auto it = proj_.find(r);
-    if (it != proj_.end()) return it->second;
-    model::RandomWeights rp(o_.seed + 100 + uint64_t(r));
-    const int64_t H = dec_->config().hidden_size, in = r * bert_cfg_->hidden_size;
-    at::Tensor w = rp.get("compr.linear.weight", {H, in}, dev_);
-    at::Tensor b = rp.get("compr.linear.bias", {H}, dev_);
-    return proj_[r] = {w, b};
-  }
-  void check_memory(const model::DecoderConfig& cfg, model::WeightFormat wf) const {
-    std::ifstream f("/proc/meminfo");
-    std::string key;
-    int64_t kb = 0;
-    std::string unit;
-    while (f >> key >> kb >> unit) {
-      if (key == "MemAvailable:") break;
-    }
-    const double bytes_per_value = wf == model::WeightFormat::fp32   ? 4
-                                   : wf == model::WeightFormat::bf16 ? 2
-                                                                     : 1;
-    const double need = double(cfg.parameter_count()) * bytes_per_value;
-    if (key == "MemAvailable:" && need > 0.9 * double(kb) * 1024) {
-      fail("the ", shape_name_, " shape needs ~", storage::human_bytes(uint64_t(need)), " of ",
-           o_.weights, " weights, but only ", storage::human_bytes(uint64_t(kb) * 1024),
-           " of memory is available (try --weights bf16 or int8)");
-    }
-  }
-
-  const EfficiencyBenchOptions& o_;
-  std::string shape_name_;
-  int64_t base_vocab_ = 0;
-  std::unique_ptr<model::MistralModel> dec_;
-  std::optional<model::BertConfig> bert_cfg_;
-  std::unique_ptr<model::BertModel> bert_;
-  std::map<int64_t, std::pair<at::Tensor, at::Tensor>> proj_;
-  c10::Device dev_ = c10::kCPU;
-  double build_seconds_ = 0;
-};
+}
 
 // Synthetic English-like text: words appended until the tokenizer counts `tokens` tokens.
 std::string text_of_tokens(const model::Tokenizer& tok, int64_t tokens, uint64_t seed) {
@@ -475,76 +298,120 @@ std::string text_of_tokens(const model::Tokenizer& tok, int64_t tokens, uint64_t
   return int64_t(tok.encode(s, false).size()) == tokens || last.empty() ? s : last;
 }
 
-class CheckpointBackend : public Backend {
+class Backend {
  public:
-  CheckpointBackend(const EfficiencyBenchOptions& o, c10::Device dev) : o_(o) {
-    model::CocomLoadOptions lo;
-    lo.decoder_tokenizer = o.decoder_tokenizer;
-    lo.compressor_tokenizer = o.compressor_tokenizer;
-    lo.device = dev;
-    lo.decoder_weights = *model::parse_weight_format(o.weights);
-    progress("loading %s...", o.model.c_str());
-    m_ = model::CocomModel::load(o.model, lo);
-    progress("loaded in %.1f s", m_->load_seconds());
+  Backend(const EfficiencyBenchOptions& o, c10::Device dev) : o_(o) {
+    if (!o.model.empty()) {
+      model::CocomLoadOptions lo;
+      lo.decoder_tokenizer = o.decoder_tokenizer;
+      lo.compressor_tokenizer = o.compressor_tokenizer;
+      lo.device = dev;
+      lo.decoder_weights = *model::parse_weight_format(o.weights);
+      progress("loading %s...", o.model.c_str());
+      base_ = model::CocomModel::load(o.model, lo);
+      progress("loaded in %.1f s", base_->load_seconds());
+    } else {
+      model::RandomCocomSpec spec;
+      spec.decoder = o.config.empty() ? model::named_decoder_shape(o.shape)
+                                      : model::DecoderConfig::load(o.config);
+      if (spec.decoder.vocab_size < 8) {
+        fail("the decoder vocabulary is too small for the benchmark (", spec.decoder.vocab_size, ")");
+      }
+      shape_name_ = o.config.empty() ? o.shape : o.config;
+      if (o.compressor == "bert-base") {
+        spec.bert = o.compressor_config.empty() ? model::bert_base_config()
+                                                : model::BertConfig::load(o.compressor_config);
+        spec.compressor_tokenizer = shape_compressor_tokenizer(o);
+      } else if (o.compressor != "decoder") {
+        fail("--compressor ", o.compressor, ": expected decoder or bert-base");
+      }
+      spec.decoder_tokenizer = shape_decoder_tokenizer(o);
+      spec.config.compr_rate = 16;  // the other rates share everything but the projection
+      spec.seed = o.seed;
+      spec.device = dev;
+      spec.decoder_weights = *model::parse_weight_format(o.weights);
+      check_memory(spec.decoder, o.weights, shape_name_);
+      progress("building %s-shaped decoder with random weights (%.0fM parameters, %s)...",
+               shape_name_.c_str(), double(spec.decoder.parameter_count()) / 1e6, o.weights.c_str());
+      base_ = model::CocomModel::random(spec);
+      progress("built in %.1f s", base_->load_seconds());
+    }
     const model::Tokenizer& ct =
-        m_->config().light() ? *m_->compressor_tokenizer() : m_->decoder_tokenizer();
+        base_->config().light() ? *base_->compressor_tokenizer() : base_->decoder_tokenizer();
+    // A passage is doc_length compressor tokens (the decoder compressor's text carries
+    // <ENC><s> ... </s>; BERT's [CLS] ... [SEP]).
     for (int64_t i = 0; i < 64; ++i) {
-      passages_.push_back(text_of_tokens(ct, o.doc_length - 3, 17 + uint64_t(i)));
-      text_passages_.push_back(
-          text_of_tokens(m_->decoder_tokenizer(), o.doc_length, 17 + uint64_t(i)));
+      passages_.push_back(efficiency_passage(ct, base_->config().light(), o.doc_length, i));
+      text_passages_.push_back(text_of_tokens(base_->decoder_tokenizer(), o.doc_length, 17 + uint64_t(i)));
     }
   }
-  const model::MistralModel& decoder() const override { return m_->decoder(); }
-  Json describe() const override {
+
+  bool from_checkpoint() const { return !o_.model.empty(); }
+  int64_t checkpoint_rate() const { return base_->config().compr_rate; }
+  const model::MistralModel& decoder() const { return base_->decoder(); }
+
+  Json describe() const {
     Json j;
-    j["source"] = o_.model;
-    j["decoder"] = m_->decoder().config().to_json();
-    j["decoder_parameters"] = m_->decoder().parameter_count();
-    j["compr_rate"] = m_->config().compr_rate;
-    j["compressor"] = m_->config().light() ? "bert" : "decoder";
-    j["load_seconds"] = m_->load_seconds();
+    j["source"] = from_checkpoint() ? o_.model : "random weights (in memory)";
+    if (!from_checkpoint()) j["shape"] = shape_name_;
+    j["decoder"] = base_->decoder().config().to_json();
+    j["decoder_parameters"] = base_->decoder().parameter_count();
+    j["decoder_tokenizer"] = base_->decoder_source();
+    j["compressor"] = base_->config().light() ? "bert" : "decoder";
+    if (base_->bert()) j["bert"] = base_->bert()->config().to_json();
+    if (from_checkpoint()) j["compr_rate"] = base_->config().compr_rate;
+    j[from_checkpoint() ? "load_seconds" : "build_seconds"] = base_->load_seconds();
     return j;
   }
-  int64_t rate() const { return m_->config().compr_rate; }
 
-  int64_t compression_length(int64_t r) const override {
-    const int64_t L = ceil_div(o_.doc_length, r) * r;
-    return m_->config().light() ? L : L + ceil_div(o_.doc_length, r);
+  // Tokens per passage the compressor computes over: doc_length padded to a multiple of r,
+  // plus the <MEM> slots for the decoder compressor.
+  int64_t compression_length(int64_t r) const {
+    const int64_t n = ceil_div(o_.doc_length, r), L = n * r;
+    return base_->config().light() ? L : L + n;
   }
-  double compression_flops(int64_t r) const override {
+  double compression_flops(int64_t r) const {
     const int64_t n = ceil_div(o_.doc_length, r);
-    if (m_->bert()) {
-      const int64_t in = m_->projection_weight().size(1);
-      return bert_compression_flops(m_->bert()->config(), compression_length(r), n, in,
-                                    m_->decoder().config().hidden_size);
+    if (base_->bert()) {
+      const model::BertConfig& b = base_->bert()->config();
+      const int64_t in = base_->config().compr_linear_type == "concat" ? r * b.hidden_size : b.hidden_size;
+      return bert_compression_flops(b, compression_length(r), n, in,
+                                    base_->decoder().config().hidden_size);
     }
-    return decoder_compression_flops(m_->decoder().config(), compression_length(r));
+    return decoder_compression_flops(base_->decoder().config(), compression_length(r));
   }
-  at::Tensor compress(int64_t N, int64_t r) override {
-    if (r != rate()) fail("rate ", r, " is not this checkpoint's (", rate(), ")");
+
+  // Context embeddings [N, n, H] of N passages, as ingestion makes them.
+  at::Tensor compress(int64_t N, int64_t r) {
     std::vector<std::string> ps;
     for (int64_t i = 0; i < N; ++i) ps.push_back(passages_[size_t(i) % passages_.size()]);
-    return compress::compress_passages(*m_, ps, o_.doc_length, N);
+    return compress::compress_passages(at_rate(r), ps, o_.doc_length, N);
   }
+
+  // B questions answered from their k stored records each (question-major order): one
+  // question is what `cocom ask` runs (generate::answer); more are one batch.
   GenRun answer(const std::vector<std::string>& records, int64_t B, int64_t k, int64_t n,
-                const model::SamplingOptions& so) override {
-    at::Tensor ctx = decode_records(records, n, m_->decoder().config().hidden_size);
+                const model::SamplingOptions& so) {
+    at::Tensor ctx = decode_records(records, n, base_->decoder().config().hidden_size);
+    const model::CocomModel& m = *base_;  // the prompt does not depend on the rate
     GenRun r;
     if (B == 1) {
-      generate::Answers a = engine::answer(*m_, question(0), ctx, so);
+      generate::AnswerResult a = generate::answer(m, efficiency_question(m.decoder_tokenizer(), o_.query_length, 0), ctx, so);
       r.gen = std::move(a.generation);
       r.prompt_length = r.gen.prompt_tokens;
       return r;
     }
     std::vector<std::string> qs;
-    for (int64_t b = 0; b < B; ++b) qs.push_back(question(b));
-    generate::DecoderInputs in = generate::decoder_prompts(*m_, qs, k, n);
-    at::Tensor embeds = generate::embed_with_contexts(*m_, in, ctx, k);
-    r.gen = generate::generate_answers(*m_, embeds, in.attention_mask, so).generation;
+    for (int64_t b = 0; b < B; ++b) qs.push_back(efficiency_question(m.decoder_tokenizer(), o_.query_length, b));
+    generate::DecoderInputs in = generate::decoder_prompts(m, qs, k, n);
+    at::Tensor embeds = generate::embed_with_contexts(m, in, ctx, k);
+    r.gen = generate::generate_answers(m, embeds, in.attention_mask, so).generation;
     r.prompt_length = in.input_ids.size(1);
     return r;
   }
-  GenRun answer_uncompressed(int64_t B, int64_t k, const model::SamplingOptions& so) override {
+
+  // The uncompressed baseline: B questions, each with the text of k passages.
+  GenRun answer_uncompressed(int64_t B, int64_t k, const model::SamplingOptions& so) {
     std::vector<std::vector<std::string>> contexts;
     std::vector<std::string> qs;
     for (int64_t b = 0; b < B; ++b) {
@@ -553,27 +420,35 @@ class CheckpointBackend : public Backend {
         c.push_back(text_passages_[size_t(b * k + j) % text_passages_.size()]);
       }
       contexts.push_back(c);
-      qs.push_back(question(b));
+      qs.push_back(efficiency_question(base_->decoder_tokenizer(), o_.query_length, b));
     }
-    engine::TextGenerationOptions to;
+    generate::TextGenerationOptions to;
     to.sampling = so;
     to.context_max_length = o_.doc_length;
-    engine::TextGeneration t = engine::generate_uncompressed(*m_, contexts, qs, to);
+    generate::TextGeneration t = generate::generate_uncompressed(*base_, contexts, qs, to);
     GenRun r;
     r.gen = std::move(t.answers.generation);
     r.prompt_length = t.decoder.input_ids.size(1);
     return r;
   }
-  int64_t never_eos() const override { return m_->ae_id(); }
+
+  // A token a forward pass practically never picks (stands in for EOS so that every run
+  // decodes exactly label_length tokens).
+  int64_t never_eos() const { return base_->ae_id(); }
 
  private:
-  // query_length tokens of question text; the prompt template adds its own tokens (they show in
-  // prompt_tokens).
-  std::string question(int64_t b) const {
-    return text_of_tokens(m_->decoder_tokenizer(), o_.query_length, 99 + uint64_t(b));
+  const model::CocomModel& at_rate(int64_t r) {
+    if (r == base_->config().compr_rate) return *base_;
+    if (from_checkpoint()) fail("rate ", r, " is not this checkpoint's (", base_->config().compr_rate, ")");
+    auto it = rated_.find(r);
+    if (it == rated_.end()) it = rated_.emplace(r, base_->with_rate(r, o_.seed)).first;
+    return *it->second;
   }
+
   const EfficiencyBenchOptions& o_;
-  std::unique_ptr<model::CocomModel> m_;
+  std::string shape_name_;
+  std::unique_ptr<model::CocomModel> base_;
+  std::map<int64_t, std::unique_ptr<model::CocomModel>> rated_;
   std::vector<std::string> passages_, text_passages_;
 };
 
@@ -635,6 +510,17 @@ std::vector<std::string> encode_records(const at::Tensor& ctx, storage::Embeddin
 
 }  // namespace
 
+std::string efficiency_passage(const model::Tokenizer& compressor_tokenizer, bool light,
+                               int64_t doc_length, int64_t i) {
+  // The compressor adds <ENC> <s> ... </s> (decoder) or [CLS] ... [SEP] (BERT) itself.
+  return text_of_tokens(compressor_tokenizer, doc_length - (light ? 2 : 3), 17 + uint64_t(i));
+}
+
+std::string efficiency_question(const model::Tokenizer& decoder_tokenizer, int64_t query_length,
+                                int64_t b) {
+  return text_of_tokens(decoder_tokenizer, query_length, 99 + uint64_t(b));
+}
+
 Json run_efficiency(const EfficiencyBenchOptions& o) {
   if (o.repeat < 1) fail("--repeat ", o.repeat, ": must be at least 1");
   if (o.batch_size < 1) fail("--batch-size ", o.batch_size, ": must be at least 1");
@@ -673,10 +559,9 @@ Json run_efficiency(const EfficiencyBenchOptions& o) {
 
   const c10::Device dev = model::parse_device(o.device);
   const std::string load_before = load_average();
-  std::unique_ptr<Backend> be;
-  if (!o.model.empty()) {
-    auto cb = std::make_unique<CheckpointBackend>(o, dev);
-    const int64_t r = cb->rate();
+  auto be = std::make_unique<Backend>(o, dev);
+  if (be->from_checkpoint()) {
+    const int64_t r = be->checkpoint_rate();
     std::vector<int64_t> kept;
     for (int64_t x : rates) {
       if (x == 0 || x == r) {
@@ -687,9 +572,6 @@ Json run_efficiency(const EfficiencyBenchOptions& o) {
       }
     }
     rates = kept;
-    be = std::move(cb);
-  } else {
-    be = std::make_unique<ShapeBackend>(o, dev);
   }
   const model::DecoderConfig& dc = be->decoder().config();
   const int64_t H = dc.hidden_size, B = o.batch_size, k = o.top_k, N = B * k;

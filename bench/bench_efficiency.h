@@ -16,6 +16,7 @@
 
 #include "common/json_util.h"
 #include "model/config.h"
+#include "model/tokenizer.h"
 
 namespace cocom::bench {
 
@@ -30,20 +31,29 @@ struct EfficiencyBenchOptions {
   int repeat = 3;                               // timed runs after one warm-up
   int64_t collection_size = 24853658;           // passages (KILT Wikipedia) for the estimate
   std::string model;                            // COCOM checkpoint; empty = random weights
-  std::string decoder_tokenizer, compressor_tokenizer;  // for --model
+  // With --model: where its tokenizers are. With a shape: the tokenizers its synthetic text
+  // is read with (default: the default model's; the source tree's test BERT vocabulary).
+  std::string decoder_tokenizer, compressor_tokenizer;
   std::string shape = "tinyllama";                      // tinyllama | mistral-7b
   std::string config;                                   // decoder config.json (overrides --shape)
   std::string compressor = "decoder";    // decoder | bert-base (COCOM-light), random weights
   std::string compressor_config;         // BERT config.json (overrides bert-base)
   std::string embedding_dtype = "fp16";  // the store's dtype for the timed generation runs
-  // Decoder weight format. Only "fp32" exists today; int8/bf16 resident weights are being
-  // added to model/ -- see the WEIGHT-FORMAT note in bench_efficiency.cpp for where to plumb it.
+  // Decoder weight format: fp32 | bf16 | int8 | int8g (as Options::weights).
   std::string weights = "fp32";
   bool compare_dtypes = true;  // greedy agreement / logit error of int8, bf16, fp16 vs fp32
   uint64_t seed = 0;
   bool json = false;
   std::string device = "cpu";
 };
+
+// The synthetic text the benchmark compresses and asks: passage i of doc_length compressor
+// tokens (special tokens included), and question b of query_length decoder tokens. Public for
+// the test that proves the benchmark feeds the decoder exactly what the engine does.
+std::string efficiency_passage(const model::Tokenizer& compressor_tokenizer, bool light,
+                               int64_t doc_length, int64_t i);
+std::string efficiency_question(const model::Tokenizer& decoder_tokenizer, int64_t query_length,
+                                int64_t b);
 
 // Runs the benchmark and returns its results (the object `--json` prints).
 Json run_efficiency(const EfficiencyBenchOptions& opt);

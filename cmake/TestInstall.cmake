@@ -70,6 +70,16 @@ foreach(lib libcocom.so libcocom_spm.so)
 endforeach()
 string(REGEX MATCH "ingested: [^\n]*" lines "${out}")
 
+# The Model without a store: compress into the example's own files, answer from them.
+run("example_own_vectors" "${bld}/example_own_vectors" "${FIXTURE_MODEL}" "${WORK_DIR}/vectors"
+    "${src}/docs" "How does the knowledge store keep passages?")
+if(NOT run_output MATCHES "compressed [1-9][0-9]* passages" OR NOT run_output MATCHES "answer: "
+   OR NOT run_output MATCHES "\\[1\\] knowledge-store.md")
+  message(FATAL_ERROR "example_own_vectors did not compress and answer:\n${run_output}")
+endif()
+string(REGEX MATCH "compressed [^\n]*" own "${run_output}")
+string(APPEND lines "\n${own}")
+
 # The installed command finds its shim in <prefix>/<libdir> too.
 run("installed cocom tokenize" "${CMAKE_COMMAND}" -E env LD_DEBUG=libs COCOM_SPM_LIBRARY=
     "${prefix}/bin/cocom" tokenize --tokenizer "${FIXTURE_MODEL}/base_decoder" "hello world")

@@ -1,8 +1,7 @@
 #include "compress/compressor.h"
 
-#include <spdlog/spdlog.h>
-
 #include "common/error.h"
+#include "common/log.h"
 #include "model/weights.h"
 
 namespace cocom::compress {
@@ -26,8 +25,7 @@ EncoderInputs encoder_inputs(const model::CocomModel& m, const std::vector<std::
     if (light) {
       texts.push_back(p);
     } else {
-      texts.push_back(tok.id_to_token(m.enc_id()) + tok.id_to_token(tok.bos_id()) + p +
-                      tok.id_to_token(tok.eos_id()));
+      texts.push_back(format::compressor_text(m.tokens(), p));
     }
   }
   model::BatchEncodeOptions o;
@@ -47,7 +45,7 @@ EncoderInputs encoder_inputs(const model::CocomModel& m, const std::vector<std::
       int64_t full = static_cast<int64_t>(tok.encode(texts[i], light).size());
       if (full > context_max_length) {
         ++in.truncated;
-        spdlog::debug("compress: passage {} has {} tokens; truncated to {}", i, full,
+        log::debug("compress: passage {} has {} tokens; truncated to {}", i, full,
                       context_max_length);
       }
     }
@@ -82,12 +80,12 @@ EncoderInputs encoder_inputs(const model::CocomModel& m, const std::vector<std::
     }
   }
   const int64_t L = static_cast<int64_t>(enc.input_ids[0].size());
-  const int64_t n = (L + r - 1) / r;
+  const int64_t n = format::slots_per_passage(L, r);
   in.mem_per_passage = n;
   if (!light) {
+    const format::Tokens t = m.tokens();
     for (size_t i = 0; i < enc.input_ids.size(); ++i) {
-      enc.input_ids[i].insert(enc.input_ids[i].end(), size_t(n), m.mem_id());
-      enc.attention_mask[i].insert(enc.attention_mask[i].end(), size_t(n), 1);
+      format::append_memory_slots(t, n, &enc.input_ids[i], &enc.attention_mask[i]);
     }
   }
   in.input_ids = model::ids_tensor(enc.input_ids);

@@ -4,124 +4,27 @@
 #include "cocom/cocom.h"
 
 #include <ATen/ATen.h>
-#include <c10/util/Exception.h>
-#include <spdlog/spdlog.h>
 
 #include <atomic>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <set>
 
 #include "common/error.h"
 #include "common/json_util.h"
+#include "engine/api_internal.h"
 #include "engine/knowledge_store.h"
-#include "engine/pipeline.h"
-#include "engine/stream_decoder.h"
-#include "generate/cocom_generate.h"
 #include "model/runtime.h"
 #include "storage/store.h"
 
 namespace cocom {
 
+using namespace api;  // NOLINT: this file is the API layer
+
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double ms_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-// An error raised by this file with its Status code already decided.
-class StatusError : public std::runtime_error {
- public:
-  explicit StatusError(Status s) : std::runtime_error(s.message()), status_(std::move(s)) {}
-  const Status& status() const { return status_; }
-
- private:
-  Status status_;
-};
-
-[[noreturn]] void throw_status(Status s) { throw StatusError(std::move(s)); }
-
-bool contains(const std::string& s, const char* needle) {
-  return s.find(needle) != std::string::npos;
-}
-
-// The layers below report failures as cocom::Error with a message that names the file, flag
-// or value at fault; the code is read from the kind of message.
-Status classify(const std::string& msg) {
-  if (contains(msg, "is damaged") || contains(msg, "corrupt") || contains(msg, "truncated") ||
-      contains(msg, "bad magic") || contains(msg, "checksum") ||
-      contains(msg, "not a cocom store")) {
-    return Status::Corruption(msg);
-  }
-  if (contains(msg, "no such") || contains(msg, "does not exist") || contains(msg, "cannot find") ||
-      contains(msg, "not found") || contains(msg, "no config.json") ||
-      contains(msg, "no cocom store here") || contains(msg, "No such file")) {
-    return Status::NotFound(msg);
-  }
-  if (contains(msg, "is locked") || contains(msg, "cannot open") ||
-      contains(msg, "cannot create") || contains(msg, "cannot write") ||
-      contains(msg, "Permission denied") || contains(msg, "IO error") ||
-      contains(msg, "No space left")) {
-    return Status::IOError(msg);
-  }
-  if (contains(msg, "was built with") || contains(msg, "is not the one the store") ||
-      contains(msg, "has no dense retriever") || contains(msg, "does not remember")) {
-    return Status::FailedPrecondition(msg);
-  }
-  return Status::InvalidArgument(msg);
-}
-
-Status with_prefix(const Status& s, const std::string& prefix) {
-  const std::string m = prefix + s.message();
-  switch (s.code()) {
-    case Status::Code::kOk:
-      return s;
-    case Status::Code::kInvalidArgument:
-      return Status::InvalidArgument(m);
-    case Status::Code::kNotFound:
-      return Status::NotFound(m);
-    case Status::Code::kCorruption:
-      return Status::Corruption(m);
-    case Status::Code::kIOError:
-      return Status::IOError(m);
-    case Status::Code::kCancelled:
-      return Status::Cancelled(m);
-    case Status::Code::kFailedPrecondition:
-      return Status::FailedPrecondition(m);
-    case Status::Code::kInternal:
-      break;
-  }
-  return Status::Internal(m);
-}
-
-// Runs `fn` and turns whatever it throws into a Status whose message starts with the call
-// that failed ("Ask: ...").
-template <class F>
-Status guard(const char* what, F&& fn) {
-  const std::string prefix = std::string(what) + ": ";
-  try {
-    fn();
-    return Status::OK();
-  } catch (const StatusError& e) {
-    return with_prefix(e.status(), prefix);
-  } catch (const Error& e) {
-    return with_prefix(classify(e.what()), prefix);
-  } catch (const c10::Error& e) {
-    return Status::Internal(prefix + "libtorch: " + e.what_without_backtrace());
-  } catch (const std::bad_alloc&) {
-    return Status::Internal(prefix +
-                            "out of memory (try a smaller model, fewer threads or fewer passages)");
-  } catch (const std::exception& e) {
-    return Status::Internal(prefix + e.what());
-  } catch (...) {
-    return Status::Internal(prefix + "unknown exception");
-  }
-}
 
 engine::SearchMode to_internal(SearchMode m, bool has_dense) {
   switch (m) {
@@ -144,21 +47,6 @@ void check_mode(SearchMode m, bool has_dense, const char* option) {
         " search, but the store has no dense retriever; set Options::retriever_dir (--retriever) "
         "when ingesting, or use SearchMode::kBm25 / kAuto (--mode bm25)"));
   }
-}
-
-void check_generation(const GenerationOptions& g, const std::string& where) {
-  auto bad = [&](const std::string& field, const std::string& why) {
-    throw_status(Status::InvalidArgument(where + "." + field + " " + why));
-  };
-  if (g.max_new_tokens < 1) {
-    bad("max_new_tokens",
-        std::to_string(g.max_new_tokens) + ": must be at least 1 (--max-new-tokens)");
-  }
-  if (!std::isfinite(g.temperature) || g.temperature < 0) {
-    bad("temperature", "must be a finite number >= 0 (0 = greedy; --temperature)");
-  }
-  if (g.top_k < 0) bad("top_k", std::to_string(g.top_k) + ": must be >= 0 (0 = off; --top-k)");
-  if (!(g.top_p > 0 && g.top_p <= 1)) bad("top_p", "must be in (0, 1] (1 = off; --top-p)");
 }
 
 Passage to_passage(const engine::SearchHit& h) {
@@ -293,31 +181,39 @@ struct Engine::Impl {
   Options opt;
   std::unique_ptr<engine::KnowledgeStore> ks;
   std::atomic<int64_t> questions{0};
+  // The public Model: given to Open, or wrapped around the one the store loaded.
+  mutable std::mutex model_mu;
+  mutable std::shared_ptr<Model> model;
 
   Result<Answer> ask(const std::string& question, const TokenCallback* on_token,
                      const AskOptions& options);
+  std::shared_ptr<Model> get_model() const;
 };
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() = default;
 
 Status Engine::Open(const Options& options, std::unique_ptr<Engine>* engine) {
+  return Open(options, nullptr, engine);
+}
+
+Status Engine::Open(const Options& options, std::shared_ptr<Model> model,
+                    std::unique_ptr<Engine>* engine) {
   if (engine == nullptr) return Status::InvalidArgument("Open: the engine pointer is null");
   engine->reset();
   auto impl = std::make_unique<Impl>();
   impl->opt = options;
+  impl->model = model;
   Status s = guard("Open", [&] {
     const Options& o = options;
     validate_options(o);
-    if (o.verbose) {
-      spdlog::set_level(spdlog::level::debug);
-    } else if (spdlog::get_level() == spdlog::level::info) {
-      spdlog::set_level(spdlog::level::warn);  // quiet by default, unless the host chose a level
+    configure_logging(o.log_level, o.log_callback, o.verbose);
+    if (!model) {
+      model::RuntimeOptions ro;  // 0 = all cores (libtorch's own default can be 1 thread)
+      ro.threads = o.threads;
+      ro.device = o.device;
+      model::init_runtime(ro);
     }
-    model::RuntimeOptions ro;  // 0 = all cores (libtorch's own default can be 1 thread)
-    ro.threads = o.threads;
-    ro.device = o.device;
-    model::init_runtime(ro);
     const bool exists = std::filesystem::exists(join_path(o.db_path, "cocom-db.json"));
     if (!exists) {
       if (!o.create_if_missing) {
@@ -326,7 +222,7 @@ Status Engine::Open(const Options& options, std::unique_ptr<Engine>* engine) {
                              " (Options::create_if_missing is false): check the path, or "
                              "create the store first (cocom ingest --db DIR --model DIR)"));
       }
-      if (o.model_dir.empty() && DefaultModelDir().empty()) {
+      if (!model && o.model_dir.empty() && DefaultModelDir().empty()) {
         throw_status(Status::InvalidArgument(
             "Options::model_dir is empty and no default model was found (COCOM_DEFAULT_MODEL, " +
             std::string(COCOM_INSTALLED_MODEL_DIR) + ", " + COCOM_SOURCE_MODEL_DIR +
@@ -342,35 +238,66 @@ Status Engine::Open(const Options& options, std::unique_ptr<Engine>* engine) {
           Status::NotFound("Options::retriever_dir " + o.retriever_dir +
                            ": no such directory (a sentence-transformers model; --retriever)"));
     }
-    for (const auto* t : {&o.decoder_tokenizer, &o.compressor_tokenizer}) {
-      if (!t->empty() && !dir_exists(*t)) {
-        throw_status(Status::NotFound(std::string(t == &o.decoder_tokenizer
-                                                      ? "Options::decoder_tokenizer "
-                                                      : "Options::compressor_tokenizer ") +
-                                      *t + ": no such directory"));
-      }
-    }
     engine::KnowledgeStoreOptions ko;
     ko.db = o.db_path;
-    ko.model_dir = o.model_dir;
+    ko.create_if_missing = o.create_if_missing;
     ko.retriever_dir = o.retriever_dir;
     ko.index_factory = o.index_factory;
     ko.embedding_dtype = o.embedding_dtype;
     ko.context_max_length = o.context_max_length;
     ko.chunk.overlap_tokens = o.chunk_overlap_tokens;
-    ko.cocom.decoder_tokenizer = o.decoder_tokenizer;
-    ko.cocom.compressor_tokenizer = o.compressor_tokenizer;
-    ko.cocom.device = model::parse_device(o.device);
-    ko.cocom.decoder_weights = *model::parse_weight_format(o.weights);
     ko.query_prefix = o.query_prefix;
     ko.passage_prefix = o.passage_prefix;
     ko.need_model = o.load_model_eagerly;
+    if (model) {
+      std::shared_ptr<const model::CocomModel> m = InternalAccess::cocom_model(*model);
+      if (!o.model_dir.empty() && std::filesystem::path(o.model_dir).lexically_normal() !=
+                                      std::filesystem::path(m->dir()).lexically_normal()) {
+        throw_status(Status::InvalidArgument(
+            "Options::model_dir " + o.model_dir + " is not the directory of the Model given (" +
+            m->dir() + "): leave it empty, or open the Engine without a Model"));
+      }
+      ko.model = std::move(m);
+      ko.cocom.device = ko.model->decoder().device();
+    } else {
+      for (const auto* t : {&o.decoder_tokenizer, &o.compressor_tokenizer}) {
+        if (!t->empty() && !dir_exists(*t)) {
+          throw_status(Status::NotFound(std::string(t == &o.decoder_tokenizer
+                                                        ? "Options::decoder_tokenizer "
+                                                        : "Options::compressor_tokenizer ") +
+                                        *t + ": no such directory"));
+        }
+      }
+      ko.model_dir = o.model_dir;
+      ko.cocom.decoder_tokenizer = o.decoder_tokenizer;
+      ko.cocom.compressor_tokenizer = o.compressor_tokenizer;
+      ko.cocom.device = model::parse_device(o.device);
+      ko.cocom.decoder_weights = *model::parse_weight_format(o.weights);
+    }
     impl->ks = engine::KnowledgeStore::open(ko);
     check_mode(o.search_mode, impl->ks->has_dense(), "Options::search_mode");
   });
   if (!s.ok()) return s;
   engine->reset(new Engine(std::move(impl)));
   return s;
+}
+
+std::shared_ptr<Model> Engine::Impl::get_model() const {
+  std::lock_guard<std::mutex> lock(model_mu);
+  if (!model) model = InternalAccess::wrap_model(ks->shared_model(), opt.weights, opt.device);
+  return model;
+}
+
+Result<std::shared_ptr<Model>> Engine::GetModel() const {
+  std::shared_ptr<Model> m;
+  Status s = guard("GetModel", [&] { m = impl_->get_model(); });
+  if (!s.ok()) return s;
+  return m;
+}
+
+std::shared_ptr<const model::CocomModel> InternalAccess::cocom_model(const Engine& e) {
+  if (!e.impl_->ks->model_loaded()) return nullptr;
+  return e.impl_->ks->shared_model();
 }
 
 Result<IngestStats> Engine::Ingest(const std::vector<std::string>& paths,
@@ -499,74 +426,32 @@ Result<Answer> Engine::Impl::ask(const std::string& question, const TokenCallbac
                   : " (BM25 needs a shared word; a dense retriever would always find some)") +
           "; ingest documents first or rephrase it"));
     }
-    a.timings.retrieve_ms = r.retrieve_seconds * 1e3;
     a.compressed = !no_compress;
     for (const auto& h : r.hits) a.sources.push_back(to_passage(h));
 
-    model::SamplingOptions so;
-    so.max_new_tokens = gen.max_new_tokens;
-    so.temperature = gen.temperature;
-    so.top_k = gen.top_k;
-    so.top_p = gen.top_p;
-    so.seed = gen.seed;
-
-    std::unique_ptr<engine::StreamDecoder> stream;
-    model::TokenCallback step_cb;
-    bool stopped = false;
-    if (on_token) {
-      stream = std::make_unique<engine::StreamDecoder>(m.decoder_tokenizer());
-      step_cb = [&](int64_t, const at::Tensor& next) {
-        const std::string piece = stream->push(next[0].item<int64_t>());
-        if (!piece.empty() && !(*on_token)(piece)) stopped = true;
-        return !stopped;
-      };
-    }
-
-    generate::Answers ans;
-    double assembly_ms = 0;
+    generate::AnswerRequest req;
+    req.question = question;
+    double load_ms = 0;
     if (no_compress) {
       const auto t_load = Clock::now();
-      std::vector<std::string> texts;
-      for (const auto& h : r.hits) texts.push_back(h.passage.text);
-      a.timings.load_embeddings_ms = ms_since(t_load);
-      const auto t_asm = Clock::now();
-      generate::DecoderInputs in;
-      in.prompts.push_back(generate::uncompressed_prompt(m, texts, question));
-      generate::encode_prompts(m, &in);
-      at::Tensor embeds = m.decoder().embed(in.input_ids);
-      assembly_ms = ms_since(t_asm);
-      ans = generate::generate_answers(m, embeds, in.attention_mask, so, step_cb);
+      for (const auto& h : r.hits) req.passages.push_back(h.passage.text);
+      load_ms = ms_since(t_load);
     } else {
-      a.timings.load_embeddings_ms = r.load_seconds * 1e3;
+      load_ms = r.load_seconds * 1e3;
       const int64_t n = r.embeddings_per_passage, h = r.embedding_dim;
       at::Tensor emb = at::empty({static_cast<int64_t>(r.hits.size()), n, h}, at::kFloat);
       for (size_t i = 0; i < r.embeddings.size(); ++i) {
         std::copy(r.embeddings[i].begin(), r.embeddings[i].end(),
                   emb[static_cast<int64_t>(i)].data_ptr<float>());
       }
-      const auto t_gen = Clock::now();
-      ans = engine::answer(m, question, emb.to(m.decoder().device()), so, step_cb);
-      // engine::answer assembles the prompt before generating: what it spent outside the
-      // generation's own prefill counts as prompt assembly.
-      const double gen_ms = ms_since(t_gen);
-      assembly_ms = std::max(
-          0.0, gen_ms - (ans.generation.prefill_seconds + ans.generation.decode_seconds) * 1e3);
+      req.contexts = emb.to(m.decoder().device());
     }
-    a.text = ans.texts.at(0);
-    if (stream && !stopped) {
-      const std::string rest = stream->finish(a.text);
-      if (!rest.empty()) (*on_token)(rest);  // generation is over: nothing left to stop
-    }
-    a.cancelled = stopped;
-    const model::GenerationResult& g = ans.generation;
-    a.timings.prefill_ms = assembly_ms + g.prefill_seconds * 1e3;
-    a.timings.decode_ms = g.decode_seconds * 1e3;
-    a.timings.prompt_tokens = g.prompt_tokens;
-    a.timings.generated_tokens = g.tokens.defined() ? g.tokens.size(1) : 0;
-    if (a.timings.generated_tokens > 1 && g.decode_seconds > 0) {
-      a.timings.decode_tokens_per_second =
-          double(a.timings.generated_tokens - 1) / g.decode_seconds;
-    }
+    AnswerRun run = run_answer(m, std::move(req), gen, on_token);
+    a.text = std::move(run.text);
+    a.cancelled = run.cancelled;
+    a.timings = run.timings;
+    a.timings.retrieve_ms = r.retrieve_seconds * 1e3;
+    a.timings.load_embeddings_ms = load_ms;
     a.timings.total_ms = ms_since(t0);
     questions.fetch_add(1);
   });

@@ -1,7 +1,5 @@
 #include "engine/knowledge_store.h"
 
-#include <spdlog/spdlog.h>
-
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -10,6 +8,7 @@
 #include "common/error.h"
 #include "common/hash.h"
 #include "cocom/cocom.h"
+#include "common/log.h"
 #include "compress/compressor.h"
 #include "index/dense_index.h"
 #include "index/retriever.h"
@@ -73,6 +72,18 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
   const std::string settings_path = join_path(opt.db, kSettingsFile);
   Json settings = file_exists(settings_path) ? read_json_file(settings_path) : Json::object();
   const bool exists = dir_exists(opt.db) && file_exists(settings_path);
+  if (!exists && !opt.create_if_missing) {
+    fail("--db ", opt.db, ": no cocom store here (check the path, or create the store first with "
+         "cocom ingest --db DIR)");
+  }
+  if (opt.model) {
+    if (!opt.model_dir.empty() && fs::path(opt.model_dir).lexically_normal() !=
+                                      fs::path(opt.model->dir()).lexically_normal()) {
+      fail("--model ", opt.model_dir, ": differs from the directory of the model given (",
+           opt.model->dir(), ")");
+    }
+    opt.model_dir = opt.model->dir();
+  }
   if (opt.model_dir.empty()) opt.model_dir = json_string_or(settings, "model", "", settings_path);
   if (opt.retriever_dir.empty()) opt.retriever_dir = json_string_or(settings, "retriever", "", settings_path);
   if (exists) {
@@ -87,7 +98,7 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
            ": no store there yet and no default model was found (models/default, "
            "$COCOM_DEFAULT_MODEL); pass --model DIR (a COCOM checkpoint) to create one");
     }
-    spdlog::info("creating {} with the default model {}", opt.db, opt.model_dir);
+    log::info("creating {} with the default model {}", opt.db, opt.model_dir);
   }
   auto dtype = storage::parse_embedding_dtype(opt.embedding_dtype);
   if (!dtype) fail("--embedding-dtype ", opt.embedding_dtype, ": expected fp16, bf16, fp32 or int8");
@@ -101,9 +112,9 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
     if (!dir_exists(opt.model_dir)) fail("--model ", opt.model_dir, ": no such directory");
     mf.compressor_fingerprint = cocom_fingerprint(opt.model_dir);
   }
-  if (opt.need_model || !exists) {
+  if (opt.need_model || !exists || opt.model) {
     if (opt.model_dir.empty()) fail("--model: this command needs the COCOM checkpoint");
-    ks->model_ = model::CocomModel::load(opt.model_dir, opt.cocom);
+    ks->model_ = opt.model ? opt.model : model::CocomModel::load(opt.model_dir, opt.cocom);
     const int64_t r = ks->model_->config().compr_rate;
     mf.compressor_fingerprint = cocom_fingerprint(opt.model_dir);
     mf.compr_rate = r;
@@ -128,9 +139,9 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
       try {
         ks->dense_ = index::DenseIndex::load(ks->index_path_, ks->retriever_->dim());
         fresh = ks->dense_->saved_sequence() == seq;
-        if (!fresh) spdlog::info("{}: stale (store moved on); rebuilding from RocksDB", ks->index_path_);
+        if (!fresh) log::info("{}: stale (store moved on); rebuilding from RocksDB", ks->index_path_);
       } catch (const Error& e) {
-        spdlog::warn("{}; rebuilding the dense index from RocksDB", e.what());
+        log::warn("{}; rebuilding the dense index from RocksDB", e.what());
       }
     }
     if (!fresh) {
@@ -158,9 +169,26 @@ const model::CocomModel* KnowledgeStore::model() const {
 
 bool KnowledgeStore::model_loaded() const { return model() != nullptr; }
 
-const model::CocomModel& KnowledgeStore::loaded_model() const {
+void KnowledgeStore::check_model(const model::CocomModel& m, const std::string& fp) const {
+  const storage::Manifest& mf = store_->manifest();
+  if (!mf.compressor_fingerprint.empty() && fp != mf.compressor_fingerprint) {
+    fail("--model ", m.dir(), ": this checkpoint (", fp, ") is not the one the store at ",
+         store_->path(), " was built with (", mf.compressor_fingerprint,
+         "); pass the original --model, or ingest into a new store");
+  }
+  const int64_t r = m.config().compr_rate;
+  const int64_t n = (opt_.context_max_length + r - 1) / r;
+  const int64_t h = m.decoder().config().hidden_size;
+  if ((mf.embeddings_per_passage && mf.embeddings_per_passage != n) ||
+      (mf.embedding_dim && mf.embedding_dim != h)) {
+    fail("--model ", m.dir(), ": makes context embeddings [", n, ", ", h, "] but the store at ",
+         store_->path(), " holds [", mf.embeddings_per_passage, ", ", mf.embedding_dim, "]");
+  }
+}
+
+std::shared_ptr<const model::CocomModel> KnowledgeStore::shared_model() const {
   std::lock_guard<std::mutex> lock(model_mu_);
-  if (model_) return *model_;
+  if (model_) return model_;
   if (opt_.model_dir.empty()) {
     fail(store_->path(), ": the store does not remember its COCOM checkpoint; pass --model DIR");
   }
@@ -171,23 +199,18 @@ const model::CocomModel& KnowledgeStore::loaded_model() const {
   const storage::Manifest& mf = store_->manifest();
   const std::string fp = cocom_fingerprint(opt_.model_dir);
   if (!mf.compressor_fingerprint.empty() && fp != mf.compressor_fingerprint) {
+    // Refused before the (possibly long) load.
     fail("--model ", opt_.model_dir, ": this checkpoint (", fp, ") is not the one the store at ",
          store_->path(), " was built with (", mf.compressor_fingerprint,
          "); pass the original --model, or ingest into a new store");
   }
-  auto m = model::CocomModel::load(opt_.model_dir, opt_.cocom);
-  const int64_t r = m->config().compr_rate;
-  const int64_t n = (opt_.context_max_length + r - 1) / r;
-  const int64_t h = m->decoder().config().hidden_size;
-  if ((mf.embeddings_per_passage && mf.embeddings_per_passage != n) ||
-      (mf.embedding_dim && mf.embedding_dim != h)) {
-    fail("--model ", opt_.model_dir, ": makes context embeddings [", n, ", ", h,
-         "] but the store at ", store_->path(), " holds [", mf.embeddings_per_passage, ", ",
-         mf.embedding_dim, "]");
-  }
+  std::shared_ptr<const model::CocomModel> m = model::CocomModel::load(opt_.model_dir, opt_.cocom);
+  check_model(*m, fp);
   model_ = std::move(m);
-  return *model_;
+  return model_;
 }
+
+const model::CocomModel& KnowledgeStore::loaded_model() const { return *shared_model(); }
 
 void KnowledgeStore::rebuild_dense() {
   // Built aside (writers are serialised, so the store does not change meanwhile), then
@@ -495,6 +518,7 @@ Json KnowledgeStore::info() const {
   j["compr_rate"] = mf.compr_rate;
   j["embedding_shape"] = {mf.embeddings_per_passage, mf.embedding_dim};
   j["embedding_dtype"] = storage::embedding_dtype_name(mf.embedding_dtype);
+  j["context_max_length"] = opt_.context_max_length;
   j["retriever_fingerprint"] = mf.retriever_fingerprint;
   j["index_factory"] = mf.index_factory;
   j["documents"] = st.documents;

@@ -35,6 +35,11 @@ struct KnowledgeStoreOptions {
   model::CocomLoadOptions cocom;
   std::string query_prefix, passage_prefix;  // retriever prefixes
   bool need_model = true;  // false for search/rm/info: the COCOM model is not loaded
+  // A model already loaded (and shared with other stores): used instead of loading model_dir,
+  // which then defaults to its directory. It must be the model the store was built with.
+  std::shared_ptr<const model::CocomModel> model;
+  // Fails with "no cocom store at DIR" instead of creating one.
+  bool create_if_missing = true;
 };
 
 struct IngestProgress {
@@ -107,6 +112,8 @@ class KnowledgeStore {
   // false). Loading is serialised; a model whose fingerprint differs from the one the store's
   // embeddings were made with is refused. Throws naming the directory.
   const model::CocomModel& loaded_model() const;
+  // The same, as the shared pointer other stores and the public Model may hold too.
+  std::shared_ptr<const model::CocomModel> shared_model() const;
   bool model_loaded() const;
   const model::CocomModel* model() const;
   storage::Store& store() { return *store_; }
@@ -127,7 +134,9 @@ class KnowledgeStore {
   std::vector<float> embed_query(const std::string& query, SearchMode mode) const;
   KnowledgeStoreOptions opt_;
   mutable std::mutex model_mu_;  // guards model_ (lazy loading)
-  mutable std::unique_ptr<model::CocomModel> model_;
+  mutable std::shared_ptr<const model::CocomModel> model_;
+  // Checks that `m` makes the embeddings this store holds (fingerprint and shape).
+  void check_model(const model::CocomModel& m, const std::string& fingerprint) const;
   std::unique_ptr<index::Retriever> retriever_;
   std::unique_ptr<storage::Store> store_;
   std::unique_ptr<index::DenseIndex> dense_;

@@ -1,7 +1,5 @@
 #include "eval/evaluate.h"
 
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
@@ -12,6 +10,7 @@
 
 #include "cocom/cocom.h"
 #include "common/error.h"
+#include "common/log.h"
 #include "compress/compressor.h"
 #include "engine/documents.h"
 #include "engine/knowledge_store.h"
@@ -521,7 +520,7 @@ void run_qa(const EvalOptions& opt, const Loaded& l, const std::vector<QaExample
                                                           : "hybrid";
   }
   if (opt.k != m.config().generation_top_k) {
-    spdlog::warn(
+    log::warn(
         "{} passages per question, but this checkpoint was trained with "
         "generation_top_k = {}",
         opt.k, m.config().generation_top_k);
@@ -652,7 +651,7 @@ void run_qa(const EvalOptions& opt, const Loaded& l, const std::vector<QaExample
   if (rep->recall_questions > 0) recall_sum /= double(rep->recall_questions);
   if (rep->recall_questions > 0) rep->recall_at_k = recall_sum;
   if (rep->no_passage_questions > 0) {
-    spdlog::warn("{} question(s) retrieved no passage and were answered without passages",
+    log::warn("{} question(s) retrieved no passage and were answered without passages",
                  rep->no_passage_questions);
   }
   rep->n = ex.size();

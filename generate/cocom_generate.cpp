@@ -1,14 +1,62 @@
 #include "generate/cocom_generate.h"
 
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+
 #include "common/error.h"
+#include "common/log.h"
+#include "generate/stream_decoder.h"
 
 namespace cocom::generate {
 
 namespace {
 
-// The question part of every decoder prompt (compressed, closed-book).
-std::string instruction(const std::string& question) {
-  return "[INST]" + question + "\n[/INST]\n";
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::mutex& observer_mu() {
+  static std::mutex mu;
+  return mu;
+}
+DecoderInputObserver& observer() {
+  static DecoderInputObserver fn;
+  return fn;
+}
+
+bool blank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std::string::npos; }
+
+// A checkpoint answers best with the number of passages it was trained with. Said once per
+// process: a console or server asks many questions with the same k.
+void warn_unusual_k(const model::CocomModel& m, int64_t k) {
+  static std::atomic<bool> warned{false};
+  if (k != m.config().generation_top_k && !warned.exchange(true)) {
+    log::warn("{} passages per question, but this checkpoint was trained with generation_top_k = {}",
+              k, m.config().generation_top_k);
+  }
+}
+
+int64_t check_contexts(const model::CocomModel& m,
+                       const std::vector<std::vector<std::string>>& contexts,
+                       const std::vector<std::string>& questions) {
+  if (questions.empty()) fail("generate: no questions given");
+  if (contexts.size() != questions.size()) {
+    fail("generate: ", questions.size(), " questions but ", contexts.size(), " context lists");
+  }
+  const size_t k = contexts[0].size();
+  if (k == 0) fail("generate: question 0 has no contexts");
+  for (size_t q = 0; q < contexts.size(); ++q) {
+    if (contexts[q].size() != k) {
+      fail("generate: question ", q, " has ", contexts[q].size(), " contexts but question 0 has ", k,
+           "; every question of a batch needs the same number");
+    }
+  }
+  warn_unusual_k(m, static_cast<int64_t>(k));
+  return static_cast<int64_t>(k);
 }
 
 }  // namespace
@@ -34,19 +82,11 @@ DecoderInputs decoder_prompts(const model::CocomModel& m, const std::vector<std:
                               int64_t k, int64_t n) {
   if (questions.empty()) fail("generate: no questions given");
   if (k < 1) fail("generate: each question needs at least one passage");
-  const model::Tokenizer& tok = m.decoder_tokenizer();
-  const std::string mem = tok.id_to_token(m.mem_id()), sep = tok.id_to_token(m.sep_id());
-  std::string slots;
-  for (int64_t j = 0; j < k; ++j) {
-    for (int64_t i = 0; i < n; ++i) slots += mem;
-    if (m.config().sep) slots += sep;
-  }
+  const format::Tokens t = m.tokens();
   DecoderInputs in;
   for (size_t q = 0; q < questions.size(); ++q) {
-    if (questions[q].find_first_not_of(" \t\r\n") == std::string::npos) {
-      fail("generate: question ", q, " is empty");
-    }
-    in.prompts.push_back(tok.id_to_token(tok.bos_id()) + slots + instruction(questions[q]));
+    if (blank(questions[q])) fail("generate: question ", q, " is empty");
+    in.prompts.push_back(format::qa_prompt(t, k, n, questions[q]));
   }
   encode_prompts(m, &in);
   return in;
@@ -65,7 +105,7 @@ at::Tensor embed_with_contexts(const model::CocomModel& m, const DecoderInputs& 
          m.decoder().config().hidden_size);
   }
   at::Tensor embeds = m.decoder().embed(in.input_ids).clone();
-  const int64_t stride = n + (m.config().sep ? 1 : 0);
+  const format::Tokens t = m.tokens();
   at::Tensor ctx = compressed.to(embeds.device(), at::kFloat);
   for (int64_t q = 0; q < Q; ++q) {
     at::Tensor row = in.input_ids[q];
@@ -77,7 +117,7 @@ at::Tensor embed_with_contexts(const model::CocomModel& m, const DecoderInputs& 
     }
     const int64_t first = is_mem.to(at::kLong).argmax().item<int64_t>();
     for (int64_t j = 0; j < k; ++j) {
-      embeds[q].narrow(0, first + j * stride, n).copy_(ctx[q * k + j]);
+      embeds[q].narrow(0, format::passage_slot_offset(t, first, j, n), n).copy_(ctx[q * k + j]);
     }
   }
   return embeds;
@@ -86,6 +126,10 @@ at::Tensor embed_with_contexts(const model::CocomModel& m, const DecoderInputs& 
 Answers generate_answers(const model::CocomModel& m, const at::Tensor& inputs_embeds,
                          const at::Tensor& attention_mask, const model::SamplingOptions& opt,
                          const model::TokenCallback& on_token) {
+  {
+    std::lock_guard<std::mutex> lock(observer_mu());
+    if (observer()) observer()(inputs_embeds, attention_mask);
+  }
   Answers a;
   model::SamplingOptions so = opt;
   const model::Tokenizer& tok = m.decoder_tokenizer();
@@ -103,26 +147,107 @@ Answers generate_answers(const model::CocomModel& m, const at::Tensor& inputs_em
 
 std::string uncompressed_prompt(const model::CocomModel& m, const std::vector<std::string>& passages,
                                 const std::string& question) {
-  const model::Tokenizer& tok = m.decoder_tokenizer();
-  std::string docs;
-  for (size_t i = 0; i < passages.size(); ++i) {
-    docs += "Document " + std::to_string(i + 1) + ": " + passages[i] + "\n";
-  }
-  return tok.id_to_token(tok.bos_id()) + "[INST]Answer the question briefly, using the documents.\n\n" +
-         docs + "\nQuestion: " + question + "\n[/INST]\n";
+  return format::uncompressed_prompt(m.tokens(), passages, question);
 }
 
 std::string closed_book_prompt(const model::CocomModel& m, const std::string& question) {
-  const model::Tokenizer& tok = m.decoder_tokenizer();
-  return tok.id_to_token(tok.bos_id()) + instruction(question);
+  return format::closed_book_prompt(m.tokens(), question);
 }
 
 std::string autoencoding_prompt(const model::CocomModel& m, int64_t mem_per_passage) {
-  if (mem_per_passage < 1) fail("generate: an auto-encoding prompt needs at least one <MEM> slot");
-  const model::Tokenizer& tok = m.decoder_tokenizer();
-  std::string p = tok.id_to_token(m.ae_id()) + tok.id_to_token(tok.bos_id());
-  for (int64_t i = 0; i < mem_per_passage; ++i) p += tok.id_to_token(m.mem_id());
-  return p;
+  return format::autoencoding_prompt(m.tokens(), mem_per_passage);
+}
+
+void set_decoder_input_observer(DecoderInputObserver fn) {
+  std::lock_guard<std::mutex> lock(observer_mu());
+  observer() = std::move(fn);
+}
+
+AnswerResult answer(const model::CocomModel& m, const AnswerRequest& req) {
+  if (blank(req.question)) fail("generate: the question is empty");
+  const auto t_asm = Clock::now();
+  DecoderInputs in;
+  at::Tensor embeds;
+  if (req.contexts.defined()) {
+    const at::Tensor& c = req.contexts;
+    if (c.dim() != 3 || c.size(0) < 1) {
+      fail("answer: expected passage embeddings [k, n, H], got ", model::shape_str(c.sizes()));
+    }
+    const int64_t k = c.size(0), n = c.size(1);
+    warn_unusual_k(m, k);
+    in = decoder_prompts(m, {req.question}, k, n);
+    embeds = embed_with_contexts(m, in, c, k);
+  } else {
+    in.prompts.push_back(req.passages.empty() ? closed_book_prompt(m, req.question)
+                                              : uncompressed_prompt(m, req.passages, req.question));
+    encode_prompts(m, &in);
+    embeds = m.decoder().embed(in.input_ids);
+  }
+  AnswerResult r;
+  r.assembly_seconds = since(t_asm);
+
+  std::unique_ptr<StreamDecoder> stream;
+  model::TokenCallback step_cb;
+  if (req.on_text) {
+    stream = std::make_unique<StreamDecoder>(m.decoder_tokenizer());
+    step_cb = [&](int64_t, const at::Tensor& next) {
+      const std::string piece = stream->push(next[0].item<int64_t>());
+      if (!piece.empty() && !req.on_text(piece)) r.cancelled = true;
+      return !r.cancelled;
+    };
+  }
+  Answers a = generate_answers(m, embeds, in.attention_mask, req.sampling, step_cb);
+  r.text = a.texts.at(0);
+  r.generation = std::move(a.generation);
+  if (stream && !r.cancelled) {
+    const std::string rest = stream->finish(r.text);
+    if (!rest.empty()) req.on_text(rest);  // the generation is over: nothing left to stop
+  }
+  return r;
+}
+
+AnswerResult answer(const model::CocomModel& m, const std::string& question,
+                    const at::Tensor& contexts, const model::SamplingOptions& sampling) {
+  if (!contexts.defined()) fail("answer: no context embeddings given");
+  AnswerRequest req;
+  req.question = question;
+  req.contexts = contexts;
+  req.sampling = sampling;
+  return answer(m, req);
+}
+
+TextGeneration generate_from_text(const model::CocomModel& m,
+                                  const std::vector<std::vector<std::string>>& contexts,
+                                  const std::vector<std::string>& questions,
+                                  const TextGenerationOptions& opt) {
+  const int64_t k = check_contexts(m, contexts, questions);
+  std::vector<std::string> flat;
+  for (const auto& c : contexts) flat.insert(flat.end(), c.begin(), c.end());
+  TextGeneration r;
+  const auto t0 = Clock::now();
+  r.encoder = compress::encoder_inputs(m, flat, opt.context_max_length, compress::Padding::Longest);
+  r.compressed = compress::compress(m, r.encoder);
+  r.compress_seconds = since(t0);
+  r.decoder = decoder_prompts(m, questions, k, r.encoder.mem_per_passage);
+  r.decoder_embeds = embed_with_contexts(m, r.decoder, r.compressed, k);
+  r.answers = generate_answers(m, r.decoder_embeds, r.decoder.attention_mask, opt.sampling);
+  return r;
+}
+
+TextGeneration generate_uncompressed(const model::CocomModel& m,
+                                     const std::vector<std::vector<std::string>>& contexts,
+                                     const std::vector<std::string>& questions,
+                                     const TextGenerationOptions& opt) {
+  check_contexts(m, contexts, questions);
+  TextGeneration r;
+  for (size_t q = 0; q < questions.size(); ++q) {
+    if (blank(questions[q])) fail("generate: question ", q, " is empty");
+    r.decoder.prompts.push_back(uncompressed_prompt(m, contexts[q], questions[q]));
+  }
+  encode_prompts(m, &r.decoder);
+  r.decoder_embeds = m.decoder().embed(r.decoder.input_ids);
+  r.answers = generate_answers(m, r.decoder_embeds, r.decoder.attention_mask, opt.sampling);
+  return r;
 }
 
 }  // namespace cocom::generate

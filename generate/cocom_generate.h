@@ -1,13 +1,19 @@
-// Answering from context embeddings: the decoder prompt with <MEM> slots, replacement of the
-// slots by the passages' embeddings, and KV-cached generation.
+// The COCOM answer path, the one home of the decoder side of the format: the decoder prompt
+// with <MEM> slots, replacement of the slots by the passages' embeddings, the uncompressed,
+// closed-book and auto-encoding prompts, and the one answer loop (prefill, decode, stop,
+// stream, cancel) that the engine, Model::Generate, `cocom generate`, eval/ and
+// `bench efficiency` all run.
 //   prompt = '<s>' + ('<MEM>' * n [+ '<SEP>']) * k + '[INST]' + question + '\n[/INST]\n'
+// The compressor side (slot count, compressor inputs, compress()) is compress/compressor.h.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "compress/compressor.h"
 #include "model/cocom.h"
 #include "model/generation.h"
 
@@ -53,5 +59,69 @@ std::string closed_book_prompt(const model::CocomModel& m, const std::string& qu
 // passage + '</s>' without the passage, so the decoder regenerates the compressed passage
 // after it (stopping at '</s>'); one passage's embeddings replace the slots.
 std::string autoencoding_prompt(const model::CocomModel& m, int64_t mem_per_passage);
+
+// ---------------------------------------------------------------------------------------------
+// One question
+
+struct AnswerRequest {
+  std::string question;
+  // The compressed answer: the k passages' context embeddings [k, n, H] (any float dtype or
+  // device). When undefined, the decoder reads `passages` as text instead (the uncompressed
+  // baseline), or nothing at all when `passages` is empty too (closed book).
+  at::Tensor contexts;
+  std::vector<std::string> passages;
+  model::SamplingOptions sampling;
+  // Streaming: receives each new piece of the answer (never a split UTF-8 character); return
+  // false to stop the generation (the result is then marked cancelled).
+  std::function<bool(const std::string& piece)> on_text;
+};
+
+struct AnswerResult {
+  std::string text;
+  bool cancelled = false;
+  model::GenerationResult generation;  // tokens, prompt length, prefill and decode times
+  double assembly_seconds = 0;         // prompt tokenization and slot replacement
+};
+
+AnswerResult answer(const model::CocomModel& m, const AnswerRequest& request);
+// The compressed answer from k passages' embeddings [k, n, H], without streaming.
+AnswerResult answer(const model::CocomModel& m, const std::string& question,
+                    const at::Tensor& contexts, const model::SamplingOptions& sampling);
+
+// ---------------------------------------------------------------------------------------------
+// Batches of questions with the reference's semantics (cocom generate, eval, conformance)
+
+struct TextGeneration {
+  compress::EncoderInputs encoder;  // empty for the uncompressed baseline
+  at::Tensor compressed;            // [Q * k, n, H]
+  DecoderInputs decoder;
+  at::Tensor decoder_embeds;  // [Q, L, H] after <MEM> replacement
+  Answers answers;
+  double compress_seconds = 0;
+};
+
+struct TextGenerationOptions {
+  model::SamplingOptions sampling;
+  int64_t context_max_length = 128;  // the published models were trained with 128
+};
+
+// contexts[q] are the passages of question q; every question needs the same number of them.
+// All passages of the batch are compressed together, padded to the longest (the reference).
+TextGeneration generate_from_text(const model::CocomModel& m,
+                                  const std::vector<std::vector<std::string>>& contexts,
+                                  const std::vector<std::string>& questions,
+                                  const TextGenerationOptions& opt);
+
+// The standard RAG baseline: the passages' text in the prompt, no compression.
+TextGeneration generate_uncompressed(const model::CocomModel& m,
+                                     const std::vector<std::vector<std::string>>& contexts,
+                                     const std::vector<std::string>& questions,
+                                     const TextGenerationOptions& opt);
+
+// Test hook: when set, called with the decoder's input embeddings [Q, L, H] and attention
+// mask of every generation (generate_answers) before the prefill. Process-wide; set it only
+// from tests (the benchmark/engine identity test compares what both feed the decoder).
+using DecoderInputObserver = std::function<void(const at::Tensor& embeds, const at::Tensor& mask)>;
+void set_decoder_input_observer(DecoderInputObserver observer);
 
 }  // namespace cocom::generate

@@ -1,7 +1,6 @@
 #include "model/cocom.h"
 
 #include <dirent.h>
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <chrono>
@@ -9,10 +8,10 @@
 
 #include "common/error.h"
 #include "common/json_util.h"
+#include "common/log.h"
 
 namespace cocom::model {
 
-const std::vector<std::string> kCocomSpecialTokens = {"<MEM>", "<AE>", "<ENC>", "<SEP>"};
 
 CocomConfig CocomConfig::from_json(const Json& j, const std::string& origin) {
   if (!j.is_object()) fail(origin, ": expected a JSON object at the top level");
@@ -191,6 +190,68 @@ std::string decoder_prefix(const CheckpointFiles& files) {
 
 }  // namespace
 
+void CocomModel::set_decoder_tokenizer(const std::string& dir) {
+  decoder_source_ = dir;
+  std::unique_ptr<Tokenizer> tok = load_tokenizer(dir);
+  if (tok->kind() != "llama") {
+    fail(dir, ": the decoder tokenizer must be a sentencepiece tokenizer.model");
+  }
+  tok->add_special_tokens(format::kSpecialTokens);
+  if (tok->bos_id() < 0) fail(dir, ": the decoder tokenizer has no bos token");
+  tok->set_pad_token(tok->id_to_token(tok->bos_id()));
+  mem_id_ = *tok->token_to_id("<MEM>");
+  ae_id_ = *tok->token_to_id("<AE>");
+  enc_id_ = *tok->token_to_id("<ENC>");
+  sep_id_ = *tok->token_to_id("<SEP>");
+  dec_tok_ = std::move(tok);
+}
+
+std::unique_ptr<CocomModel> CocomModel::random(const RandomCocomSpec& spec) {
+  auto t0 = std::chrono::steady_clock::now();
+  std::unique_ptr<CocomModel> m(new CocomModel());
+  m->dir_ = "(random weights)";
+  m->cfg_ = spec.config;
+  m->cfg_.lora = false;
+  m->set_decoder_tokenizer(spec.decoder_tokenizer);
+  DecoderConfig dcfg = spec.decoder;
+  dcfg.vocab_size = std::max<int64_t>(dcfg.vocab_size + 4, m->dec_tok_->size());
+  RandomWeights rnd(spec.seed);
+  m->decoder_ = MistralModel::from_weights(dcfg, rnd, spec.device, spec.decoder_weights);
+  if (spec.bert) {
+    m->cfg_.compr_model_name = "bert (random weights)";
+    m->compressor_source_ = spec.compressor_tokenizer;
+    m->enc_tok_ = load_tokenizer(spec.compressor_tokenizer);
+    BertConfig bcfg = *spec.bert;
+    bcfg.vocab_size = std::max<int64_t>(bcfg.vocab_size, m->enc_tok_->size());
+    RandomWeights rb(spec.seed + 1);
+    m->bert_ = BertModel::from_weights(bcfg, rb, spec.device);
+    const int64_t H = dcfg.hidden_size, Hb = bcfg.hidden_size;
+    const int64_t in = m->cfg_.compr_linear_type == "concat" ? m->cfg_.compr_rate * Hb : Hb;
+    RandomWeights rp(spec.seed + 100 + uint64_t(m->cfg_.compr_rate));
+    m->proj_w_ = rp.get("compr.linear.weight", {H, in}, spec.device);
+    m->proj_b_ = rp.get("compr.linear.bias", {H}, spec.device);
+  } else {
+    m->cfg_.compr_model_name.reset();
+  }
+  m->load_seconds_ =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return m;
+}
+
+std::unique_ptr<CocomModel> CocomModel::with_rate(int64_t compr_rate, uint64_t seed) const {
+  if (compr_rate < 1) fail("compression rate ", compr_rate, ": must be at least 1");
+  std::unique_ptr<CocomModel> m(new CocomModel(*this));
+  m->cfg_.compr_rate = compr_rate;
+  if (bert_) {
+    const int64_t H = decoder_->config().hidden_size, Hb = bert_->config().hidden_size;
+    const int64_t in = cfg_.compr_linear_type == "concat" ? compr_rate * Hb : Hb;
+    RandomWeights rp(seed + 100 + uint64_t(compr_rate));
+    m->proj_w_ = rp.get("compr.linear.weight", {H, in}, proj_w_.device());
+    m->proj_b_ = rp.get("compr.linear.bias", {H}, proj_w_.device());
+  }
+  return m;
+}
+
 std::unique_ptr<CocomModel> CocomModel::load(const std::string& dir, const CocomLoadOptions& opt) {
   auto t0 = std::chrono::steady_clock::now();
   const std::string cfg_path = join_path(dir, "config.json");
@@ -202,19 +263,9 @@ std::unique_ptr<CocomModel> CocomModel::load(const std::string& dir, const Cocom
   const CocomConfig& cfg = m->cfg_;
 
   // Decoder tokenizer: the base model's, plus the COCOM tokens, pad := bos (as the reference).
-  m->decoder_source_ = resolve_base_model_dir(dir, cfg.decoder_model_name, opt.decoder_tokenizer,
-                                              "decoder", "--decoder-tokenizer");
-  m->dec_tok_ = load_tokenizer(m->decoder_source_);
-  if (m->dec_tok_->kind() != "llama") {
-    fail(m->decoder_source_, ": the decoder tokenizer must be a sentencepiece tokenizer.model");
-  }
-  m->dec_tok_->add_special_tokens(kCocomSpecialTokens);
-  if (m->dec_tok_->bos_id() < 0) fail(m->decoder_source_, ": the decoder tokenizer has no bos token");
-  m->dec_tok_->set_pad_token(m->dec_tok_->id_to_token(m->dec_tok_->bos_id()));
-  m->mem_id_ = *m->dec_tok_->token_to_id("<MEM>");
-  m->ae_id_ = *m->dec_tok_->token_to_id("<AE>");
-  m->enc_id_ = *m->dec_tok_->token_to_id("<ENC>");
-  m->sep_id_ = *m->dec_tok_->token_to_id("<SEP>");
+  m->set_decoder_tokenizer(resolve_base_model_dir(dir, cfg.decoder_model_name,
+                                                   opt.decoder_tokenizer, "decoder",
+                                                   "--decoder-tokenizer"));
 
   auto files = CheckpointFiles::open(dir);
   const std::string prefix = decoder_prefix(*files);
@@ -228,7 +279,7 @@ std::unique_ptr<CocomModel> CocomModel::load(const std::string& dir, const Cocom
          " tokens after adding <MEM> <AE> <ENC> <SEP>; the tokenizer does not belong to this checkpoint");
   }
   if (rows != dcfg.vocab_size) {
-    spdlog::debug("decoder vocabulary resized from {} to {} (COCOM tokens)", dcfg.vocab_size, rows);
+    log::debug("decoder vocabulary resized from {} to {} (COCOM tokens)", dcfg.vocab_size, rows);
   }
   dcfg.vocab_size = rows;
   LoraSettings lora;
@@ -241,7 +292,7 @@ std::unique_ptr<CocomModel> CocomModel::load(const std::string& dir, const Cocom
     m->decoder_ = MistralModel::from_weights(dcfg, src, opt.device, opt.decoder_weights);
     src.check_all_used();
     if (cfg.lora && src.lora_merged() == 0) {
-      spdlog::warn("{}: config says lora=true but no LoRA adapters were found", cfg_path);
+      log::warn("{}: config says lora=true but no LoRA adapters were found", cfg_path);
     }
   }
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "format/format.h"
 #include "model/bert.h"
 #include "model/config.h"
 #include "model/mistral.h"
@@ -48,14 +49,30 @@ struct CocomLoadOptions {
   WeightFormat decoder_weights = WeightFormat::fp32;
 };
 
-// The tokens COCOM appends to the decoder vocabulary, in this order.
-extern const std::vector<std::string> kCocomSpecialTokens;  // <MEM> <AE> <ENC> <SEP>
+
+// An in-memory COCOM model with random weights of a named shape (bench efficiency): the
+// tokenizers are real (read from directories), the decoder's vocabulary is the shape's plus
+// the COCOM tokens (at least the tokenizer's size). COCOM-light when `bert` is set.
+struct RandomCocomSpec {
+  CocomConfig config;  // compr_rate, sep, compr_linear_type (compr_model_name set by `bert`)
+  DecoderConfig decoder;
+  std::string decoder_tokenizer;  // a directory with tokenizer.model
+  std::optional<BertConfig> bert;
+  std::string compressor_tokenizer;  // a directory with vocab.txt (COCOM-light)
+  uint64_t seed = 0;
+  c10::Device device = c10::kCPU;
+  WeightFormat decoder_weights = WeightFormat::fp32;
+};
 
 class CocomModel {
  public:
   // Loads a COCOM directory (config.json + safetensors in the reference key layout). Throws
   // naming the file, tensor or flag at fault.
   static std::unique_ptr<CocomModel> load(const std::string& dir, const CocomLoadOptions& opt = {});
+  static std::unique_ptr<CocomModel> random(const RandomCocomSpec& spec);
+  // The same model compressing at another rate: decoder, BERT and tokenizers shared (not
+  // copied); COCOM-light gets a random projection for the new width (seeded by `seed`).
+  std::unique_ptr<CocomModel> with_rate(int64_t compr_rate, uint64_t seed) const;
 
   const CocomConfig& config() const { return cfg_; }
   const std::string& dir() const { return dir_; }
@@ -71,15 +88,18 @@ class CocomModel {
   int64_t ae_id() const { return ae_id_; }
   int64_t enc_id() const { return enc_id_; }
   int64_t sep_id() const { return sep_id_; }
+  // The COCOM tokens of the decoder tokenizer, for the layouts of format/.
+  format::Tokens tokens() const { return format::Tokens::of(*dec_tok_, cfg_.sep); }
   double load_seconds() const { return load_seconds_; }
 
  private:
   CocomModel() = default;
   CocomConfig cfg_;
   std::string dir_;
-  std::unique_ptr<Tokenizer> dec_tok_, enc_tok_;
-  std::unique_ptr<MistralModel> decoder_;
-  std::unique_ptr<BertModel> bert_;
+  void set_decoder_tokenizer(const std::string& dir);
+  std::shared_ptr<Tokenizer> dec_tok_, enc_tok_;
+  std::shared_ptr<const MistralModel> decoder_;
+  std::shared_ptr<const BertModel> bert_;
   at::Tensor proj_w_, proj_b_;
   std::string decoder_source_, compressor_source_;
   int64_t mem_id_ = -1, ae_id_ = -1, enc_id_ = -1, sep_id_ = -1;

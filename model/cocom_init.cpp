@@ -62,7 +62,7 @@ int64_t write_random_cocom(const Json& spec, const std::string& spec_path, bool 
 
   // The decoder with its embeddings resized by the four COCOM tokens, LoRA in PEFT layout.
   DecoderConfig resized = dcfg;
-  resized.vocab_size += static_cast<int64_t>(kCocomSpecialTokens.size());
+  resized.vocab_size += static_cast<int64_t>(format::kSpecialTokens.size());
   // Tensors are made and written one at a time (a Mistral-7B-shaped checkpoint is 14.5 GB in
   // bf16), in the order the random generator has always been drawn in.
   RandomWeights rnd(seed);

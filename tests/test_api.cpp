@@ -16,8 +16,8 @@
 #include "cocom/cocom.h"
 #include "common/json_util.h"
 #include "engine/knowledge_store.h"
-#include "engine/pipeline.h"
-#include "engine/stream_decoder.h"
+#include "generate/cocom_generate.h"
+#include "generate/stream_decoder.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -142,12 +142,12 @@ TEST(ApiStatus, ToStringVersionAndBadResultAccess) {
 }
 
 TEST(ApiStream, PiecesAreWholeCharactersAndAddUpToTheDecoding) {
-  EXPECT_EQ(cocom::engine::complete_utf8_length("abc"), 3u);
-  EXPECT_EQ(cocom::engine::complete_utf8_length("ab\xC3"), 2u);
-  EXPECT_EQ(cocom::engine::complete_utf8_length("ab\xC3\xA9"), 4u);
-  EXPECT_EQ(cocom::engine::complete_utf8_length("\xE6\x97"), 0u);
-  EXPECT_EQ(cocom::engine::complete_utf8_length("x\xF0\x9F\x98"), 1u);
-  EXPECT_EQ(cocom::engine::complete_utf8_length("x\xF0\x9F\x98\x80"), 5u);
+  EXPECT_EQ(cocom::generate::complete_utf8_length("abc"), 3u);
+  EXPECT_EQ(cocom::generate::complete_utf8_length("ab\xC3"), 2u);
+  EXPECT_EQ(cocom::generate::complete_utf8_length("ab\xC3\xA9"), 4u);
+  EXPECT_EQ(cocom::generate::complete_utf8_length("\xE6\x97"), 0u);
+  EXPECT_EQ(cocom::generate::complete_utf8_length("x\xF0\x9F\x98"), 1u);
+  EXPECT_EQ(cocom::generate::complete_utf8_length("x\xF0\x9F\x98\x80"), 5u);
 
   // The fixture tokenizer spells these characters with byte-fallback tokens (<0xE6> <0x97>
   // <0xA5>), so most ids alone decode to an incomplete character.
@@ -157,7 +157,7 @@ TEST(ApiStream, PiecesAreWholeCharactersAndAddUpToTheDecoding) {
   ids.push_back(tok->eos_id());  // special tokens are skipped
   const std::string full = tok->decode(ids, true);
   EXPECT_EQ(full, text);
-  cocom::engine::StreamDecoder sd(*tok);
+  cocom::generate::StreamDecoder sd(*tok);
   std::string joined;
   size_t pieces = 0;
   for (int64_t id : ids) {
@@ -522,7 +522,7 @@ TEST_F(ApiStore, AskMatchesTheInternalPipelineStreamsAndCancels) {
   }
   cocom::model::SamplingOptions so;
   so.max_new_tokens = 16;
-  cocom::generate::Answers ref = cocom::engine::answer(m, q, at::stack(rows), so);
+  cocom::generate::AnswerResult ref = cocom::generate::answer(m, q, at::stack(rows), so);
   std::vector<int64_t> ids;
   for (int64_t t = 0; t < ref.generation.tokens.size(1); ++t) {
     ids.push_back(ref.generation.tokens[0][t].item<int64_t>());

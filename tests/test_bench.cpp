@@ -3,11 +3,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <string>
 
 #include "bench/bench_efficiency.h"
+#include "cocom/cocom.h"
 #include "common/json_util.h"
+#include "generate/cocom_generate.h"
+#include "model/cocom.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -87,17 +91,28 @@ TEST(BenchEfficiency, TinyShapeRunPrintsOneEntryPerRate) {
   const int64_t rates[] = {0, 4, 16, 128};
   const double d = double(H) / heads, q = heads * d, kvw = kv_heads * d;
   const double lin = 2 * (H * q + 2 * H * kvw + q * H + 3.0 * H * I);
+  // The shape keeps its layers; its vocabulary grows to hold the tokenizer the synthetic
+  // text is read with (the default model's) and the four COCOM tokens.
+  const int64_t Vd = j.at("model").at("decoder").at("vocab_size").get<int64_t>();
+  EXPECT_GE(Vd, V + 4);
+  // The prompts are the engine's: '<s>' + 5 x (n <MEM> + <SEP>) + the question's part
+  // ('[INST]' + 11 tokens of question + '\n[/INST]\n'), the same at every rate.
+  const int64_t question_part = gen[1].at("prompt_tokens").get<int64_t>() - (1 + 5 * (32 + 1));
+  EXPECT_GT(question_part, 11);
   for (size_t i = 0; i < 4; ++i) {
     const Json& e = gen[i];
     const int64_t r = rates[i];
     EXPECT_EQ(e.at("compression_rate").get<int64_t>(), r);
     EXPECT_EQ(e.at("new_tokens").get<int64_t>(), 6);
     const int64_t n = r == 0 ? 0 : (128 + r - 1) / r;
-    // '<s>' + 5 passages (128 text tokens, or n <MEM> + <SEP>) + 11 question tokens.
-    const int64_t P = r == 0 ? 1 + 5 * 128 + 11 : 1 + 5 * (n + 1) + 11;
-    EXPECT_EQ(e.at("prompt_tokens").get<int64_t>(), P) << "rate " << r;
-    // The decoder's vocabulary includes the four COCOM tokens.
-    const double want = closed_form_flops(layers, lin, q, V + 4, H, double(P), 6);
+    const int64_t P = e.at("prompt_tokens").get<int64_t>();
+    if (r == 0) {
+      // 5 passages of 128 text tokens, the question and the baseline's instructions.
+      EXPECT_GT(P, 1 + 5 * 128 + question_part) << "rate 0";
+    } else {
+      EXPECT_EQ(P, 1 + 5 * (n + 1) + question_part) << "rate " << r;
+    }
+    const double want = closed_form_flops(layers, lin, q, double(Vd), H, double(P), 6);
     EXPECT_NEAR(e.at("gflops").get<double>(), want / 1e9, want / 1e9 * 1e-12) << "rate " << r;
     EXPECT_EQ(e.at("latency_ms").at("runs").size(), 1u);
     EXPECT_GT(e.at("latency_ms").at("mean").get<double>(), 0.0);
@@ -220,6 +235,68 @@ TEST(BenchEfficiency, CheckpointRunsItsOwnRateThroughTheEnginePath) {
   EXPECT_EQ(gen[1].at("dtype_effect").size(), 4u);
   ASSERT_EQ(j.at("compression").size(), 1u);
   EXPECT_EQ(j.at("compression")[0].at("tokens_per_passage").get<int64_t>(), 32 + 8);
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
+// The benchmark times the code users run: for the same passage and question, the decoder
+// inputs of its compressed answer are byte for byte those of Engine::Ask (compression in the
+// ingestion regime, the store's fp16 records, the prompt and the <MEM> replacement).
+TEST(BenchEfficiency, DecoderInputsAreTheEnginesByteForByte) {
+  const std::string model_dir = test::fixtures_dir() + "/cocom";
+  const std::string dir = test::make_temp_dir("bench_eff_identity");
+  std::vector<std::pair<at::Tensor, at::Tensor>> seen;
+  generate::set_decoder_input_observer([&](const at::Tensor& e, const at::Tensor& m) {
+    seen.push_back({e.clone(), m.clone()});
+  });
+  bench::EfficiencyBenchOptions o;
+  o.model = model_dir;
+  o.mode = "generation";
+  o.rates = "4";
+  o.batch_size = 1;
+  o.top_k = 1;
+  o.doc_length = 32;
+  o.label_length = 3;
+  o.repeat = 1;
+  o.compare_dtypes = false;
+  o.embedding_dtype = "fp16";
+  bench::run_efficiency(o);
+  ASSERT_EQ(seen.size(), 2u);  // warm-up and one timed run
+  EXPECT_TRUE(at::equal(seen[0].first, seen[1].first));
+  const auto bench_inputs = seen[0];
+
+  // The engine, on a store holding the passage the benchmark compressed first.
+  auto m = model::CocomModel::load(model_dir);
+  const std::string passage = bench::efficiency_passage(m->decoder_tokenizer(), false, 32, 0);
+  const std::string question = bench::efficiency_question(m->decoder_tokenizer(), 11, 0);
+  cocom::Options opt;
+  opt.db_path = dir + "/db";
+  opt.model_dir = model_dir;
+  opt.context_max_length = 32;
+  opt.embedding_dtype = "fp16";
+  opt.top_k = 1;
+  opt.generation.max_new_tokens = 3;
+  std::unique_ptr<cocom::Engine> engine;
+  ASSERT_TRUE(cocom::Engine::Open(opt, &engine).ok());
+  auto st = engine->IngestDocuments({{"p0", "", passage, ""}});
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  ASSERT_EQ(st->passages, 1);
+  seen.clear();
+  auto a = engine->Ask(question);
+  generate::set_decoder_input_observer(nullptr);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ASSERT_EQ(a->sources.size(), 1u);
+  EXPECT_EQ(a->sources[0].text, passage);
+  ASSERT_EQ(seen.size(), 1u);
+  const at::Tensor& be = bench_inputs.first;
+  const at::Tensor& ee = seen[0].first;
+  ASSERT_EQ(be.sizes(), ee.sizes());
+  EXPECT_EQ(be.scalar_type(), ee.scalar_type());
+  EXPECT_EQ(std::memcmp(be.contiguous().data_ptr(), ee.contiguous().data_ptr(), be.nbytes()), 0);
+  EXPECT_TRUE(at::equal(bench_inputs.second, seen[0].second));
+  // One passage of 32 tokens at x4: '<s>' + 8 <MEM> + <SEP> before the question.
+  EXPECT_GT(be.size(1), 1 + 8 + 1);
+  engine.reset();
   std::error_code ec;
   fs::remove_all(dir, ec);
 }

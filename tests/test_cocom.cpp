@@ -9,7 +9,7 @@
 
 #include "common/error.h"
 #include "common/json_util.h"
-#include "engine/pipeline.h"
+#include "generate/cocom_generate.h"
 #include "model/checkpoint_io.h"
 #include "tests/test_util.h"
 
@@ -79,11 +79,11 @@ TEST_P(CocomGolden, EveryStageMatchesTheReference) {
   auto m = CocomModel::load(fx(part));
   auto g = golden(part);
   GoldenText t = golden_text(part);
-  engine::TextGenerationOptions opt;
+  generate::TextGenerationOptions opt;
   opt.sampling.max_new_tokens = t.max_new_tokens;
   opt.sampling.keep_step_logits = true;
   opt.context_max_length = t.context_max_length;
-  engine::TextGeneration r = engine::generate_from_text(*m, t.contexts, t.questions, opt);
+  generate::TextGeneration r = generate::generate_from_text(*m, t.contexts, t.questions, opt);
   EXPECT_TRUE(r.encoder.input_ids.equal(g["enc_input_ids"]));
   EXPECT_TRUE(r.encoder.attention_mask.equal(g["enc_attention_mask"]));
   expect_close(r.compressed, g["compressed_embs"], "compressed_embs");
@@ -149,8 +149,7 @@ TEST(Cocom, AnswerFromStoredEmbeddings) {
   at::Tensor emb = compress::compress_passages(*m, t.contexts[0], 32, 8);
   SamplingOptions so;
   so.max_new_tokens = 6;
-  generate::Answers a = engine::answer(*m, t.questions[0], emb, so);
-  ASSERT_EQ(a.texts.size(), 1u);
+  generate::AnswerResult a = generate::answer(*m, t.questions[0], emb, so);
   EXPECT_EQ(a.generation.tokens.size(0), 1);
   // The same embeddings through generate_answers by hand give the same tokens.
   generate::DecoderInputs in = generate::decoder_prompts(*m, {t.questions[0]}, 5, emb.size(1));
@@ -164,8 +163,8 @@ TEST(Cocom, AnswerFromStoredEmbeddings) {
   generate::Answers b = generate::generate_answers(*m, e, in.attention_mask, so);
   EXPECT_TRUE(a.generation.tokens.equal(b.generation.tokens));
   // Another number of passages than generation_top_k works (with a warning).
-  generate::Answers c = engine::answer(*m, t.questions[0], emb.narrow(0, 0, 3), so);
-  EXPECT_EQ(c.texts.size(), 1u);
+  generate::AnswerResult c = generate::answer(*m, t.questions[0], emb.narrow(0, 0, 3), so);
+  EXPECT_EQ(c.generation.tokens.size(0), 1);
 }
 
 TEST(Cocom, WithoutSepThePromptHasNoSeparators) {
@@ -176,10 +175,10 @@ TEST(Cocom, WithoutSepThePromptHasNoSeparators) {
   write_json_file(dir + "/config.json", c);
   auto m = CocomModel::load(dir);
   GoldenText t = golden_text("cocom");
-  engine::TextGenerationOptions opt;
+  generate::TextGenerationOptions opt;
   opt.sampling.max_new_tokens = 4;
   opt.context_max_length = t.context_max_length;
-  engine::TextGeneration r = engine::generate_from_text(*m, t.contexts, t.questions, opt);
+  generate::TextGeneration r = generate::generate_from_text(*m, t.contexts, t.questions, opt);
   const int64_t n = r.encoder.mem_per_passage;
   // Hand-built ids: <s>, 5 * n <MEM>, then the question part of the golden sep=true prompt.
   auto g = golden("cocom");
@@ -283,18 +282,18 @@ TEST(CocomHostile, BadCheckpointsAndInputs) {
     EXPECT_NE(m.find("--decoder-tokenizer"), std::string::npos) << m;
   }
   auto m = CocomModel::load(fx("cocom"));
-  engine::TextGenerationOptions opt;
+  generate::TextGenerationOptions opt;
   opt.sampling.max_new_tokens = 2;
   opt.context_max_length = 32;
   std::string e = error_of([&] {
-    engine::generate_from_text(*m, {{"a", "b"}, {"c"}}, {"q1", "q2"}, opt);
+    generate::generate_from_text(*m, {{"a", "b"}, {"c"}}, {"q1", "q2"}, opt);
   });
   EXPECT_NE(e.find("question 1 has 1 contexts"), std::string::npos) << e;
-  e = error_of([&] { engine::generate_from_text(*m, {{"a"}}, {"  "}, opt); });
+  e = error_of([&] { generate::generate_from_text(*m, {{"a"}}, {"  "}, opt); });
   EXPECT_NE(e.find("question 0 is empty"), std::string::npos) << e;
-  e = error_of([&] { engine::generate_from_text(*m, {{"a"}}, {"q", "r"}, opt); });
+  e = error_of([&] { generate::generate_from_text(*m, {{"a"}}, {"q", "r"}, opt); });
   EXPECT_NE(e.find("context lists"), std::string::npos) << e;
-  EXPECT_THROW(engine::answer(*m, "q", at::zeros({2, 3, 7}), opt.sampling), Error);
+  EXPECT_THROW(generate::answer(*m, "q", at::zeros({2, 3, 7}), opt.sampling), Error);
   // COCOM-light with passages longer than BERT's positions is a clear error, not a crash.
   auto l = CocomModel::load(fx("cocom-light"));
   e = error_of([&] { compress::compress_passages(*l, {"x"}, 128); });

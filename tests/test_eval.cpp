@@ -13,9 +13,8 @@
 #include "common/error.h"
 #include "common/json_util.h"
 #include "compress/compressor.h"
-#include "engine/pipeline.h"
-#include "eval/evaluate.h"
 #include "generate/cocom_generate.h"
+#include "eval/evaluate.h"
 #include "model/cocom.h"
 #include "model/generation.h"
 #include "tests/test_util.h"
@@ -357,12 +356,12 @@ TEST(EvalQa, ContextsCompressedOnTheFlyMatchTheRuntimeAndBaselines) {
     so.max_new_tokens = 8;
     // Compressed: the engine path (engine regime compression, stored-embedding answering).
     at::Tensor emb = compress::compress_passages(*m, ctx, 128, /*batch_size=*/1);
-    const std::string compressed = engine::answer(*m, question, emb, so).texts[0];
+    const std::string compressed = generate::answer(*m, question, emb, so).text;
     // Uncompressed: the runtime's baseline.
-    engine::TextGenerationOptions to;
+    generate::TextGenerationOptions to;
     to.sampling = so;
     const std::string uncompressed =
-        engine::generate_uncompressed(*m, {ctx}, {question}, to).answers.texts[0];
+        generate::generate_uncompressed(*m, {ctx}, {question}, to).answers.texts[0];
     // Closed-book: the question alone in the instruction, by hand.
     const std::string prompt = "<s>[INST]" + question + "\n[/INST]\n";
     auto ids = m->decoder_tokenizer().encode(prompt, false);

@@ -1,19 +1,18 @@
 #include "tools/cli_util.h"
 
-#include <spdlog/spdlog.h>
-
 #include "common/error.h"
+#include "common/log.h"
 #include "model/runtime.h"
 
 namespace cocom::cli {
 
 c10::Device setup_runtime(const GlobalOptions& g) {
-  spdlog::set_level(g.verbose ? spdlog::level::debug : spdlog::level::warn);
+  log::configure(g.verbose ? log::Level::kDebug : log::Level::kWarn);
   model::RuntimeOptions ro;
   ro.threads = g.threads;
   ro.device = g.device;
   int n = model::init_runtime(ro);
-  spdlog::debug("runtime: {} threads, device {}", n, g.device);
+  log::debug("runtime: {} threads, device {}", n, g.device);
   return model::parse_device(g.device);
 }
 

@@ -8,7 +8,7 @@
 #include <iostream>
 
 #include "common/error.h"
-#include "engine/pipeline.h"
+#include "generate/cocom_generate.h"
 #include "model/runtime.h"
 #include "model/checkpoint_io.h"
 #include "tools/commands.h"
@@ -105,7 +105,7 @@ int cmd_generate(const GlobalOptions& g, const GenerateArgs& a) {
     if (!out_file) fail("--out ", a.out, ": cannot create");
   }
   std::ostream& out = a.out.empty() ? std::cout : out_file;
-  engine::TextGenerationOptions opt;
+  generate::TextGenerationOptions opt;
   opt.sampling.max_new_tokens = a.max_new_tokens;
   opt.context_max_length = a.context_max_length;
   const int64_t eos = m->decoder_tokenizer().eos_id();
@@ -119,9 +119,9 @@ int cmd_generate(const GlobalOptions& g, const GenerateArgs& a) {
       contexts.push_back(qa[i].contexts);
     }
     Stopwatch sw;
-    engine::TextGeneration r = a.no_compress
-                                   ? engine::generate_uncompressed(*m, contexts, questions, opt)
-                                   : engine::generate_from_text(*m, contexts, questions, opt);
+    generate::TextGeneration r = a.no_compress
+                                   ? generate::generate_uncompressed(*m, contexts, questions, opt)
+                                   : generate::generate_from_text(*m, contexts, questions, opt);
     for (size_t i = 0; i < questions.size(); ++i) {
       Json line;
       line["answer"] = r.answers.texts[i];
@@ -196,11 +196,11 @@ void run_cocom_conformance(const GlobalOptions& g, const std::string& fixtures,
   for (const auto& q : gj["questions"]) questions.push_back(q.get<std::string>());
   for (const auto& c : gj["contexts"]) contexts.push_back(c.get<std::vector<std::string>>());
   auto m = model::CocomModel::load(dir, load_options(g, "", ""));
-  engine::TextGenerationOptions opt;
+  generate::TextGenerationOptions opt;
   opt.sampling.max_new_tokens = json_int_or(gj, "max_new_tokens", 8, gpath);
   opt.sampling.keep_step_logits = true;
   opt.context_max_length = json_int_or(gj, "context_max_length", 128, gpath);
-  engine::TextGeneration r = engine::generate_from_text(*m, contexts, questions, opt);
+  generate::TextGeneration r = generate::generate_from_text(*m, contexts, questions, opt);
   const std::string out = join_path(out_dir, part);
   make_dir(out);
   model::write_tensors(join_path(out, "engine.safetensors"),

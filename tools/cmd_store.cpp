@@ -1,14 +1,15 @@
-// cocom ingest / search / rm / info --db: the knowledge store from the command line.
+// cocom ingest / search / rm / info --db: the knowledge store from the command line, through
+// the public C++ API only (include/cocom/cocom.h), like ask and console.
 #include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 
+#include "cocom/cocom.h"
 #include "common/error.h"
-#include "engine/knowledge_store.h"
-#include "model/quant.h"
-#include "model/runtime.h"
+#include "common/json_util.h"
 #include "storage/store.h"
 #include "tools/commands.h"
 
@@ -16,23 +17,42 @@ namespace cocom::cli {
 
 namespace {
 
-engine::KnowledgeStoreOptions store_options(const GlobalOptions& g, const StoreArgs& a) {
-  engine::KnowledgeStoreOptions o;
-  o.db = a.db;
+// A failed call of the public API ends the command with its message.
+void check(const Status& s) {
+  if (!s.ok()) fail(s.ToString());
+}
+template <class T>
+T value_of(Result<T> r) {
+  check(r.status());
+  return std::move(r).value();
+}
+
+Options store_options(const GlobalOptions& g, const StoreArgs& a) {
+  Options o;
+  o.db_path = a.db;
   o.model_dir = a.model;
   o.retriever_dir = a.retriever;
   if (!a.index_factory.empty()) o.index_factory = a.index_factory;
   if (!a.embedding_dtype.empty()) o.embedding_dtype = a.embedding_dtype;
-  o.cocom.device = model::parse_device(g.device);
-  o.cocom.decoder_tokenizer = a.decoder_tokenizer;
-  o.cocom.compressor_tokenizer = a.compressor_tokenizer;
-  const auto wf = model::parse_weight_format(a.weights);
-  if (!wf) fail("--weights ", a.weights, ": expected fp32, bf16, int8 or int8g");
-  o.cocom.decoder_weights = *wf;
+  o.device = g.device;
+  o.threads = g.threads;
+  o.verbose = g.verbose;
+  o.log_level = g.verbose ? LogLevel::kDebug : LogLevel::kWarn;
+  o.decoder_tokenizer = a.decoder_tokenizer;
+  o.compressor_tokenizer = a.compressor_tokenizer;
+  o.weights = a.weights;
   o.query_prefix = a.query_prefix;
   o.passage_prefix = a.passage_prefix;
   return o;
 }
+
+std::unique_ptr<Engine> open_engine(const Options& o) {
+  std::unique_ptr<Engine> e;
+  check(Engine::Open(o, &e));
+  return e;
+}
+
+Json stats_json(const Engine& e) { return parse_json_text(value_of(e.Stats()).json, "Stats"); }
 
 std::string eta(double seconds) {
   if (seconds < 0 || seconds > 1e7) return "?";
@@ -99,31 +119,31 @@ void print_storage_estimate(const Json& info, int64_t context_tokens,
 }  // namespace
 
 int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
-  setup_runtime(g);
   if (a.paths.empty()) fail("ingest: give at least one file or directory");
-  engine::KnowledgeStoreOptions o = store_options(g, a.store);
-  o.need_model = true;
-  o.chunk.overlap_tokens = a.overlap;
-  auto ks = engine::KnowledgeStore::open(o);
+  Options o = store_options(g, a.store);
+  o.load_model_eagerly = true;  // fail before reading anything when the model cannot load
+  o.chunk_overlap_tokens = static_cast<int>(a.overlap);
+  if (!a.store.embedding_dtype.empty() && !storage::parse_embedding_dtype(a.store.embedding_dtype)) {
+    fail("--embedding-dtype ", a.store.embedding_dtype, ": expected fp16, bf16, fp32 or int8");
+  }
+  std::unique_ptr<Engine> engine = open_engine(o);
+  const Json info = stats_json(*engine);
   {
     // An existing store keeps the dtype it was made with; say so instead of ignoring the flag.
-    const std::string stored = ks->info()["embedding_dtype"].get<std::string>();
+    const std::string stored = info["embedding_dtype"].get<std::string>();
     auto want = storage::parse_embedding_dtype(a.store.embedding_dtype);
-    if (!a.store.embedding_dtype.empty() && !want) {
-      fail("--embedding-dtype ", a.store.embedding_dtype, ": expected fp16, bf16, fp32 or int8");
-    }
     if (want && stored != storage::embedding_dtype_name(*want)) {
       fail("--embedding-dtype ", a.store.embedding_dtype, ": the store at ", a.store.db, " keeps ",
            stored, " embeddings; a store's dtype cannot change (ingest into a new --db)");
     }
   }
-  print_storage_estimate(ks->info(), o.context_max_length, a.paths);
-  engine::ReadOptions ro;
-  ro.include = a.include;
-  ro.exclude = a.exclude;
+  print_storage_estimate(info, info.value("context_max_length", int64_t{128}), a.paths);
+  IngestOptions io;
+  io.include = a.include;
+  io.exclude = a.exclude;
   const bool tty = ::isatty(2) && !a.json && !a.progress_lines;
-  auto progress = [&](const engine::IngestProgress& p) {
-    if (!tty && !a.progress_lines) return;
+  io.progress = [&](const IngestProgress& p) {
+    if (!tty && !a.progress_lines) return true;
     double rate = p.seconds > 0 ? double(p.passages_done) / p.seconds : 0;
     double per_doc = p.documents_done ? p.seconds / double(p.documents_done) : 0;
     std::fprintf(stderr, "%s%zu/%zu documents  %lld passages  %.1f passages/s  ETA %s%s",
@@ -132,14 +152,24 @@ int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
                  eta(per_doc * double(p.documents_total - p.documents_done)).c_str(),
                  tty ? "   " : "\n");
     std::fflush(stderr);
+    return true;
   };
-  engine::IngestSummary s = ks->ingest(a.paths, ro, progress);
+  IngestStats s = value_of(engine->Ingest(a.paths, io));
   if (tty) std::fprintf(stderr, "\n");
   for (const auto& w : s.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   if (a.json) {
-    Json j = s.to_json();
-    j["store"] = ks->info();
-    std::cout << j.dump(2) << "\n";
+    Json j;
+    j["added"] = s.added;
+    j["unchanged"] = s.unchanged;
+    j["replaced"] = s.replaced;
+    j["passages"] = s.passages;
+    j["seconds"] = s.seconds;
+    Json sk = Json::array();
+    for (const auto& k : s.skipped) sk.push_back({{"path", k.path}, {"reason", k.reason}});
+    j["skipped"] = sk;
+    j["warnings"] = s.warnings;
+    j["store"] = stats_json(*engine);
+    std::cout << j.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
     return 0;
   }
   std::string skipped;
@@ -154,24 +184,34 @@ int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
 }
 
 int cmd_search(const GlobalOptions& g, const SearchArgs& a) {
-  setup_runtime(g);
-  engine::KnowledgeStoreOptions o = store_options(g, a.store);
-  o.need_model = false;
-  auto ks = engine::KnowledgeStore::open(o);
-  const std::string mode_name = a.mode.empty() ? (ks->has_dense() ? "hybrid" : "bm25") : a.mode;
-  engine::SearchMode mode = engine::parse_search_mode(mode_name);
+  Options o = store_options(g, a.store);
+  o.create_if_missing = false;  // a mistyped --db is an error, not a new empty store
   if (a.k < 1) fail("--k ", a.k, ": must be at least 1");
-  std::vector<engine::SearchHit> hits = ks->search(a.query, size_t(a.k), mode);
+  SearchOptions so;
+  so.k = static_cast<size_t>(a.k);
+  if (a.mode == "dense") {
+    so.mode = SearchMode::kDense;
+  } else if (a.mode == "bm25") {
+    so.mode = SearchMode::kBm25;
+  } else if (a.mode == "hybrid") {
+    so.mode = SearchMode::kHybrid;
+  } else if (!a.mode.empty()) {
+    fail("--mode ", a.mode, ": expected dense, bm25 or hybrid");
+  }
+  std::unique_ptr<Engine> engine = open_engine(o);
+  const bool dense = value_of(engine->Stats()).has_dense_retriever;
+  const std::string mode_name = a.mode.empty() ? (dense ? "hybrid" : "bm25") : a.mode;
+  std::vector<Passage> hits = value_of(engine->Search(a.query, so));
   if (a.json) {
     Json arr = Json::array();
     for (const auto& h : hits) {
-      arr.push_back({{"passage_id", h.passage_id},
+      arr.push_back({{"passage_id", h.id},
                      {"score", h.score},
-                     {"doc_id", h.passage.doc_id},
+                     {"doc_id", h.document_id},
                      {"title", h.title},
                      {"source", h.source},
-                     {"index", h.passage.index},
-                     {"text", h.passage.text}});
+                     {"index", h.index},
+                     {"text", h.text}});
     }
     std::cout << Json({{"query", a.query}, {"mode", mode_name}, {"hits", arr}})
                      .dump(2, ' ', false, Json::error_handler_t::replace)
@@ -181,21 +221,20 @@ int cmd_search(const GlobalOptions& g, const SearchArgs& a) {
   if (hits.empty()) std::printf("no passages found\n");
   int rank = 0;
   for (const auto& h : hits) {
-    std::string excerpt = h.passage.text.substr(0, 200);
+    std::string excerpt = h.text.substr(0, 200);
     std::printf("%d. [%.4f] %s (%s, passage %lld)\n   %s\n", ++rank, h.score, h.title.c_str(),
-                h.source.c_str(), static_cast<long long>(h.passage.index), excerpt.c_str());
+                h.source.c_str(), static_cast<long long>(h.index), excerpt.c_str());
   }
   return 0;
 }
 
 int cmd_rm(const GlobalOptions& g, const RmArgs& a) {
-  setup_runtime(g);
-  engine::KnowledgeStoreOptions o = store_options(g, a.store);
-  o.need_model = false;
-  auto ks = engine::KnowledgeStore::open(o);
+  Options o = store_options(g, a.store);
+  o.create_if_missing = false;
+  std::unique_ptr<Engine> engine = open_engine(o);
   int rc = 0;
   for (const auto& t : a.targets) {
-    int64_t n = ks->remove(t);
+    const int64_t n = value_of(engine->Remove(t));
     if (n == 0) {
       std::fprintf(stderr, "cocom: nothing stored under '%s'\n", t.c_str());
       rc = 1;
@@ -207,12 +246,11 @@ int cmd_rm(const GlobalOptions& g, const RmArgs& a) {
 }
 
 int cmd_store_info(const GlobalOptions& g, const StoreArgs& a, bool json) {
-  setup_runtime(g);
-  engine::KnowledgeStoreOptions o = store_options(g, a);
-  o.need_model = false;
+  Options o = store_options(g, a);
+  o.create_if_missing = false;
   if (!dir_exists(a.db)) fail("--db ", a.db, ": no such store");
-  auto ks = engine::KnowledgeStore::open(o);
-  Json j = ks->info();
+  std::unique_ptr<Engine> engine = open_engine(o);
+  Json j = stats_json(*engine);
   if (json) {
     std::cout << j.dump(2) << "\n";
     return 0;

@@ -3,8 +3,6 @@
 
 #include <unistd.h>
 
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -46,8 +44,6 @@ void prefer_passive_openmp(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   prefer_passive_openmp(argc, argv);
-  // Logs go to stderr: stdout carries answers and --json output.
-  spdlog::set_default_logger(spdlog::stderr_color_mt("cocom"));
   CLI::App app{
       "cocom: RAG with COCOM context embeddings -- a knowledge store (ingest, search, rm, "
       "info --db), COCOM answering from passages (generate, compress), the model runtime "
@@ -398,8 +394,12 @@ int main(int argc, char** argv) {
                    "passages in the collection, for the storage estimate (KILT Wikipedia)")
       ->capture_default_str();
   c_eb->add_option("--model", eb.model, "COCOM checkpoint (default: random weights of --shape)");
-  c_eb->add_option("--decoder-tokenizer", eb.decoder_tokenizer, "base decoder directory");
-  c_eb->add_option("--compressor-tokenizer", eb.compressor_tokenizer, "base compressor directory");
+  c_eb->add_option("--decoder-tokenizer", eb.decoder_tokenizer,
+                   "base decoder directory (with --model), or the tokenizer a random-weight "
+                   "shape reads its text with (default: the default model's)");
+  c_eb->add_option("--compressor-tokenizer", eb.compressor_tokenizer,
+                   "base compressor directory (with --model), or the BERT vocabulary of "
+                   "--compressor bert-base (default: the source tree's test vocabulary)");
   c_eb->add_option("--shape", eb.shape, "random-weight decoder shape: tinyllama or mistral-7b")
       ->capture_default_str();
   c_eb->add_option("--config", eb.config, "decoder config.json (instead of --shape)");

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/error.h"
+#include "format/format.h"
 #include "model/weights.h"
 
 namespace cocom::train {
@@ -42,12 +43,6 @@ std::vector<std::vector<int64_t>> tokenize(const model::Tokenizer& tok,
   return tok.encode_batch(texts, o).input_ids;
 }
 
-std::string repeat(const std::string& s, int64_t n) {
-  std::string out;
-  for (int64_t i = 0; i < n; ++i) out += s;
-  return out;
-}
-
 void check_format(const ExampleFormat& f) {
   if (f.decoder_tokenizer == nullptr) fail("training examples: no decoder tokenizer");
   if (f.compr_rate < 1) fail("training examples: compr_rate must be positive");
@@ -58,6 +53,18 @@ void check_format(const ExampleFormat& f) {
   if (f.decoder_tokenizer->bos_id() < 0 || f.decoder_tokenizer->eos_id() < 0) {
     fail("training examples: the decoder tokenizer needs <s> and </s>");
   }
+}
+
+// The COCOM layout of format/ with this format's tokens.
+format::Tokens tokens_of(const ExampleFormat& f) {
+  format::Tokens t;
+  t.tokenizer = f.decoder_tokenizer;
+  t.mem = f.mem_id;
+  t.ae = f.ae_id;
+  t.enc = f.enc_id;
+  t.sep = f.sep_id;
+  t.use_sep = f.sep;
+  return t;
 }
 
 // Labels for the pretraining decoder rows: every id except pads, <s>, <MEM> (and <AE>).
@@ -101,16 +108,11 @@ TrainBatch make_pretraining_batch(const ExampleFormat& f, const std::vector<std:
   encode_passages(f, passages, &b);
   const model::Tokenizer& tok = *f.decoder_tokenizer;
   const int64_t n = f.mem_per_passage();
-  const std::string bos = tok.id_to_token(tok.bos_id()), eos = tok.id_to_token(tok.eos_id());
-  const std::string slots = repeat(tok.id_to_token(f.mem_id), n);
+  const format::Tokens ft = tokens_of(f);
+  const std::string prompt = kind == BatchKind::AutoEncoding ? format::autoencoding_prompt(ft, n)
+                                                             : format::continuation_prompt(ft, n);
   std::vector<std::string> texts;
-  for (const auto& t : targets) {
-    if (kind == BatchKind::AutoEncoding) {
-      texts.push_back(tok.id_to_token(f.ae_id) + bos + slots + t + eos);
-    } else {
-      texts.push_back(bos + slots + t + eos);
-    }
-  }
+  for (const auto& t : targets) texts.push_back(prompt + t + ft.eos());
   const int64_t max_len = 3 + n + f.context_max_length;
   // The reference tokenizes the continuation rows with the tokenizer's default
   // add_special_tokens=True (an extra leading <s>, masked like every <s>).
@@ -129,7 +131,7 @@ TrainBatch make_pretraining_batch(const ExampleFormat& f, const std::vector<std:
 }  // namespace
 
 int64_t ExampleFormat::mem_per_passage() const {
-  return (context_max_length + compr_rate - 1) / compr_rate;
+  return format::slots_per_passage(context_max_length, compr_rate);
 }
 
 const char* batch_kind_name(BatchKind k) {
@@ -154,23 +156,18 @@ void encode_passages(const ExampleFormat& f, const std::vector<std::string>& pas
                      TrainBatch* batch) {
   check_format(f);
   const int64_t n = f.mem_per_passage();
+  const format::Tokens ft = tokens_of(f);
   batch->mem_per_passage = n;
   std::vector<std::vector<int64_t>> ids, mask;
   if (f.compressor_tokenizer == nullptr) {
     const model::Tokenizer& tok = *f.decoder_tokenizer;
     std::vector<std::string> texts;
-    for (const auto& p : passages) {
-      texts.push_back(tok.id_to_token(f.enc_id) + tok.id_to_token(tok.bos_id()) + p +
-                      tok.id_to_token(tok.eos_id()));
-    }
+    for (const auto& p : passages) texts.push_back(format::compressor_text(ft, p));
     const int64_t L = f.context_max_length + 3;
     ids = tokenize(tok, texts, false, L);
     pad_rows(&ids, &mask, size_t(L), tok.pad_id() >= 0 ? tok.pad_id() : tok.bos_id(),
              model::PaddingSide::Left);
-    for (size_t i = 0; i < ids.size(); ++i) {
-      ids[i].insert(ids[i].end(), size_t(n), f.mem_id);
-      mask[i].insert(mask[i].end(), size_t(n), 1);
-    }
+    for (size_t i = 0; i < ids.size(); ++i) format::append_memory_slots(ft, n, &ids[i], &mask[i]);
   } else {
     const model::Tokenizer& tok = *f.compressor_tokenizer;
     if (tok.pad_id() < 0) fail("training examples: the compressor tokenizer has no [PAD] token");
@@ -215,15 +212,10 @@ TrainBatch make_qa_batch(const ExampleFormat& f, const std::vector<QAExample>& e
   }
   encode_passages(f, passages, &b);
   const int64_t n = b.mem_per_passage;
-  std::string slots;
-  for (int64_t j = 0; j < k; ++j) {
-    slots += repeat(tok.id_to_token(f.mem_id), n);
-    if (f.sep) slots += tok.id_to_token(f.sep_id);
-  }
+  const format::Tokens ft = tokens_of(f);
   std::vector<std::vector<int64_t>> ids, label_rows;
   for (const auto& e : examples) {
-    const std::string prompt =
-        tok.id_to_token(tok.bos_id()) + slots + "[INST]" + e.question + "\n[/INST]\n";
+    const std::string prompt = format::qa_prompt(ft, k, n, e.question);
     std::vector<int64_t> p = tok.encode(prompt, false);
     std::vector<int64_t> full = tok.encode(prompt + e.answer, false);
     // The answer starts where the joint tokenization leaves the prompt's (they agree up to the

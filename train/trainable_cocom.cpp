@@ -119,7 +119,7 @@ std::unique_ptr<TrainableCocom> TrainableCocom::load(const std::string& dir,
   if (m->dec_tok_->kind() != "llama") {
     fail(m->decoder_source_, ": the decoder tokenizer must be a sentencepiece tokenizer.model");
   }
-  m->dec_tok_->add_special_tokens(model::kCocomSpecialTokens);
+  m->dec_tok_->add_special_tokens(format::kSpecialTokens);
   m->dec_tok_->set_pad_token(m->dec_tok_->id_to_token(m->dec_tok_->bos_id()));
   m->mem_id_ = *m->dec_tok_->token_to_id("<MEM>");
   m->ae_id_ = *m->dec_tok_->token_to_id("<AE>");

@@ -1,7 +1,6 @@
 #include "train/trainer.h"
 
 #include <ATen/autocast_mode.h>
-#include <spdlog/spdlog.h>
 #include <torch/optim/adamw.h>
 #include <torch/serialize.h>
 #include <torch/version.h>
@@ -14,6 +13,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/log.h"
 #include "model/checkpoint_io.h"
 
 namespace cocom::train {
@@ -282,7 +282,7 @@ void Trainer::init_common() {
   if (o.eval_examples < 1) fail("--eval-examples must be at least 1");
   if (o.eval_every > 0 && o.eval_data.empty()) fail("--eval-every needs --eval-data FILE");
   if (!log) {
-    log = [](const std::string& s) { spdlog::info("{}", s); };
+    log = [](const std::string& s) { log::info("{}", s); };
   }
   data_ = std::make_unique<JsonlDataset>(o.data);
   if (!o.eval_data.empty()) eval_data_ = std::make_unique<JsonlDataset>(o.eval_data);
@@ -383,7 +383,7 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& dir, const std::stri
       if (name == "dropout_generator") t->model_->set_rng_state(tensor.to(at::kByte));
     }
   } else {
-    spdlog::warn(
+    log::warn(
         "resuming a {} checkpoint on {}: the dropout generator is reseeded (the run "
         "continues, but not bit-identically)",
         saved_type, new_type);

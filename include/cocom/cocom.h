@@ -14,7 +14,22 @@
 //   cocom::Result<cocom::Answer> a = engine->Ask("What does the GPL guarantee?");
 //   if (a.ok()) std::cout << a->text << "\n";
 //
-// Thread safety: an Engine may be shared by many threads. Search(), Ask(), AskStreaming() and
+// Two objects, like llama.cpp's model and context: a Model holds the weights and tokenizers
+// (loaded once; thread-safe; usable without any store: Compress() and Generate()), and an
+// Engine is one store (RocksDB + FAISS + BM25) answering through a Model. Any number of
+// Engines may share one Model:
+//
+//   cocom::ModelOptions mo;
+//   mo.model_dir = "/models/cocom-v1-16-mistral-7b";
+//   mo.weights = "int8";
+//   std::shared_ptr<cocom::Model> model;
+//   cocom::Status s = cocom::Model::Open(mo, &model);
+//   std::unique_ptr<cocom::Engine> docs, tickets;
+//   cocom::Engine::Open(docs_options, model, &docs);        // both read the same weights
+//   cocom::Engine::Open(tickets_options, model, &tickets);
+//
+// Thread safety: a Model may be used by any number of threads and Engines at once. An Engine
+// may be shared by many threads. Search(), Ask(), AskStreaming() and
 // Stats() may run concurrently with each other and with one Ingest()/IngestDocuments()/Remove()
 // at a time (writers are serialised; a reader sees every document either fully or not at all).
 // Status and Result are plain values.
@@ -117,6 +132,14 @@ void Result<T>::check() const {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Logging
+
+enum class LogLevel { kDebug, kInfo, kWarn, kError, kOff };
+
+// Receives each library log message (one line, no trailing newline) at or above the level.
+using LogCallback = std::function<void(LogLevel level, const std::string& message)>;
+
+// ---------------------------------------------------------------------------------------------
 // Options
 
 enum class SearchMode {
@@ -178,8 +201,26 @@ struct Options {
   int chunk_overlap_tokens = 0;          // tokens repeated between consecutive passages
   // Retriever prompt prefixes (e5-style models want "query: " / "passage: ").
   std::string query_prefix, passage_prefix;
-  // Log at debug level through spdlog (the library is quiet by default).
+  // The library's log: level and destination. Unset (and no callback): left as it is, which
+  // is warnings and errors on stderr unless an earlier Open chose otherwise. The library has
+  // one logger for the process (the last Open that sets it wins) and never touches spdlog's
+  // default logger or global level.
+  std::optional<LogLevel> log_level;
+  LogCallback log_callback;  // set: messages go here instead of stderr
+  // Same as log_level = LogLevel::kDebug.
   bool verbose = false;
+};
+
+// What a Model is opened with. The same fields of Options mean the same.
+struct ModelOptions {
+  // A COCOM checkpoint directory (Hugging Face layout). Empty: DefaultModelDir().
+  std::string model_dir;
+  std::string decoder_tokenizer, compressor_tokenizer;
+  std::string device = "cpu";
+  std::string weights = "fp32";  // fp32 | bf16 | int8 | int8g, see Options::weights
+  int threads = 0;               // 0 = all cores; process-wide
+  std::optional<LogLevel> log_level;
+  LogCallback log_callback;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -280,12 +321,99 @@ struct EngineStats {
 };
 
 // ---------------------------------------------------------------------------------------------
+// The model: weights and tokenizers, shared
+
+struct ModelInfo {
+  std::string model_dir;
+  std::string fingerprint;       // what stores remember to recognise the checkpoint
+  std::string compressor;        // "decoder" (COCOM) or "bert" (COCOM-light)
+  int64_t compression_rate = 0;  // r: a passage of L tokens becomes ceil(L / r) vectors
+  int64_t embedding_dim = 0;     // the decoder's hidden size: the width of every vector
+  int64_t generation_top_k = 0;  // passages per question the checkpoint was trained with
+  int64_t max_positions = 0;     // the decoder's longest prompt + answer
+  std::string weights, device;
+  int64_t decoder_parameters = 0;
+  double load_seconds = 0;
+};
+
+// Context embeddings of `count` passages, [count, vectors, dim] row-major fp32: what a store
+// keeps for every passage, and what an application with its own vector database keeps.
+struct ContextEmbeddings {
+  int64_t count = 0;    // passages
+  int64_t vectors = 0;  // per passage: ceil(context_max_length / compression_rate)
+  int64_t dim = 0;      // ModelInfo::embedding_dim
+  std::vector<float> data;
+
+  // Passage i's vectors (vectors * dim values).
+  const float* passage(int64_t i) const { return data.data() + i * vectors * dim; }
+  // Passages [first, first + n) as their own ContextEmbeddings (copies).
+  ContextEmbeddings Slice(int64_t first, int64_t n) const;
+  // Passages of several sets (same vectors and dim) one after another, in order.
+  static Result<ContextEmbeddings> Concat(const std::vector<ContextEmbeddings>& parts);
+};
+
+struct CompressOptions {
+  int context_max_length = 128;  // compressor tokens per passage (longer text is cut)
+  int batch_size = 8;            // passages per forward pass
+};
+
+// An answer generated without a store.
+struct Generation {
+  std::string text;
+  bool cancelled = false;  // the token callback stopped it
+  Timings timings;         // retrieve_ms and load_embeddings_ms are 0
+};
+
+class Model {
+ public:
+  // Loads the checkpoint (seconds to minutes for a 7B model). The returned Model may be shared
+  // by any number of Engines and threads.
+  static Status Open(const ModelOptions& options, std::shared_ptr<Model>* model);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelInfo& Info() const;
+
+  // Compresses passages (UTF-8 text; "Title. text" is how stores lay them out) into their
+  // context embeddings, each passage on its own (batch-mates never change a result).
+  Result<ContextEmbeddings> Compress(const std::vector<std::string>& passages,
+                                     const CompressOptions& options = {}) const;
+
+  // Answers a question from the context embeddings of its passages (contexts.count of them,
+  // in the order the decoder should read them; the published models were trained with 5).
+  // on_token, when set, streams the answer as in Engine::AskStreaming.
+  Result<Generation> Generate(const std::string& question, const ContextEmbeddings& contexts,
+                              const GenerationOptions& options = {},
+                              const TokenCallback& on_token = nullptr) const;
+  // The uncompressed baseline: the same decoder reads the passages' text (empty: no passages).
+  Result<Generation> GenerateFromText(const std::string& question,
+                                      const std::vector<std::string>& passages,
+                                      const GenerationOptions& options = {},
+                                      const TokenCallback& on_token = nullptr) const;
+
+ private:
+  struct Impl;
+  friend struct InternalAccess;
+  explicit Model(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// ---------------------------------------------------------------------------------------------
 // The engine
 
 class Engine {
  public:
-  // Opens (or creates, see Options::create_if_missing) the store at options.db_path.
+  // Opens (or creates, see Options::create_if_missing) the store at options.db_path. The
+  // model the store names is loaded on first use (or at Open, see load_model_eagerly) and
+  // belongs to this Engine.
   static Status Open(const Options& options, std::unique_ptr<Engine>* engine);
+  // The same on a Model already open, which this Engine shares (it keeps it alive). The
+  // store must have been built with this model (or is created with it); Options::model_dir
+  // may be left empty or must name the model's directory, and Options::device, weights,
+  // threads and the tokenizer directories are the Model's.
+  static Status Open(const Options& options, std::shared_ptr<Model> model,
+                     std::unique_ptr<Engine>* engine);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -312,8 +440,13 @@ class Engine {
 
   Result<EngineStats> Stats() const;
 
+  // The Model this Engine answers with: the one given to Open, or the one it loaded itself
+  // (loading it now if it has not yet; fails like Ask would).
+  Result<std::shared_ptr<Model>> GetModel() const;
+
  private:
   struct Impl;
+  friend struct InternalAccess;
   explicit Engine(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

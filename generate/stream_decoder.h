@@ -8,7 +8,7 @@
 
 #include "model/tokenizer.h"
 
-namespace cocom::engine {
+namespace cocom::generate {
 
 // Length of the longest prefix of `s` that does not end inside a UTF-8 sequence.
 inline size_t complete_utf8_length(const std::string& s) {
@@ -75,4 +75,4 @@ class StreamDecoder {
   std::string emitted_;
 };
 
-}  // namespace cocom::engine
+}  // namespace cocom::generate

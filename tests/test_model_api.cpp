@@ -1,0 +1,275 @@
+// The public Model (include/cocom/cocom.h): opened once, shared by Engines (one copy of the
+// weights), and usable without a store (Compress, Generate); the library's own logger.
+#include <gtest/gtest.h>
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cocom/cocom.h"
+#include "compress/compressor.h"
+#include "engine/api_internal.h"
+#include "engine/knowledge_store.h"
+#include "generate/cocom_generate.h"
+#include "tests/test_util.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string fx() { return cocom::test::fixtures_dir(); }
+
+bool has(const std::string& s, const std::string& needle) {
+  return s.find(needle) != std::string::npos;
+}
+
+std::shared_ptr<cocom::Model> open_model(const std::string& dir) {
+  cocom::ModelOptions mo;
+  mo.model_dir = dir;
+  mo.threads = 2;
+  std::shared_ptr<cocom::Model> m;
+  cocom::Status s = cocom::Model::Open(mo, &m);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  return m;
+}
+
+const std::vector<std::string> kPassages = {
+    "The GNU General Public License guarantees users the freedom to run and share software.",
+    "RocksDB is an embeddable key value store for fast storage, written in C++.",
+    "Context embeddings replace the text of a passage in the decoder's prompt.",
+};
+
+}  // namespace
+
+TEST(ModelApi, OpenDescribesTheCheckpoint) {
+  auto m = open_model(fx() + "/cocom");
+  ASSERT_TRUE(m);
+  const cocom::ModelInfo& i = m->Info();
+  EXPECT_EQ(i.model_dir, fx() + "/cocom");
+  EXPECT_EQ(i.compression_rate, 4);  // config.json
+  EXPECT_EQ(i.embedding_dim, 64);    // base_decoder/config.json hidden_size
+  EXPECT_EQ(i.max_positions, 256);
+  EXPECT_EQ(i.generation_top_k, 5);
+  EXPECT_EQ(i.compressor, "decoder");
+  EXPECT_EQ(i.fingerprint, cocom::engine::cocom_fingerprint(fx() + "/cocom"));
+
+  auto light = open_model(fx() + "/cocom-light");
+  ASSERT_TRUE(light);
+  EXPECT_EQ(light->Info().compressor, "bert");
+
+  std::shared_ptr<cocom::Model> none;
+  cocom::ModelOptions mo;
+  mo.model_dir = fx() + "/no-such-model";
+  cocom::Status s = cocom::Model::Open(mo, &none);
+  EXPECT_EQ(s.code(), cocom::Status::Code::kNotFound) << s.ToString();
+  EXPECT_TRUE(has(s.message(), "no-such-model")) << s.ToString();
+  EXPECT_FALSE(none);
+  mo.model_dir = fx() + "/cocom";
+  mo.weights = "int4";
+  s = cocom::Model::Open(mo, &none);
+  EXPECT_EQ(s.code(), cocom::Status::Code::kInvalidArgument);
+  EXPECT_TRUE(has(s.message(), "ModelOptions::weights 'int4'")) << s.ToString();
+  EXPECT_EQ(cocom::Model::Open(mo, nullptr).code(), cocom::Status::Code::kInvalidArgument);
+}
+
+TEST(ModelApi, CompressIsTheCompressorsOutputPassageByPassage) {
+  auto m = open_model(fx() + "/cocom");
+  ASSERT_TRUE(m);
+  auto e = m->Compress(kPassages);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ(e->count, 3);
+  EXPECT_EQ(e->vectors, 32);  // ceil(128 / 4)
+  EXPECT_EQ(e->dim, 64);
+  ASSERT_EQ(e->data.size(), size_t(3 * 32 * 64));
+  // The same numbers as the compressor itself, and a passage alone gives its own rows.
+  const auto& cm = *cocom::InternalAccess::cocom_model(*m);
+  at::Tensor ref = cocom::compress::compress_passages(cm, kPassages, 128, 8);
+  EXPECT_TRUE(at::equal(ref, at::from_blob(e->data.data(), {3, 32, 64}, at::kFloat)));
+  auto one = m->Compress({kPassages[1]}, {128, 1});
+  ASSERT_TRUE(one.ok());
+  cocom::ContextEmbeddings mid = e->Slice(1, 1);
+  ASSERT_EQ(one->data.size(), mid.data.size());
+  double diff = 0;
+  for (size_t j = 0; j < mid.data.size(); ++j) {
+    diff = std::max(diff, double(std::fabs(one->data[j] - mid.data[j])));
+  }
+  EXPECT_LT(diff, 1e-5);
+
+  // Bad arguments are named.
+  auto bad = m->Compress({});
+  EXPECT_EQ(bad.status().code(), cocom::Status::Code::kInvalidArgument);
+  bad = m->Compress(kPassages, {4, 8});
+  EXPECT_TRUE(has(bad.status().message(), "CompressOptions::context_max_length 4"))
+      << bad.status().ToString();
+  bad = m->Compress(kPassages, {128, 0});
+  EXPECT_TRUE(has(bad.status().message(), "CompressOptions::batch_size 0"))
+      << bad.status().ToString();
+}
+
+TEST(ModelApi, GenerateWithoutAStoreIsTheAnswerLoop) {
+  auto m = open_model(fx() + "/cocom");
+  ASSERT_TRUE(m);
+  auto e = m->Compress(kPassages);
+  ASSERT_TRUE(e.ok());
+  cocom::GenerationOptions g;
+  g.max_new_tokens = 10;
+  const std::string q = "What does the GPL guarantee?";
+  auto a = m->Generate(q, *e, g);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  // The internal answer loop on the same tensor gives the same text and prompt length.
+  const auto& cm = *cocom::InternalAccess::cocom_model(*m);
+  cocom::model::SamplingOptions so;
+  so.max_new_tokens = 10;
+  cocom::generate::AnswerResult ref = cocom::generate::answer(
+      cm, q, at::from_blob(e->data.data(), {3, 32, 64}, at::kFloat).clone(), so);
+  EXPECT_EQ(a->text, ref.text);
+  EXPECT_EQ(a->timings.prompt_tokens, ref.generation.prompt_tokens);
+  EXPECT_EQ(a->timings.generated_tokens, ref.generation.tokens.size(1));
+  EXPECT_FALSE(a->cancelled);
+
+  // Streaming: the pieces add up to the text; stopping after the first piece cancels.
+  std::string streamed;
+  auto s = m->Generate(q, *e, g, [&](const std::string& p) {
+    streamed += p;
+    return true;
+  });
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(streamed, s->text);
+  EXPECT_EQ(s->text, a->text);
+  int pieces = 0;
+  auto c = m->Generate(q, *e, g, [&](const std::string&) { return ++pieces < 1; });
+  ASSERT_TRUE(c.ok());
+  if (!a->text.empty()) {
+    EXPECT_TRUE(c->cancelled);
+  }
+
+  // The baseline reads the text; with no passages it answers closed-book.
+  auto t = m->GenerateFromText(q, kPassages, g);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_GT(t->timings.prompt_tokens, a->timings.prompt_tokens);
+  auto closed = m->GenerateFromText(q, {}, g);
+  ASSERT_TRUE(closed.ok());
+  EXPECT_LT(closed->timings.prompt_tokens, a->timings.prompt_tokens);
+
+  // Embeddings that do not fit this model are refused with the reason.
+  cocom::ContextEmbeddings wrong = *e;
+  wrong.dim = 32;
+  wrong.vectors = 64;
+  auto r = m->Generate(q, wrong, g);
+  EXPECT_EQ(r.status().code(), cocom::Status::Code::kInvalidArgument);
+  EXPECT_TRUE(has(r.status().message(), "width 32")) << r.status().ToString();
+  wrong = *e;
+  wrong.data.pop_back();
+  r = m->Generate(q, wrong, g);
+  EXPECT_TRUE(has(r.status().message(), "values")) << r.status().ToString();
+  wrong = *e;
+  wrong.data[100] = std::numeric_limits<float>::quiet_NaN();
+  r = m->Generate(q, wrong, g);
+  EXPECT_TRUE(has(r.status().message(), "value 100 (passage 0) is not finite"))
+      << r.status().ToString();
+  auto ten = cocom::ContextEmbeddings::Concat({*e, *e, *e});
+  ASSERT_TRUE(ten.ok());
+  EXPECT_EQ(ten->count, 9);
+  r = m->Generate(q, *ten, g);  // 9 x 33 slots > 256 positions
+  EXPECT_TRUE(has(r.status().message(), "prompt positions")) << r.status().ToString();
+  EXPECT_EQ(m->Generate(" ", *e, g).status().code(), cocom::Status::Code::kInvalidArgument);
+  g.max_new_tokens = 0;
+  EXPECT_TRUE(has(m->Generate(q, *e, g).status().message(), "max_new_tokens"));
+  cocom::ContextEmbeddings other;
+  other.count = 1;
+  other.vectors = 2;
+  other.dim = 3;
+  other.data.assign(6, 0.f);
+  EXPECT_FALSE(cocom::ContextEmbeddings::Concat({*e, other}).ok());
+}
+
+TEST(ModelApi, TwoEnginesOnOneModelShareItsWeights) {
+  const std::string dir = cocom::test::make_temp_dir("model-api");
+  auto m = open_model(fx() + "/cocom");
+  ASSERT_TRUE(m);
+  std::vector<std::unique_ptr<cocom::Engine>> engines(2);
+  for (int i = 0; i < 2; ++i) {
+    cocom::Options o;
+    o.db_path = dir + "/db" + std::to_string(i);
+    o.generation.max_new_tokens = 8;
+    cocom::Status s = cocom::Engine::Open(o, m, &engines[size_t(i)]);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    auto st = engines[size_t(i)]->IngestDocuments(
+        {{"doc" + std::to_string(i), "Title", kPassages[size_t(i)], "mem"}});
+    ASSERT_TRUE(st.ok()) << st.status().ToString();
+    EXPECT_EQ(st->added, 1);
+  }
+  for (auto& e : engines) {
+    auto a = e->Ask("What does the store keep?", {1, cocom::SearchMode::kBm25, {}, {}});
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+  }
+  // One copy of the weights: both engines answer with the Model's own CocomModel.
+  auto shared = cocom::InternalAccess::cocom_model(*m);
+  EXPECT_EQ(cocom::InternalAccess::cocom_model(*engines[0]).get(), shared.get());
+  EXPECT_EQ(cocom::InternalAccess::cocom_model(*engines[1]).get(), shared.get());
+  EXPECT_EQ(engines[0]->GetModel()->get(), m.get());
+  // The stores remember the model: reopened alone, each loads it itself (a second copy).
+  engines.clear();
+  cocom::Options o;
+  o.db_path = dir + "/db0";
+  o.create_if_missing = false;
+  std::unique_ptr<cocom::Engine> alone;
+  ASSERT_TRUE(cocom::Engine::Open(o, &alone).ok());
+  EXPECT_EQ(cocom::InternalAccess::cocom_model(*alone), nullptr);  // not loaded until needed
+  auto own = alone->GetModel();
+  ASSERT_TRUE(own.ok()) << own.status().ToString();
+  EXPECT_NE(cocom::InternalAccess::cocom_model(*alone).get(), shared.get());
+  EXPECT_EQ((*own)->Info().fingerprint, m->Info().fingerprint);
+  alone.reset();
+
+  // A store built with one model refuses another, naming both.
+  auto light = open_model(fx() + "/cocom-light");
+  ASSERT_TRUE(light);
+  cocom::Status s = cocom::Engine::Open(o, light, &alone);
+  EXPECT_EQ(s.code(), cocom::Status::Code::kFailedPrecondition) << s.ToString();
+  EXPECT_TRUE(has(s.message(), m->Info().fingerprint)) << s.ToString();
+  EXPECT_TRUE(has(s.message(), light->Info().fingerprint)) << s.ToString();
+  // Options::model_dir must name the Model's directory, or be empty.
+  o.model_dir = fx() + "/cocom-light";
+  s = cocom::Engine::Open(o, m, &alone);
+  EXPECT_EQ(s.code(), cocom::Status::Code::kInvalidArgument) << s.ToString();
+  EXPECT_TRUE(has(s.message(), "Options::model_dir")) << s.ToString();
+  fs::remove_all(dir);
+}
+
+TEST(ModelApi, LoggingGoesToTheCallbackAndLeavesSpdlogAlone) {
+  const std::string dir = cocom::test::make_temp_dir("model-log");
+  spdlog::set_level(spdlog::level::critical);  // the host's choice
+  std::mutex mu;
+  std::vector<std::string> lines;
+  cocom::Options o;
+  o.db_path = dir + "/db";
+  o.model_dir = "";  // the default model: creating the store says which at info level
+  o.log_level = cocom::LogLevel::kInfo;
+  o.log_callback = [&](cocom::LogLevel l, const std::string& msg) {
+    std::lock_guard<std::mutex> lock(mu);
+    lines.push_back(std::to_string(int(l)) + " " + msg);
+  };
+  std::unique_ptr<cocom::Engine> e;
+  ASSERT_FALSE(cocom::DefaultModelDir().empty());
+  cocom::Status s = cocom::Engine::Open(o, &e);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(spdlog::get_level(), spdlog::level::critical);
+  bool seen = false;
+  for (const auto& l : lines) seen = seen || has(l, "1 creating " + dir + "/db with the default model");
+  EXPECT_TRUE(seen) << (lines.empty() ? std::string("no lines") : lines[0]);
+  // Back to the default (stderr, warnings) for the tests that follow in this process.
+  e.reset();
+  o.log_level = cocom::LogLevel::kWarn;
+  o.log_callback = nullptr;
+  ASSERT_TRUE(cocom::Engine::Open(o, &e).ok());
+  const size_t before = lines.size();
+  e.reset();
+  ASSERT_TRUE(cocom::Engine::Open(o, &e).ok());
+  EXPECT_EQ(lines.size(), before);
+  fs::remove_all(dir);
+}
