@@ -74,7 +74,7 @@ string(REGEX MATCH "ingested: [^\n]*" lines "${out}")
 run("example_own_vectors" "${bld}/example_own_vectors" "${FIXTURE_MODEL}" "${WORK_DIR}/vectors"
     "${src}/docs" "How does the knowledge store keep passages?")
 if(NOT run_output MATCHES "compressed [1-9][0-9]* passages" OR NOT run_output MATCHES "answer: "
-   OR NOT run_output MATCHES "\\[1\\] knowledge-store.md")
+   OR NOT run_output MATCHES "\\[1\\] [a-z-]+[.](md|txt)")
   message(FATAL_ERROR "example_own_vectors did not compress and answer:\n${run_output}")
 endif()
 string(REGEX MATCH "compressed [^\n]*" own "${run_output}")

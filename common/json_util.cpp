@@ -15,7 +15,7 @@ namespace cocom {
 
 std::string read_text_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, ": cannot open (", std::strerror(errno), ")");
+  if (!in) fail_io(path, ": cannot open (", std::strerror(errno), ")");
   std::ostringstream ss;
   ss << in.rdbuf();
   if (in.bad()) fail(path, ": read error");
@@ -26,7 +26,7 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail(path, ": cannot create temporary file ", tmp, " (", std::strerror(errno), ")");
+    if (!out) fail_io(path, ": cannot create temporary file ", tmp, " (", std::strerror(errno), ")");
     out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
     out.flush();
     if (!out) {

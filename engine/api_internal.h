@@ -39,34 +39,21 @@ class StatusError : public std::runtime_error {
 
 [[noreturn]] inline void throw_status(Status s) { throw StatusError(std::move(s)); }
 
-inline bool contains(const std::string& s, const char* needle) {
-  return s.find(needle) != std::string::npos;
-}
-
-// The layers below report failures as cocom::Error with a message that names the file, flag
-// or value at fault; the code is read from the kind of message.
-inline Status classify(const std::string& msg) {
-  if (contains(msg, "is damaged") || contains(msg, "corrupt") || contains(msg, "truncated") ||
-      contains(msg, "bad magic") || contains(msg, "checksum") ||
-      contains(msg, "not a cocom store")) {
-    return Status::Corruption(msg);
+// The Status of an Error: its kind was decided where it was raised.
+inline Status status_of(const Error& e) {
+  switch (e.kind()) {
+    case ErrorKind::kNotFound:
+      return Status::NotFound(e.what());
+    case ErrorKind::kCorruption:
+      return Status::Corruption(e.what());
+    case ErrorKind::kIOError:
+      return Status::IOError(e.what());
+    case ErrorKind::kFailedPrecondition:
+      return Status::FailedPrecondition(e.what());
+    case ErrorKind::kInvalidArgument:
+      break;
   }
-  if (contains(msg, "no such") || contains(msg, "does not exist") || contains(msg, "cannot find") ||
-      contains(msg, "not found") || contains(msg, "no config.json") ||
-      contains(msg, "no cocom store here") || contains(msg, "No such file")) {
-    return Status::NotFound(msg);
-  }
-  if (contains(msg, "is locked") || contains(msg, "cannot open") ||
-      contains(msg, "cannot create") || contains(msg, "cannot write") ||
-      contains(msg, "Permission denied") || contains(msg, "IO error") ||
-      contains(msg, "No space left")) {
-    return Status::IOError(msg);
-  }
-  if (contains(msg, "was built with") || contains(msg, "is not the one the store") ||
-      contains(msg, "has no dense retriever") || contains(msg, "does not remember")) {
-    return Status::FailedPrecondition(msg);
-  }
-  return Status::InvalidArgument(msg);
+  return Status::InvalidArgument(e.what());
 }
 
 inline Status with_prefix(const Status& s, const std::string& prefix) {
@@ -103,7 +90,7 @@ Status guard(const char* what, F&& fn) {
   } catch (const StatusError& e) {
     return with_prefix(e.status(), prefix);
   } catch (const Error& e) {
-    return with_prefix(classify(e.what()), prefix);
+    return with_prefix(status_of(e), prefix);
   } catch (const c10::Error& e) {
     return Status::Internal(prefix + "libtorch: " + e.what_without_backtrace());
   } catch (const std::bad_alloc&) {

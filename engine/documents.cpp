@@ -1394,7 +1394,7 @@ std::string pdf_to_text(const std::string& path, std::string* title) {
   }();
   (void)silenced;
   std::unique_ptr<poppler::document> doc(poppler::document::load_from_file(path));
-  if (!doc) fail("cannot read PDF ", path, ": corrupt, encrypted or unreadable");
+  if (!doc) fail_corrupt("cannot read PDF ", path, ": corrupt, encrypted or unreadable");
   if (doc->is_locked()) fail("cannot read PDF ", path, ": encrypted (password required)");
   std::string out;
   const int pages = doc->pages();
@@ -1422,7 +1422,7 @@ ReadResult read_paths(const std::vector<std::string>& paths, const ReadOptions& 
   for (const auto& p : paths) {
     struct stat st {};
     if (::stat(p.c_str(), &st) != 0 && (errno == ENOENT || errno == ENOTDIR)) {
-      fail("path does not exist: ", p);
+      fail_not_found("path does not exist: ", p);
     }
   }
   Reader reader(opt);

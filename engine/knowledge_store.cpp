@@ -73,7 +73,7 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
   Json settings = file_exists(settings_path) ? read_json_file(settings_path) : Json::object();
   const bool exists = dir_exists(opt.db) && file_exists(settings_path);
   if (!exists && !opt.create_if_missing) {
-    fail("--db ", opt.db, ": no cocom store here (check the path, or create the store first with "
+    fail_not_found("--db ", opt.db, ": no cocom store here (check the path, or create the store first with "
          "cocom ingest --db DIR)");
   }
   if (opt.model) {
@@ -109,7 +109,7 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
   if (!opt.need_model && exists && !opt0.model_dir.empty()) {
     // The model is loaded later (loaded_model()); an explicitly named one must still be the
     // one the stored embeddings were made with (a cheap check: no weights are read).
-    if (!dir_exists(opt.model_dir)) fail("--model ", opt.model_dir, ": no such directory");
+    if (!dir_exists(opt.model_dir)) fail_not_found("--model ", opt.model_dir, ": no such directory");
     mf.compressor_fingerprint = cocom_fingerprint(opt.model_dir);
   }
   if (opt.need_model || !exists || opt.model) {
@@ -172,7 +172,7 @@ bool KnowledgeStore::model_loaded() const { return model() != nullptr; }
 void KnowledgeStore::check_model(const model::CocomModel& m, const std::string& fp) const {
   const storage::Manifest& mf = store_->manifest();
   if (!mf.compressor_fingerprint.empty() && fp != mf.compressor_fingerprint) {
-    fail("--model ", m.dir(), ": this checkpoint (", fp, ") is not the one the store at ",
+    fail_precondition("--model ", m.dir(), ": this checkpoint (", fp, ") is not the one the store at ",
          store_->path(), " was built with (", mf.compressor_fingerprint,
          "); pass the original --model, or ingest into a new store");
   }
@@ -190,17 +190,17 @@ std::shared_ptr<const model::CocomModel> KnowledgeStore::shared_model() const {
   std::lock_guard<std::mutex> lock(model_mu_);
   if (model_) return model_;
   if (opt_.model_dir.empty()) {
-    fail(store_->path(), ": the store does not remember its COCOM checkpoint; pass --model DIR");
+    fail_precondition(store_->path(), ": the store does not remember its COCOM checkpoint; pass --model DIR");
   }
   if (!dir_exists(opt_.model_dir)) {
-    fail("--model ", opt_.model_dir, ": no such directory (the COCOM checkpoint of the store at ",
+    fail_not_found("--model ", opt_.model_dir, ": no such directory (the COCOM checkpoint of the store at ",
          store_->path(), "; pass --model DIR if it moved)");
   }
   const storage::Manifest& mf = store_->manifest();
   const std::string fp = cocom_fingerprint(opt_.model_dir);
   if (!mf.compressor_fingerprint.empty() && fp != mf.compressor_fingerprint) {
     // Refused before the (possibly long) load.
-    fail("--model ", opt_.model_dir, ": this checkpoint (", fp, ") is not the one the store at ",
+    fail_precondition("--model ", opt_.model_dir, ": this checkpoint (", fp, ") is not the one the store at ",
          store_->path(), " was built with (", mf.compressor_fingerprint,
          "); pass the original --model, or ingest into a new store");
   }
@@ -417,7 +417,7 @@ int64_t KnowledgeStore::remove(const std::string& id_or_path) {
 std::vector<float> KnowledgeStore::embed_query(const std::string& query, SearchMode mode) const {
   if (query.find_first_not_of(" \t\r\n") == std::string::npos) fail("search: the query is empty");
   if (mode != SearchMode::Bm25 && !retriever_) {
-    fail("this store has no dense retriever (ingest with --retriever DIR); use --mode bm25");
+    fail_precondition("this store has no dense retriever (ingest with --retriever DIR); use --mode bm25");
   }
   if (mode == SearchMode::Bm25) return {};
   // The retriever never changes after open: no lock needed for the query embedding.

@@ -107,7 +107,8 @@ int main(int argc, char** argv) {
               compressed, names.size(), static_cast<long long>(128 / model->Info().compression_rate),
               static_cast<long long>(model->Info().embedding_dim));
 
-  // The application's own retrieval: the two passages sharing the most words.
+  // The application's own retrieval: the passages sharing the most words with the question,
+  // as many as the model was trained to read (generation_top_k).
   const std::set<std::string> q = words(argv[4]);
   std::vector<std::pair<int, size_t>> scored;
   for (size_t i : order) {
@@ -118,7 +119,8 @@ int main(int argc, char** argv) {
   std::stable_sort(scored.begin(), scored.end());
   std::vector<cocom::ContextEmbeddings> parts;
   std::vector<std::string> used;
-  for (size_t j = 0; j < scored.size() && j < 2; ++j) {
+  const size_t k = static_cast<size_t>(model->Info().generation_top_k);
+  for (size_t j = 0; j < scored.size() && j < k; ++j) {
     const size_t i = scored[j].second;
     cocom::ContextEmbeddings e;
     if (!load(vector_dir + "/" + names[i] + ".vec", &e)) {

@@ -152,7 +152,7 @@ struct Reader {
   const std::string& path;
   void get_bytes(void* p, size_t n, const char* what) {
     if (n > data.size() - pos) {
-      fail("dense index file ", path, ": truncated (while reading ", what, " at byte ",
+      fail_corrupt("dense index file ", path, ": truncated (while reading ", what, " at byte ",
            std::to_string(pos), " of ", std::to_string(data.size()), ")");
     }
     if (n == 0) return;  // p may be the null data() of an empty vector
@@ -410,7 +410,7 @@ void DenseIndex::save(const std::string& path, uint64_t store_sequence) const {
 
   const std::string tmp = path + ".tmp";
   FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) fail("dense index file ", tmp, ": cannot open for writing: ", std::strerror(errno));
+  if (!f) fail_io("dense index file ", tmp, ": cannot open for writing: ", std::strerror(errno));
   bool ok = std::fwrite(out.data(), 1, out.size(), f) == out.size();
   ok = (std::fflush(f) == 0) && ok;
   ok = (::fsync(fileno(f)) == 0) && ok;
@@ -431,7 +431,7 @@ std::unique_ptr<DenseIndex> DenseIndex::load(const std::string& path, int64_t di
   std::vector<uint8_t> data;
   {
     std::ifstream in(path, std::ios::binary);
-    if (!in) fail("dense index file ", path, ": cannot open: ", std::strerror(errno));
+    if (!in) fail_io("dense index file ", path, ": cannot open: ", std::strerror(errno));
     data.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
     if (in.bad()) fail("dense index file ", path, ": read error");
   }
@@ -439,7 +439,7 @@ std::unique_ptr<DenseIndex> DenseIndex::load(const std::string& path, int64_t di
   char magic[8];
   r.get_bytes(magic, sizeof(magic), "the magic");
   if (std::memcmp(magic, kMagic, sizeof(kMagic)) != 0) {
-    fail("dense index file ", path, ": bad magic (not a cocom dense index file)");
+    fail_corrupt("dense index file ", path, ": bad magic (not a cocom dense index file)");
   }
   auto version = r.get<uint32_t>("the version");
   if (version != kVersion) {
@@ -457,18 +457,18 @@ std::unique_ptr<DenseIndex> DenseIndex::load(const std::string& path, int64_t di
         return c;
       }()) {
     // Distinguish a short file from flipped bytes for the message.
-    fail("dense index file ", path, ": checksum mismatch (truncated or corrupt file, ",
+    fail_corrupt("dense index file ", path, ": checksum mismatch (truncated or corrupt file, ",
          std::to_string(data.size()), " bytes)");
   }
   auto flen = r.get<uint32_t>("the factory length");
-  if (flen > r.remaining()) fail("dense index file ", path, ": truncated (factory string)");
+  if (flen > r.remaining()) fail_corrupt("dense index file ", path, ": truncated (factory string)");
   std::string factory(flen, '\0');
   r.get_bytes(factory.data(), flen, "the factory string");
   auto seq = r.get<uint64_t>("the store sequence");
   auto nbuf = r.get<uint64_t>("the buffered count");
   const uint64_t row_bytes = 8 + static_cast<uint64_t>(dim) * 4;
   if (dim <= 0 || nbuf > r.remaining() / row_bytes) {
-    fail("dense index file ", path, ": truncated (", std::to_string(nbuf), " buffered vectors)");
+    fail_corrupt("dense index file ", path, ": truncated (", std::to_string(nbuf), " buffered vectors)");
   }
   auto impl = std::make_unique<Impl>();
   impl->factory = factory;
@@ -480,7 +480,7 @@ std::unique_ptr<DenseIndex> DenseIndex::load(const std::string& path, int64_t di
   r.get_bytes(impl->buf_vecs.data(), impl->buf_vecs.size() * 4, "buffered vectors");
   auto flen2 = r.get<uint64_t>("the FAISS index length");
   if (flen2 > r.remaining() || r.remaining() - flen2 != 8) {
-    fail("dense index file ", path, ": truncated or malformed (FAISS index of ",
+    fail_corrupt("dense index file ", path, ": truncated or malformed (FAISS index of ",
          std::to_string(flen2), " bytes, ", std::to_string(r.remaining()), " left)");
   }
   faiss::VectorIOReader vr;

@@ -122,9 +122,9 @@ struct Fnv {
 // weights of the same shapes change the fingerprint too, without reading a large file whole).
 std::string safetensors_digest_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, ": cannot open for the model fingerprint");
+  if (!in) fail_io(path, ": cannot open for the model fingerprint");
   unsigned char len_bytes[8];
-  if (!in.read(reinterpret_cast<char*>(len_bytes), 8)) fail(path, ": truncated safetensors file");
+  if (!in.read(reinterpret_cast<char*>(len_bytes), 8)) fail_corrupt(path, ": truncated safetensors file");
   uint64_t len = 0;
   for (int i = 7; i >= 0; --i) len = (len << 8) | len_bytes[i];
   in.seekg(0, std::ios::end);
@@ -136,7 +136,7 @@ std::string safetensors_digest_bytes(const std::string& path) {
   out.resize(8 + len);
   in.seekg(8);
   if (!in.read(out.data() + 8, static_cast<std::streamsize>(len))) {
-    fail(path, ": truncated safetensors header");
+    fail_corrupt(path, ": truncated safetensors header");
   }
   out.append(reinterpret_cast<const char*>(&size), sizeof(size));
   constexpr uint64_t kSample = 64 * 1024;
@@ -190,7 +190,7 @@ std::string make_fingerprint(const std::string& dir, const PoolingSettings& s) {
 }  // namespace
 
 std::unique_ptr<Retriever> Retriever::load(const std::string& dir, const RetrieverOptions& opt) {
-  if (!dir_exists(dir)) fail(dir, ": retriever model directory does not exist");
+  if (!dir_exists(dir)) fail_not_found(dir, ": retriever model directory does not exist");
   if (opt.max_length <= 0) {
     fail("retriever ", dir, ": max_length must be positive (got ", std::to_string(opt.max_length),
          ")");

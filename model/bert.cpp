@@ -37,7 +37,7 @@ std::string detect_bert_prefix(const CheckpointFiles& files) {
 std::unique_ptr<BertModel> BertModel::load(const std::string& dir, c10::Device device) {
   std::string cfg_path = join_path(dir, "config.json");
   if (!file_exists(cfg_path))
-    fail(dir, ": no config.json (is this a Hugging Face model directory?)");
+    fail_not_found(dir, ": no config.json (is this a Hugging Face model directory?)");
   Json j = read_json_file(cfg_path);
   if (detect_arch(j, cfg_path) != Arch::Bert) {
     fail(cfg_path, ": describes a decoder, not a BERT encoder");

@@ -17,7 +17,7 @@ void make_dirs(const std::string& dir) {
   for (size_t i = 0; i <= dir.size(); ++i) {
     if (i == dir.size() || dir[i] == '/') {
       if (!cur.empty() && !dir_exists(cur) && ::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST) {
-        fail(dir, ": cannot create directory ", cur, " (", std::strerror(errno), ")");
+        fail_io(dir, ": cannot create directory ", cur, " (", std::strerror(errno), ")");
       }
     }
     if (i < dir.size()) cur += dir[i];

@@ -164,7 +164,7 @@ std::string resolve_base_model_dir(const std::string& checkpoint_dir, const std:
   }
   std::string list;
   for (const auto& t : tried) list += "\n  - " + t;
-  fail("cannot find the ", kind, " model '", name, "' named in ", join_path(checkpoint_dir, "config.json"),
+  fail_not_found("cannot find the ", kind, " model '", name, "' named in ", join_path(checkpoint_dir, "config.json"),
        " (it provides the tokenizer and the base config.json, which COCOM checkpoints do not include). "
        "Looked in:",
        list, "\nPass ", flag, " DIR (a directory with config.json and ",
@@ -255,8 +255,8 @@ std::unique_ptr<CocomModel> CocomModel::with_rate(int64_t compr_rate, uint64_t s
 std::unique_ptr<CocomModel> CocomModel::load(const std::string& dir, const CocomLoadOptions& opt) {
   auto t0 = std::chrono::steady_clock::now();
   const std::string cfg_path = join_path(dir, "config.json");
-  if (!dir_exists(dir)) fail("--model ", dir, ": no such directory");
-  if (!file_exists(cfg_path)) fail(dir, ": no config.json (is this a COCOM checkpoint directory?)");
+  if (!dir_exists(dir)) fail_not_found("--model ", dir, ": no such directory");
+  if (!file_exists(cfg_path)) fail_not_found(dir, ": no config.json (is this a COCOM checkpoint directory?)");
   std::unique_ptr<CocomModel> m(new CocomModel());
   m->dir_ = dir;
   m->cfg_ = CocomConfig::load(cfg_path);

@@ -14,7 +14,7 @@ namespace {
 void make_dir(const std::string& d) {
   std::error_code ec;
   fs::create_directories(d, ec);
-  if (ec) fail(d, ": cannot create directory (", ec.message(), ")");
+  if (ec) fail_io(d, ": cannot create directory (", ec.message(), ")");
 }
 }  // namespace
 

@@ -84,7 +84,7 @@ std::unique_ptr<MistralModel> MistralModel::load(const std::string& dir, c10::De
                                                  const LoraSettings& lora, WeightFormat weights) {
   std::string cfg_path = join_path(dir, "config.json");
   if (!file_exists(cfg_path))
-    fail(dir, ": no config.json (is this a Hugging Face model directory?)");
+    fail_not_found(dir, ": no config.json (is this a Hugging Face model directory?)");
   Json j = read_json_file(cfg_path);
   if (detect_arch(j, cfg_path) != Arch::Decoder) {
     fail(cfg_path, ": describes a BERT encoder, not a Mistral/Llama decoder");

@@ -520,7 +520,7 @@ ParsedHeader parse_safetensors_header(const uint8_t* bytes, size_t size, uint64_
 
 std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, ": cannot open (", std::strerror(errno), ")");
+  if (fd < 0) fail_io(path, ": cannot open (", std::strerror(errno), ")");
   struct FdCloser {
     int fd;
     ~FdCloser() { ::close(fd); }
@@ -649,7 +649,7 @@ void SafetensorsWriter::write(const std::string& path) const {
   std::string tmp = path + ".tmp.XXXXXX";
   int fd = ::mkstemp(tmp.data());
   if (fd < 0)
-    fail(path, ": cannot create a temporary file next to it (", std::strerror(errno), ")");
+    fail_io(path, ": cannot create a temporary file next to it (", std::strerror(errno), ")");
   auto abort_with = [&](const std::string& what) {
     int err = errno;
     ::close(fd);
@@ -738,7 +738,7 @@ SafetensorsStreamWriter::SafetensorsStreamWriter(const std::string& path,
   tmp_ = path + ".tmp.XXXXXX";
   fd_ = ::mkstemp(tmp_.data());
   if (fd_ < 0) {
-    fail(path, ": cannot create a temporary file next to it (", std::strerror(errno), ")");
+    fail_io(path, ": cannot create a temporary file next to it (", std::strerror(errno), ")");
   }
   if (::fchmod(fd_, 0644) != 0) {
     int err = errno;
@@ -919,13 +919,13 @@ std::vector<std::string> CheckpointFiles::names() const {
 
 const TensorInfo& CheckpointFiles::info(const std::string& name) const {
   auto it = where_.find(name);
-  if (it == where_.end()) fail(dir_, ": tensor ", quoted(name), " not found in the checkpoint");
+  if (it == where_.end()) fail_not_found(dir_, ": tensor ", quoted(name), " not found in the checkpoint");
   return *it->second.second;
 }
 
 const uint8_t* CheckpointFiles::data(const std::string& name) const {
   auto it = where_.find(name);
-  if (it == where_.end()) fail(dir_, ": tensor ", quoted(name), " not found in the checkpoint");
+  if (it == where_.end()) fail_not_found(dir_, ": tensor ", quoted(name), " not found in the checkpoint");
   return files_[it->second.first]->data(*it->second.second);
 }
 
@@ -936,7 +936,7 @@ void CheckpointFiles::release(const std::string& name) const {
 
 const std::string& CheckpointFiles::file_of(const std::string& name) const {
   auto it = where_.find(name);
-  if (it == where_.end()) fail(dir_, ": tensor ", quoted(name), " not found in the checkpoint");
+  if (it == where_.end()) fail_not_found(dir_, ": tensor ", quoted(name), " not found in the checkpoint");
   return files_[it->second.first]->path();
 }
 

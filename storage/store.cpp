@@ -235,7 +235,7 @@ class Reader {
       v |= static_cast<uint64_t>(b & 0x7f) << shift;
       if (!(b & 0x80)) return v;
     }
-    fail(what_, ": record is damaged (bad varint)");
+    fail_corrupt(what_, ": record is damaged (bad varint)");
   }
   int64_t zz() {
     const uint64_t u = varint();
@@ -249,12 +249,12 @@ class Reader {
     return v;
   }
   void finish() {
-    if (pos_ != s_.size()) fail(what_, ": record is damaged (", s_.size() - pos_, " stray bytes)");
+    if (pos_ != s_.size()) fail_corrupt(what_, ": record is damaged (", s_.size() - pos_, " stray bytes)");
   }
 
  private:
   void need(uint64_t n) {
-    if (n > s_.size() - pos_) fail(what_, ": record is damaged (truncated)");
+    if (n > s_.size() - pos_) fail_corrupt(what_, ": record is damaged (truncated)");
   }
   const std::string& s_;
   std::string what_;
@@ -293,7 +293,7 @@ DocumentRecord decode_document(const std::string& s, const std::string& what) {
   d.content_hash = r.str();
   d.meta_json = r.str();
   const uint64_t n = r.varint();
-  if (n > s.size()) fail(what, ": record is damaged (passage count ", n, ")");
+  if (n > s.size()) fail_corrupt(what, ": record is damaged (passage count ", n, ")");
   d.passage_ids.reserve(n);
   for (uint64_t i = 0; i < n; ++i) d.passage_ids.push_back(r.varint());
   r.finish();
@@ -330,7 +330,7 @@ StoredPassage decode_passage(uint64_t id, const std::string& s, const std::strin
   p.has_retriever = flags & 2;
   p.length = r.varint();
   const uint64_t n = r.varint();
-  if (n > s.size()) fail(what, ": record is damaged (term count ", n, ")");
+  if (n > s.size()) fail_corrupt(what, ": record is damaged (term count ", n, ")");
   p.terms.reserve(n);
   for (uint64_t i = 0; i < n; ++i) p.terms.push_back(r.str());
   r.finish();
@@ -586,9 +586,9 @@ std::string encode_embedding(const std::vector<float>& values, const std::vector
 std::vector<float> decode_embedding(const std::string& blob, std::vector<int64_t>* shape,
                                     const std::string& what) {
   if (blob.size() < kBlobHeader) {
-    fail(what, ": embedding blob truncated (", blob.size(), " bytes, the header alone is 7)");
+    fail_corrupt(what, ": embedding blob truncated (", blob.size(), " bytes, the header alone is 7)");
   }
-  if (blob.compare(0, 4, "CCEM") != 0) fail(what, ": not an embedding blob (bad magic)");
+  if (blob.compare(0, 4, "CCEM") != 0) fail_corrupt(what, ": not an embedding blob (bad magic)");
   const uint8_t version = static_cast<uint8_t>(blob[4]);
   if (version != kBlobVersion) {
     fail(what, ": embedding blob version ", int(version), " (this build reads 1)");
@@ -603,7 +603,7 @@ std::vector<float> decode_embedding(const std::string& blob, std::vector<int64_t
   if (ndim > kMaxNdim) fail(what, ": embedding blob claims ", int(ndim), " dimensions (max 8)");
   const size_t header = kBlobHeader + 8 * size_t(ndim);
   if (blob.size() < header) {
-    fail(what, ": embedding blob truncated (", blob.size(), " bytes, its header needs ", header,
+    fail_corrupt(what, ": embedding blob truncated (", blob.size(), " bytes, its header needs ", header,
          ")");
   }
   std::vector<int64_t> dims(ndim);
@@ -753,7 +753,9 @@ struct Store::Impl {
   rocksdb::ColumnFamilyHandle* cf(Cf c) const { return handles[c]; }
 
   [[noreturn]] void fail_status(const std::string& doing, const rocksdb::Status& st) const {
-    fail(path, ": ", doing, " failed: ", st.ToString());
+    if (st.IsCorruption()) fail_corrupt(path, ": ", doing, " failed: ", st.ToString());
+    if (st.IsInvalidArgument()) fail(path, ": ", doing, " failed: ", st.ToString());
+    fail_io(path, ": ", doing, " failed: ", st.ToString());
   }
 
   // Gets a value; false when absent.
@@ -826,12 +828,12 @@ std::string cf_list(const std::vector<std::string>& names) {
 [[noreturn]] void fail_open(const std::string& path, const rocksdb::Status& st) {
   const std::string msg = st.ToString();
   if (st.IsIOError() && msg.find("lock") != std::string::npos) {
-    fail(path, ": the store is locked (is another cocom process using it?): ", msg);
+    fail_io(path, ": the store is locked (is another cocom process using it?): ", msg);
   }
   if (st.IsCorruption() || msg.find("MANIFEST") != std::string::npos) {
-    fail(path, ": the store is damaged (RocksDB: ", msg, ")");
+    fail_corrupt(path, ": the store is damaged (RocksDB: ", msg, ")");
   }
-  fail(path, ": cannot open the store: ", msg);
+  fail_io(path, ": cannot open the store: ", msg);
 }
 
 template <typename T>
@@ -846,7 +848,7 @@ std::string show(const T& v) {
 template <typename T>
 void check_field(const std::string& path, const char* field, const T& stored, const T& wanted) {
   if (stored == wanted) return;
-  fail(path, ": the store was built with ", field, " ", show(stored), ", not ", show(wanted),
+  fail_precondition(path, ": the store was built with ", field, " ", show(stored), ", not ", show(wanted),
        " (its embeddings would be mixed with incompatible ones); use another --db or the "
        "original model");
 }
@@ -861,12 +863,12 @@ std::unique_ptr<Store::Impl> open_impl(const std::string& path, const Manifest* 
   }
   const bool has_db = exists && fs::exists(fs::path(path) / "CURRENT", ec);
   if (!has_db) {
-    if (!wanted) fail(path, ": no cocom store here (no RocksDB database)");
+    if (!wanted) fail_not_found(path, ": no cocom store here (no RocksDB database)");
     if (exists && !fs::is_empty(path, ec)) {
       fail(path, ": exists, is not empty and holds no cocom store; use another --db");
     }
     fs::create_directories(path, ec);
-    if (ec) fail(path, ": cannot create the store directory: ", ec.message());
+    if (ec) fail_io(path, ": cannot create the store directory: ", ec.message());
   }
 
   rocksdb::Options opt;
@@ -882,7 +884,7 @@ std::unique_ptr<Store::Impl> open_impl(const std::string& path, const Manifest* 
     if (!st.ok()) fail_open(path, st);
     for (int i = 0; i < kNumCf; ++i) {
       if (std::find(existing.begin(), existing.end(), kCfNames[i]) == existing.end()) {
-        fail(path, ": not a cocom store (RocksDB database without the column family '", kCfNames[i],
+        fail_corrupt(path, ": not a cocom store (RocksDB database without the column family '", kCfNames[i],
              "'; it has ", cf_list(existing), ")");
       }
     }
@@ -909,7 +911,7 @@ std::unique_ptr<Store::Impl> open_impl(const std::string& path, const Manifest* 
     std::unique_ptr<rocksdb::Iterator> it(
         impl->db->NewIterator(rocksdb::ReadOptions(), impl->cf(kDocuments)));
     it->SeekToFirst();
-    if (!wanted || it->Valid()) fail(path, ": not a cocom store (no manifest)");
+    if (!wanted || it->Valid()) fail_corrupt(path, ": not a cocom store (no manifest)");
     impl->manifest = *wanted;
     impl->manifest.schema_version = kSchemaVersion;
     impl->counters = Counters{};
@@ -1121,7 +1123,7 @@ void Store::for_each_retriever_vector(
   std::unique_ptr<rocksdb::Iterator> it(
       im.db->NewIterator(rocksdb::ReadOptions(), im.cf(kRetriever)));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
-    if (it->key().size() != 8) fail(im.path, ": damaged key in the retriever column family");
+    if (it->key().size() != 8) fail_corrupt(im.path, ": damaged key in the retriever column family");
     const uint64_t id = key_id(it->key().data());
     fn(id, decode_embedding(it->value().ToString(), nullptr,
                             im.passage_what(id) + " retriever vector"));
@@ -1182,7 +1184,7 @@ std::vector<std::pair<uint64_t, double>> Store::bm25_search(const std::vector<st
       const rocksdb::Slice key = it->key();
       if (!key.starts_with(prefix)) break;
       if (key.size() != prefix.size() + 8 || it->value().size() != 4) {
-        fail(im.path, ": damaged posting for term '", term, "'");
+        fail_corrupt(im.path, ": damaged posting for term '", term, "'");
       }
       hits.emplace_back(key_id(key.data() + prefix.size()), get_le(it->value().data(), 4));
     }
