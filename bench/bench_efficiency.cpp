@@ -435,6 +435,7 @@ class Backend {
   // A token a forward pass practically never picks (stands in for EOS so that every run
   // decodes exactly label_length tokens).
   int64_t never_eos() const { return base_->ae_id(); }
+  int64_t tokenizer_size() const { return base_->decoder_tokenizer().size(); }
 
  private:
   const model::CocomModel& at_rate(int64_t r) {
@@ -579,6 +580,8 @@ Json run_efficiency(const EfficiencyBenchOptions& o) {
   model::SamplingOptions so;
   so.max_new_tokens = o.label_length;
   so.eos_id = be->never_eos();  // every run decodes exactly label_length tokens
+  // A random shape's vocabulary may be wider than the tokenizer its answers are decoded with.
+  so.vocab_limit = be->tokenizer_size();
 
   Json gen = Json::array(), comp = Json::array();
   std::string peak_method;

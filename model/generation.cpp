@@ -91,7 +91,11 @@ GenerationResult generate(const MistralModel& model, const at::Tensor& inputs_em
   for (int64_t step = 0; step < opt.max_new_tokens; ++step) {
     at::Tensor step_logits = out.logits.select(1, 0);  // [B, V]
     if (opt.keep_step_logits) logits_steps.push_back(step_logits.to(at::kCPU));
-    at::Tensor next = select_next_tokens(step_logits, opt, &gen);
+    at::Tensor next = select_next_tokens(
+        opt.vocab_limit > 0 && opt.vocab_limit < step_logits.size(-1)
+            ? step_logits.narrow(-1, 0, opt.vocab_limit)
+            : step_logits,
+        opt, &gen);
     next = next * unfinished + pad * (1 - unfinished);
     tokens.push_back(next.to(at::kCPU));
     if (step == 0) {

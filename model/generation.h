@@ -22,6 +22,9 @@ struct SamplingOptions {
   std::optional<int64_t> eos_id;  // default: config eos_token_id
   std::optional<int64_t> pad_id;  // written after a row's EOS; default: eos
   bool keep_step_logits = false;  // return the next-token logits of every step
+  // Only ids below this are ever chosen (0 = the whole vocabulary). For random-weight shapes
+  // whose vocabulary is wider than the tokenizer that reads their text (bench efficiency).
+  int64_t vocab_limit = 0;
 };
 
 struct GenerationResult {
