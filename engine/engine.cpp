@@ -123,17 +123,18 @@ void validate_options(const Options& o) {
     bad("Options::top_k " + std::to_string(o.top_k) + ": at most 1000 passages per question");
   if (o.threads < 0)
     bad("Options::threads " + std::to_string(o.threads) + ": must be 0 (all cores) or positive");
-  if (!storage::parse_embedding_dtype(o.embedding_dtype)) {
-    bad("Options::embedding_dtype '" + o.embedding_dtype + "': expected fp16, bf16, fp32 or int8");
+  if (o.embedding_dtype && !storage::parse_embedding_dtype(*o.embedding_dtype)) {
+    bad("Options::embedding_dtype '" + *o.embedding_dtype + "': expected fp16, bf16, fp32 or int8");
   }
-  if (o.index_factory.empty())
+  if (o.index_factory && o.index_factory->empty())
     bad("Options::index_factory is empty: use a FAISS factory string such as \"Flat\"");
-  if (o.context_max_length < 8 || o.context_max_length > 8192) {
-    bad("Options::context_max_length " + std::to_string(o.context_max_length) +
+  const int cml = o.context_max_length.value_or(128);
+  if (cml < 8 || cml > 8192) {
+    bad("Options::context_max_length " + std::to_string(cml) +
         ": must be between 8 and 8192 compressor tokens (the published models use 128)");
   }
-  if (o.chunk_overlap_tokens < 0 || o.chunk_overlap_tokens >= o.context_max_length) {
-    bad("Options::chunk_overlap_tokens " + std::to_string(o.chunk_overlap_tokens) +
+  if (o.chunk_overlap_tokens && (*o.chunk_overlap_tokens < 0 || *o.chunk_overlap_tokens >= cml)) {
+    bad("Options::chunk_overlap_tokens " + std::to_string(*o.chunk_overlap_tokens) +
         ": must be >= 0 and smaller than context_max_length");
   }
   check_generation(o.generation, "Options::generation");
@@ -244,8 +245,8 @@ Status Engine::Open(const Options& options, std::shared_ptr<Model> model,
     ko.retriever_dir = o.retriever_dir;
     ko.index_factory = o.index_factory;
     ko.embedding_dtype = o.embedding_dtype;
-    ko.context_max_length = o.context_max_length;
-    ko.chunk.overlap_tokens = o.chunk_overlap_tokens;
+    if (o.context_max_length) ko.context_max_length = *o.context_max_length;
+    if (o.chunk_overlap_tokens) ko.chunk_overlap_tokens = *o.chunk_overlap_tokens;
     ko.query_prefix = o.query_prefix;
     ko.passage_prefix = o.passage_prefix;
     ko.need_model = o.load_model_eagerly;

@@ -65,16 +65,50 @@ Json IngestSummary::to_json() const {
 
 KnowledgeStore::~KnowledgeStore() = default;
 
+namespace {
+
+std::string absolute_dir(const std::string& d) {
+  return d.empty() ? d : fs::absolute(d).lexically_normal().string();
+}
+
+// A setting asked for that differs from the one the store keeps.
+template <class T>
+void check_setting(const std::string& db, const char* option, const char* flag,
+                   const std::optional<T>& requested, const T& stored, bool stored_known) {
+  if (!requested || !stored_known || *requested == stored) return;
+  auto show = [](const T& v) {
+    if constexpr (std::is_same_v<T, std::string>) {
+      return "'" + v + "'";
+    } else {
+      return std::to_string(v);
+    }
+  };
+  fail(option, " (", flag, ") ", show(*requested), " conflicts with the store at ", db,
+       ", which keeps ", show(stored),
+       ": a store's settings are fixed when it is created (leave it unset, or use another --db)");
+}
+
+}  // namespace
+
 std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions& opt0) {
   std::unique_ptr<KnowledgeStore> ks(new KnowledgeStore());
   KnowledgeStoreOptions opt = opt0;
   if (opt.db.empty()) fail("--db: a store directory is required");
   const std::string settings_path = join_path(opt.db, kSettingsFile);
-  Json settings = file_exists(settings_path) ? read_json_file(settings_path) : Json::object();
-  const bool exists = dir_exists(opt.db) && file_exists(settings_path);
+  bool exists = file_exists(join_path(opt.db, "CURRENT"));
+  if (exists) {
+    storage::Manifest none;
+    none.schema_version = 0;  // no field set: nothing checked, nothing created
+    ks->store_ = storage::Store::open(opt.db, none);
+    if (ks->store_->manifest().schema_version == 0) {
+      ks->store_.reset();  // a creation cut off before its manifest: create it again
+      exists = false;
+    }
+  }
   if (!exists && !opt.create_if_missing) {
-    fail_not_found("--db ", opt.db, ": no cocom store here (check the path, or create the store first with "
-         "cocom ingest --db DIR)");
+    fail_not_found("--db ", opt.db,
+                   ": no cocom store here (check the path, or create the store first with "
+                   "cocom ingest --db DIR)");
   }
   if (opt.model) {
     if (!opt.model_dir.empty() && fs::path(opt.model_dir).lexically_normal() !=
@@ -84,28 +118,86 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
     }
     opt.model_dir = opt.model->dir();
   }
-  if (opt.model_dir.empty()) opt.model_dir = json_string_or(settings, "model", "", settings_path);
-  if (opt.retriever_dir.empty()) opt.retriever_dir = json_string_or(settings, "retriever", "", settings_path);
-  if (exists) {
-    opt.index_factory = json_string_or(settings, "index_factory", opt.index_factory, settings_path);
-    opt.embedding_dtype = json_string_or(settings, "embedding_dtype", opt.embedding_dtype, settings_path);
-    opt.context_max_length = json_int_or(settings, "context_max_length", opt.context_max_length, settings_path);
-  }
-  if (!exists && opt.model_dir.empty()) {
-    opt.model_dir = DefaultModelDir();
-    if (opt.model_dir.empty()) {
-      fail("--db ", opt.db,
-           ": no store there yet and no default model was found (models/default, "
-           "$COCOM_DEFAULT_MODEL); pass --model DIR (a COCOM checkpoint) to create one");
-    }
-    log::info("creating {} with the default model {}", opt.db, opt.model_dir);
-  }
-  auto dtype = storage::parse_embedding_dtype(opt.embedding_dtype);
-  if (!dtype) fail("--embedding-dtype ", opt.embedding_dtype, ": expected fp16, bf16, fp32 or int8");
 
-  storage::Manifest mf;
-  mf.embedding_dtype = *dtype;
-  mf.index_factory = opt.index_factory;
+  // The settings: the stored ones for an existing store (upgraded from cocom-db.json for a
+  // store made before the manifest kept them), the requested or default ones for a new one.
+  storage::Manifest st;  // settings part only
+  storage::Manifest stored;
+  if (exists) {
+    stored = ks->store_->manifest();
+    Json legacy = file_exists(settings_path) ? read_json_file(settings_path) : Json::object();
+    const std::string& db = opt.db;
+    check_setting(db, "Options::index_factory", "--index", opt.index_factory, stored.index_factory,
+                  true);
+    check_setting(db, "Options::embedding_dtype", "--embedding-dtype", opt.embedding_dtype,
+                  std::string(storage::embedding_dtype_name(stored.embedding_dtype)), true);
+    st = stored;
+    if (stored.context_max_length <= 0) {
+      st.context_max_length = json_int_or(legacy, "context_max_length",
+                                          opt.context_max_length.value_or(128), settings_path);
+    }
+    check_setting(db, "Options::context_max_length", "--context-max-length",
+                  opt.context_max_length, st.context_max_length, true);
+    check_setting(db, "Options::chunk_overlap_tokens", "--overlap", opt.chunk_overlap_tokens,
+                  stored.chunk_overlap_tokens, stored.chunk_overlap_tokens >= 0);
+    if (stored.chunk_overlap_tokens < 0) st.chunk_overlap_tokens = opt.chunk_overlap_tokens.value_or(0);
+    check_setting(db, "Options::query_prefix", "--query-prefix", opt.query_prefix,
+                  stored.query_prefix, stored.has_prefixes);
+    check_setting(db, "Options::passage_prefix", "--passage-prefix", opt.passage_prefix,
+                  stored.passage_prefix, stored.has_prefixes);
+    if (!stored.has_prefixes) {
+      st.has_prefixes = true;
+      st.query_prefix = opt.query_prefix.value_or("");
+      st.passage_prefix = opt.passage_prefix.value_or("");
+    }
+    if (st.model_dir.empty()) st.model_dir = json_string_or(legacy, "model", "", settings_path);
+    if (st.retriever_dir.empty()) {
+      st.retriever_dir = json_string_or(legacy, "retriever", "", settings_path);
+    }
+    if (opt.model_dir.empty()) opt.model_dir = st.model_dir;
+    if (opt.retriever_dir.empty()) opt.retriever_dir = st.retriever_dir;
+  } else {
+    st.index_factory = opt.index_factory.value_or("Flat");
+    const std::string dt = opt.embedding_dtype.value_or("fp16");
+    auto dtype = storage::parse_embedding_dtype(dt);
+    if (!dtype) fail("--embedding-dtype ", dt, ": expected fp16, bf16, fp32 or int8");
+    st.embedding_dtype = *dtype;
+    st.context_max_length = opt.context_max_length.value_or(128);
+    st.chunk_overlap_tokens = opt.chunk_overlap_tokens.value_or(0);
+    st.has_prefixes = true;
+    st.query_prefix = opt.query_prefix.value_or("");
+    st.passage_prefix = opt.passage_prefix.value_or("");
+    if (opt.model_dir.empty()) {
+      opt.model_dir = DefaultModelDir();
+      if (opt.model_dir.empty()) {
+        fail("--db ", opt.db,
+             ": no store there yet and no default model was found (models/default, "
+             "$COCOM_DEFAULT_MODEL); pass --model DIR (a COCOM checkpoint) to create one");
+      }
+      log::info("creating {} with the default model {}", opt.db, opt.model_dir);
+    }
+  }
+  if (st.context_max_length < 8 || st.context_max_length > 8192) {
+    fail("context_max_length ", st.context_max_length, " (--context-max-length): must be between 8 and 8192");
+  }
+  if (st.chunk_overlap_tokens < 0 || st.chunk_overlap_tokens >= st.context_max_length) {
+    fail("chunk_overlap_tokens ", st.chunk_overlap_tokens,
+         " (--overlap): must be >= 0 and smaller than context_max_length ", st.context_max_length);
+  }
+  opt.index_factory = st.index_factory;
+  opt.embedding_dtype = storage::embedding_dtype_name(st.embedding_dtype);
+  opt.context_max_length = st.context_max_length;
+  opt.chunk_overlap_tokens = st.chunk_overlap_tokens;
+  opt.query_prefix = st.query_prefix;
+  opt.passage_prefix = st.passage_prefix;
+
+  // Identity: the model and the retriever that made (or will make) what the store holds.
+  storage::Manifest mf = st;
+  mf.schema_version = storage::kSchemaVersion;
+  mf.compressor_fingerprint.clear();
+  mf.compr_rate = mf.embeddings_per_passage = mf.embedding_dim = 0;
+  mf.retriever_fingerprint.clear();
+  mf.retriever_dim = 0;
   if (!opt.need_model && exists && !opt0.model_dir.empty()) {
     // The model is loaded later (loaded_model()); an explicitly named one must still be the
     // one the stored embeddings were made with (a cheap check: no weights are read).
@@ -118,19 +210,35 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
     const int64_t r = ks->model_->config().compr_rate;
     mf.compressor_fingerprint = cocom_fingerprint(opt.model_dir);
     mf.compr_rate = r;
-    mf.embeddings_per_passage = (opt.context_max_length + r - 1) / r;
+    mf.embeddings_per_passage = (st.context_max_length + r - 1) / r;
     mf.embedding_dim = ks->model_->decoder().config().hidden_size;
+    if (!exists) {
+      mf.ingest_weights = model::weight_format_name(ks->model_->decoder().weight_format());
+    }
   }
   if (!opt.retriever_dir.empty()) {
     index::RetrieverOptions ro;
-    ro.query_prefix = opt.query_prefix;
-    ro.passage_prefix = opt.passage_prefix;
+    ro.query_prefix = st.query_prefix;
+    ro.passage_prefix = st.passage_prefix;
     ro.device = opt.cocom.device;
     ks->retriever_ = index::Retriever::load(opt.retriever_dir, ro);
     mf.retriever_fingerprint = ks->retriever_->fingerprint();
     mf.retriever_dim = ks->retriever_->dim();
   }
-  ks->store_ = storage::Store::open(opt.db, mf);
+  if (!opt.model_dir.empty()) mf.model_dir = absolute_dir(opt.model_dir);
+  if (!opt.retriever_dir.empty()) mf.retriever_dir = absolute_dir(opt.retriever_dir);
+  if (exists) {
+    ks->store_->check(mf);
+    const bool changed = mf.context_max_length != stored.context_max_length ||
+                         mf.chunk_overlap_tokens != stored.chunk_overlap_tokens ||
+                         mf.has_prefixes != stored.has_prefixes ||
+                         mf.model_dir != stored.model_dir ||
+                         mf.retriever_dir != stored.retriever_dir;
+    if (changed) ks->store_->set_settings(mf);  // an upgraded store, or a moved checkpoint
+  } else {
+    ks->store_ = storage::Store::open(opt.db, mf);
+  }
+  ks->opt_ = opt;
   if (ks->retriever_) {
     ks->index_path_ = join_path(opt.db, "dense.faiss");
     const uint64_t seq = ks->store_->sequence();
@@ -144,22 +252,49 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
         log::warn("{}; rebuilding the dense index from RocksDB", e.what());
       }
     }
-    if (!fresh) {
-      ks->opt_.index_factory = opt.index_factory;
-      ks->rebuild_dense();
-    }
+    if (!fresh) ks->rebuild_dense();
   }
-  Json s = settings;
-  if (!opt.model_dir.empty()) s["model"] = fs::absolute(opt.model_dir).lexically_normal().string();
-  if (!opt.retriever_dir.empty()) {
-    s["retriever"] = fs::absolute(opt.retriever_dir).lexically_normal().string();
-  }
-  s["index_factory"] = opt.index_factory;
-  s["embedding_dtype"] = opt.embedding_dtype;
-  s["context_max_length"] = opt.context_max_length;
-  if (s != settings) write_json_file(settings_path, s);
-  ks->opt_ = opt;
+  ks->write_settings_view();
   return ks;
+}
+
+void KnowledgeStore::write_settings_view() const {
+  // cocom-db.json: what the manifest says, for people and scripts (never read back, except to
+  // upgrade a store made before the manifest kept its settings).
+  const storage::Manifest m = store_->manifest();
+  Json s;
+  s["model"] = m.model_dir;
+  s["retriever"] = m.retriever_dir;
+  s["index_factory"] = m.index_factory;
+  s["embedding_dtype"] = storage::embedding_dtype_name(m.embedding_dtype);
+  s["context_max_length"] = m.context_max_length;
+  s["chunk_overlap_tokens"] = m.chunk_overlap_tokens;
+  s["query_prefix"] = m.query_prefix;
+  s["passage_prefix"] = m.passage_prefix;
+  s["ingest_weights"] = m.ingest_weights;
+  s["compressor_fingerprint"] = m.compressor_fingerprint;
+  s["compr_rate"] = m.compr_rate;
+  s["embedding_shape"] = {m.embeddings_per_passage, m.embedding_dim};
+  s["note"] = "a view of the store's manifest (in RocksDB); editing it changes nothing";
+  const std::string path = join_path(store_->path(), kSettingsFile);
+  Json old = file_exists(path) ? read_json_file(path) : Json();
+  if (old != s) write_json_file(path, s);
+}
+
+void KnowledgeStore::check_ingest_weights(const model::CocomModel& m) {
+  const std::string w = model::weight_format_name(m.decoder().weight_format());
+  storage::Manifest mf = store_->manifest();
+  if (mf.ingest_weights.empty()) {
+    mf.ingest_weights = w;
+    store_->set_settings(mf);
+    write_settings_view();
+    return;
+  }
+  if (mf.ingest_weights != w) {
+    fail("the embeddings of the store at ", store_->path(), " were made with ", mf.ingest_weights,
+         " decoder weights; ingesting with ", w, " would mix embeddings of two models "
+         "(Options::weights / --weights ", mf.ingest_weights, ")");
+  }
 }
 
 const model::CocomModel* KnowledgeStore::model() const {
@@ -177,7 +312,7 @@ void KnowledgeStore::check_model(const model::CocomModel& m, const std::string& 
          "); pass the original --model, or ingest into a new store");
   }
   const int64_t r = m.config().compr_rate;
-  const int64_t n = (opt_.context_max_length + r - 1) / r;
+  const int64_t n = (*opt_.context_max_length + r - 1) / r;
   const int64_t h = m.decoder().config().hidden_size;
   if ((mf.embeddings_per_passage && mf.embeddings_per_passage != n) ||
       (mf.embedding_dim && mf.embedding_dim != h)) {
@@ -215,7 +350,7 @@ const model::CocomModel& KnowledgeStore::loaded_model() const { return *shared_m
 void KnowledgeStore::rebuild_dense() {
   // Built aside (writers are serialised, so the store does not change meanwhile), then
   // swapped in under the exclusive lock so that searches never see a half-built index.
-  auto fresh = index::DenseIndex::create(opt_.index_factory, retriever_->dim());
+  auto fresh = index::DenseIndex::create(*opt_.index_factory, retriever_->dim());
   std::vector<uint64_t> ids;
   std::vector<float> vecs;
   store_->for_each_retriever_vector([&](uint64_t id, const std::vector<float>& v) {
@@ -268,7 +403,7 @@ void KnowledgeStore::ingest_one(const Document& doc,
   std::vector<std::string> texts;
   for (const auto& p : ps) texts.push_back(p.text);
   at::Tensor emb =
-      compress::compress_passages(m, texts, opt_.context_max_length, opt_.compress_batch_size)
+      compress::compress_passages(m, texts, *opt_.context_max_length, opt_.compress_batch_size)
           .contiguous();
   at::Tensor rv;
   if (retriever_) rv = retriever_->embed_passages(texts).contiguous();
@@ -354,6 +489,7 @@ IngestSummary KnowledgeStore::ingest_all(const std::vector<Document>& docs, Inge
   std::lock_guard<std::mutex> writer(write_mu_);
   auto t0 = std::chrono::steady_clock::now();
   const model::CocomModel& m = loaded_model();
+  if (!docs.empty()) check_ingest_weights(m);
   const bool light = m.config().light();
   const model::Tokenizer& tok = light ? *m.compressor_tokenizer() : m.decoder_tokenizer();
   // Tokens of the compressor's input: BERT adds [CLS] [SEP]; the decoder compressor wraps the
@@ -361,8 +497,9 @@ IngestSummary KnowledgeStore::ingest_all(const std::vector<Document>& docs, Inge
   auto count = [&](const std::string& text) -> int64_t {
     return static_cast<int64_t>(tok.encode(text, light).size()) + (light ? 0 : 3);
   };
-  ChunkOptions co = opt_.chunk;
-  co.max_tokens = opt_.context_max_length;
+  ChunkOptions co;
+  co.max_tokens = *opt_.context_max_length;
+  co.overlap_tokens = *opt_.chunk_overlap_tokens;
   IngestProgress pr;
   pr.documents_total = docs.size();
   for (const Document& doc : docs) {
@@ -518,7 +655,7 @@ Json KnowledgeStore::info() const {
   j["compr_rate"] = mf.compr_rate;
   j["embedding_shape"] = {mf.embeddings_per_passage, mf.embedding_dim};
   j["embedding_dtype"] = storage::embedding_dtype_name(mf.embedding_dtype);
-  j["context_max_length"] = opt_.context_max_length;
+  j["context_max_length"] = *opt_.context_max_length;
   j["retriever_fingerprint"] = mf.retriever_fingerprint;
   j["index_factory"] = mf.index_factory;
   j["documents"] = st.documents;

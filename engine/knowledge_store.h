@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <vector>
@@ -23,17 +24,21 @@ class Retriever;
 
 namespace cocom::engine {
 
+// The store's settings live in its manifest (RocksDB), fixed when it is created. Unset
+// settings below take the stored values (or the defaults, for a new store); a set one that
+// differs from the stored value is refused, naming both. cocom-db.json beside the store is a
+// view of the manifest (read only to upgrade stores made before the manifest kept them).
 struct KnowledgeStoreOptions {
   std::string db;             // store directory
-  std::string model_dir;      // COCOM checkpoint; remembered in the store after the first ingest
+  std::string model_dir;      // COCOM checkpoint; empty = where the store last found it
   std::string retriever_dir;  // dense retriever (optional; BM25 works without)
-  std::string index_factory = "Flat";
-  std::string embedding_dtype = "fp16";  // fp16 | bf16 | fp32
-  int64_t context_max_length = 128;
+  std::optional<std::string> index_factory;    // default "Flat"
+  std::optional<std::string> embedding_dtype;  // fp16 | bf16 | fp32 | int8; default fp16
+  std::optional<int64_t> context_max_length;   // default 128
+  std::optional<int64_t> chunk_overlap_tokens;  // default 0
+  std::optional<std::string> query_prefix, passage_prefix;  // retriever prefixes; default ""
   int64_t compress_batch_size = 8;
-  ChunkOptions chunk;  // max_tokens follows context_max_length
   model::CocomLoadOptions cocom;
-  std::string query_prefix, passage_prefix;  // retriever prefixes
   bool need_model = true;  // false for search/rm/info: the COCOM model is not loaded
   // A model already loaded (and shared with other stores): used instead of loading model_dir,
   // which then defaults to its directory. It must be the model the store was built with.
@@ -120,10 +125,15 @@ class KnowledgeStore {
   const storage::Store& store() const { return *store_; }
   bool has_dense() const { return retriever_ != nullptr; }
   const KnowledgeStoreOptions& options() const { return opt_; }
+  // The settings in force (the stored ones).
+  int64_t context_max_length() const { return *opt_.context_max_length; }
 
  private:
   KnowledgeStore() = default;
   void save_index();
+  void write_settings_view() const;
+  // Ingestion must use the decoder weight format the stored embeddings were made with.
+  void check_ingest_weights(const model::CocomModel& m);
   void rebuild_dense();
   void ingest_one(const Document& doc, const std::function<int64_t(const std::string&)>& count,
                   const ChunkOptions& co, IngestSummary* sum, IngestProgress* pr);

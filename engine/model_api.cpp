@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 
 #include "cocom/cocom.h"
 #include "common/json_util.h"
@@ -207,19 +208,23 @@ Result<ContextEmbeddings> Model::Compress(const std::vector<std::string>& passag
   return out;
 }
 
-Result<Generation> Model::Generate(const std::string& question, const ContextEmbeddings& contexts,
-                                   const GenerationOptions& options,
-                                   const TokenCallback& on_token) const {
+namespace {
+
+// Model::Generate and GenerateFromText: checks, the one answer loop, the public result.
+// `fill` completes the request (contexts or passages) once the question is known to be good.
+Result<Generation> generate_with(const char* what, const model::CocomModel& m,
+                                 const std::string& question, const GenerationOptions& options,
+                                 const TokenCallback& on_token,
+                                 const std::function<void(generate::AnswerRequest*)>& fill) {
   Generation g;
-  Status s = guard("Generate", [&] {
+  Status s = guard(what, [&] {
     if (question.find_first_not_of(" \t\r\n") == std::string::npos) {
       throw_status(Status::InvalidArgument("the question is empty"));
     }
     check_generation(options, "GenerationOptions");
-    const model::CocomModel& m = *impl_->m;
     generate::AnswerRequest req;
     req.question = question;
-    req.contexts = contexts_tensor(m, contexts, "contexts");
+    fill(&req);
     AnswerRun run = run_answer(m, std::move(req), options, on_token ? &on_token : nullptr);
     g.text = std::move(run.text);
     g.cancelled = run.cancelled;
@@ -229,27 +234,24 @@ Result<Generation> Model::Generate(const std::string& question, const ContextEmb
   return g;
 }
 
+}  // namespace
+
+Result<Generation> Model::Generate(const std::string& question, const ContextEmbeddings& contexts,
+                                   const GenerationOptions& options,
+                                   const TokenCallback& on_token) const {
+  const model::CocomModel& m = *impl_->m;
+  return generate_with("Generate", m, question, options, on_token,
+                       [&](generate::AnswerRequest* r) {
+                         r->contexts = contexts_tensor(m, contexts, "contexts");
+                       });
+}
+
 Result<Generation> Model::GenerateFromText(const std::string& question,
                                            const std::vector<std::string>& passages,
                                            const GenerationOptions& options,
                                            const TokenCallback& on_token) const {
-  Generation g;
-  Status s = guard("GenerateFromText", [&] {
-    if (question.find_first_not_of(" \t\r\n") == std::string::npos) {
-      throw_status(Status::InvalidArgument("the question is empty"));
-    }
-    check_generation(options, "GenerationOptions");
-    generate::AnswerRequest req;
-    req.question = question;
-    req.passages = passages;
-    AnswerRun run =
-        run_answer(*impl_->m, std::move(req), options, on_token ? &on_token : nullptr);
-    g.text = std::move(run.text);
-    g.cancelled = run.cancelled;
-    g.timings = run.timings;
-  });
-  if (!s.ok()) return s;
-  return g;
+  return generate_with("GenerateFromText", *impl_->m, question, options, on_token,
+                       [&](generate::AnswerRequest* r) { r->passages = passages; });
 }
 
 ContextEmbeddings ContextEmbeddings::Slice(int64_t first, int64_t n) const {

@@ -688,7 +688,7 @@ EvalReport run_evaluation(const EvalOptions& opt) {
   rep.db = opt.db;
   rep.k = opt.k;
   rep.model = l.store ? l.store->options().model_dir : l.model_dir;
-  rep.context_max_length = l.store ? l.store->options().context_max_length : opt.context_max_length;
+  rep.context_max_length = l.store ? l.store->context_max_length() : opt.context_max_length;
   if (opt.task == "qa") {
     run_qa(opt, l, qa, &rep, t0);
   } else {

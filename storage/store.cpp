@@ -357,6 +357,15 @@ Json manifest_json(const Manifest& m) {
   j["retriever_fingerprint"] = m.retriever_fingerprint;
   j["retriever_dim"] = m.retriever_dim;
   j["index_factory"] = m.index_factory;
+  if (m.context_max_length > 0) j["context_max_length"] = m.context_max_length;
+  if (m.chunk_overlap_tokens >= 0) j["chunk_overlap_tokens"] = m.chunk_overlap_tokens;
+  if (m.has_prefixes) {
+    j["query_prefix"] = m.query_prefix;
+    j["passage_prefix"] = m.passage_prefix;
+  }
+  if (!m.ingest_weights.empty()) j["ingest_weights"] = m.ingest_weights;
+  if (!m.model_dir.empty()) j["model_dir"] = m.model_dir;
+  if (!m.retriever_dir.empty()) j["retriever_dir"] = m.retriever_dir;
   return j;
 }
 
@@ -375,6 +384,14 @@ Manifest manifest_from_json(const Json& j, const std::string& origin) {
   m.retriever_fingerprint = json_string_or(j, "retriever_fingerprint", "", origin);
   m.retriever_dim = json_int_or(j, "retriever_dim", 0, origin);
   m.index_factory = json_string_or(j, "index_factory", "Flat", origin);
+  m.context_max_length = json_int_or(j, "context_max_length", 0, origin);
+  m.chunk_overlap_tokens = json_int_or(j, "chunk_overlap_tokens", -1, origin);
+  m.has_prefixes = j.contains("query_prefix");
+  m.query_prefix = json_string_or(j, "query_prefix", "", origin);
+  m.passage_prefix = json_string_or(j, "passage_prefix", "", origin);
+  m.ingest_weights = json_string_or(j, "ingest_weights", "", origin);
+  m.model_dir = json_string_or(j, "model_dir", "", origin);
+  m.retriever_dir = json_string_or(j, "retriever_dir", "", origin);
   return m;
 }
 
@@ -853,6 +870,31 @@ void check_field(const std::string& path, const char* field, const T& stored, co
        "original model");
 }
 
+// Every field `w` sets must equal the stored one (`m`).
+void check_manifest(const std::string& path, const Manifest& m, const Manifest& w) {
+  if (w.schema_version != 0)
+    check_field(path, "schema version", m.schema_version, w.schema_version);
+  if (!w.compressor_fingerprint.empty()) {
+    check_field(path, "compressor", m.compressor_fingerprint, w.compressor_fingerprint);
+  }
+  if (w.compr_rate != 0) check_field(path, "compression rate", m.compr_rate, w.compr_rate);
+  if (w.embeddings_per_passage != 0) {
+    check_field(path, "embeddings per passage", m.embeddings_per_passage,
+                w.embeddings_per_passage);
+  }
+  if (w.embedding_dim != 0) {
+    check_field(path, "embedding dim", m.embedding_dim, w.embedding_dim);
+    // The dtype has no "unset" value: it is checked when the caller describes the
+    // embeddings it will write (a non-zero embedding_dim).
+    check_field(path, "embedding dtype", std::string(embedding_dtype_name(m.embedding_dtype)),
+                std::string(embedding_dtype_name(w.embedding_dtype)));
+  }
+  if (!w.retriever_fingerprint.empty()) {
+    check_field(path, "retriever", m.retriever_fingerprint, w.retriever_fingerprint);
+  }
+  if (w.retriever_dim != 0) check_field(path, "retriever dim", m.retriever_dim, w.retriever_dim);
+}
+
 std::unique_ptr<Store::Impl> open_impl(const std::string& path, const Manifest* wanted) {
   if (path.empty()) fail("store path is empty");
   std::error_code ec;
@@ -912,6 +954,13 @@ std::unique_ptr<Store::Impl> open_impl(const std::string& path, const Manifest* 
         impl->db->NewIterator(rocksdb::ReadOptions(), impl->cf(kDocuments)));
     it->SeekToFirst();
     if (!wanted || it->Valid()) fail_corrupt(path, ": not a cocom store (no manifest)");
+    if (wanted->schema_version == 0) {
+      // Opened to read its manifest, but its creation was cut off before the first write:
+      // nothing is written; the caller sees schema_version 0 and creates it properly.
+      impl->manifest = Manifest{};
+      impl->manifest.schema_version = 0;
+      return impl;
+    }
     impl->manifest = *wanted;
     impl->manifest.schema_version = kSchemaVersion;
     impl->counters = Counters{};
@@ -937,30 +986,7 @@ std::unique_ptr<Store::Impl> open_impl(const std::string& path, const Manifest* 
     fail(path, ": the store has schema version ", m.schema_version, ", this build reads up to ",
          kSchemaVersion, "; use a newer cocom");
   }
-  if (wanted) {
-    const Manifest& w = *wanted;
-    if (w.schema_version != 0)
-      check_field(path, "schema version", m.schema_version, w.schema_version);
-    if (!w.compressor_fingerprint.empty()) {
-      check_field(path, "compressor", m.compressor_fingerprint, w.compressor_fingerprint);
-    }
-    if (w.compr_rate != 0) check_field(path, "compression rate", m.compr_rate, w.compr_rate);
-    if (w.embeddings_per_passage != 0) {
-      check_field(path, "embeddings per passage", m.embeddings_per_passage,
-                  w.embeddings_per_passage);
-    }
-    if (w.embedding_dim != 0) {
-      check_field(path, "embedding dim", m.embedding_dim, w.embedding_dim);
-      // The dtype has no "unset" value: it is checked when the caller describes the
-      // embeddings it will write (a non-zero embedding_dim).
-      check_field(path, "embedding dtype", std::string(embedding_dtype_name(m.embedding_dtype)),
-                  std::string(embedding_dtype_name(w.embedding_dtype)));
-    }
-    if (!w.retriever_fingerprint.empty()) {
-      check_field(path, "retriever", m.retriever_fingerprint, w.retriever_fingerprint);
-    }
-    if (w.retriever_dim != 0) check_field(path, "retriever dim", m.retriever_dim, w.retriever_dim);
-  }
+  if (wanted) check_manifest(path, m, *wanted);
   return impl;
 }
 
@@ -977,7 +1003,42 @@ std::unique_ptr<Store> Store::open_existing(const std::string& path) {
   return std::unique_ptr<Store>(new Store(open_impl(path, nullptr)));
 }
 
-const Manifest& Store::manifest() const { return impl_->manifest; }
+void Store::check(const Manifest& wanted) const {
+  check_manifest(impl_->path, impl_->manifest, wanted);
+}
+
+void Store::set_settings(const Manifest& st) {
+  Manifest m = manifest();
+  m.context_max_length = st.context_max_length;
+  m.chunk_overlap_tokens = st.chunk_overlap_tokens;
+  m.has_prefixes = st.has_prefixes;
+  m.query_prefix = st.query_prefix;
+  m.passage_prefix = st.passage_prefix;
+  m.ingest_weights = st.ingest_weights;
+  m.model_dir = st.model_dir;
+  m.retriever_dir = st.retriever_dir;
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  rocksdb::Status s =
+      impl_->db->Put(wo, impl_->cf(kManifest), kManifestKey, dump_json(manifest_json(m)));
+  if (!s.ok()) impl_->fail_status("writing the manifest", s);
+  // Field by field: readers use the other fields without the lock (they never change).
+  Manifest& cur = impl_->manifest;
+  cur.context_max_length = m.context_max_length;
+  cur.chunk_overlap_tokens = m.chunk_overlap_tokens;
+  cur.has_prefixes = m.has_prefixes;
+  cur.query_prefix = m.query_prefix;
+  cur.passage_prefix = m.passage_prefix;
+  cur.ingest_weights = m.ingest_weights;
+  cur.model_dir = m.model_dir;
+  cur.retriever_dir = m.retriever_dir;
+}
+
+Manifest Store::manifest() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->manifest;
+}
 const std::string& Store::path() const { return impl_->path; }
 
 std::vector<uint64_t> Store::put_document(DocumentRecord doc, std::vector<NewPassage> passages) {

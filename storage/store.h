@@ -53,6 +53,18 @@ struct Manifest {
   std::string retriever_fingerprint;  // empty = no dense retriever (BM25 only)
   int64_t retriever_dim = 0;
   std::string index_factory = "Flat";
+
+  // The store's settings, fixed when it is created; the engine refuses an open that asks for
+  // other values. Stores made before they were kept here read as unknown (0, -1, false,
+  // empty) until the engine fills them in (set_settings).
+  int64_t context_max_length = 0;    // compressor tokens per passage
+  int64_t chunk_overlap_tokens = -1;  // tokens repeated between consecutive passages
+  bool has_prefixes = false;          // query_prefix / passage_prefix are known
+  std::string query_prefix, passage_prefix;  // the retriever's prompt prefixes
+  std::string ingest_weights;  // decoder weight format that made the embeddings ("" = none yet)
+  // Where the checkpoint and the retriever were last found (hints: identity is the
+  // fingerprints; a moved checkpoint is accepted when its fingerprint matches).
+  std::string model_dir, retriever_dir;
 };
 
 struct DocumentRecord {
@@ -93,12 +105,21 @@ class Store {
   // existing one must match it (schema version, compressor and retriever fingerprints,
   // embedding shape): otherwise throws cocom::Error naming the field, both values and the
   // path. Fields of `manifest` left empty/zero are not checked and take the stored value.
+  // A `manifest` with schema_version 0 checks nothing and creates nothing: it opens an
+  // existing database to read what it holds (manifest().schema_version is then 0 for a
+  // database whose creation was cut off before its manifest was written).
   static std::unique_ptr<Store> open(const std::string& path, const Manifest& manifest);
   // Opens an existing store read-only-ish for inspection (no manifest check).
   static std::unique_ptr<Store> open_existing(const std::string& path);
   ~Store();
 
-  const Manifest& manifest() const;
+  Manifest manifest() const;  // a copy: the settings part may change (set_settings)
+  // Fails (naming the field, the stored and the wanted value) when `wanted` disagrees with the
+  // stored manifest on a field it sets (fingerprints, rate, shape, dtype, retriever).
+  void check(const Manifest& wanted) const;
+  // Replaces the settings part of the manifest (context length .. retriever_dir; never the
+  // fingerprints, shape or dtype), durably.
+  void set_settings(const Manifest& settings);
   const std::string& path() const;
 
   // Adds or replaces a document with all its passages in ONE RocksDB WriteBatch: the

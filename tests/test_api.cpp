@@ -215,7 +215,7 @@ TEST(ApiOpen, BadOptionsAreNamed) {
        cocom::Status::Code::kInvalidArgument},
       {"chunk_overlap_tokens", [](cocom::Options& o) { o.chunk_overlap_tokens = -1; },
        cocom::Status::Code::kInvalidArgument},
-      {"index_factory", [](cocom::Options& o) { o.index_factory.clear(); },
+      {"index_factory", [](cocom::Options& o) { o.index_factory = ""; },
        cocom::Status::Code::kInvalidArgument},
       {"max_new_tokens", [](cocom::Options& o) { o.generation.max_new_tokens = 0; },
        cocom::Status::Code::kInvalidArgument},

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cmath>
+#include <functional>
 #include <filesystem>
 #include <limits>
 #include <mutex>
@@ -15,6 +16,8 @@
 #include "engine/api_internal.h"
 #include "engine/knowledge_store.h"
 #include "generate/cocom_generate.h"
+#include "storage/store.h"
+#include "common/json_util.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -271,5 +274,128 @@ TEST(ModelApi, LoggingGoesToTheCallbackAndLeavesSpdlogAlone) {
   e.reset();
   ASSERT_TRUE(cocom::Engine::Open(o, &e).ok());
   EXPECT_EQ(lines.size(), before);
+  fs::remove_all(dir);
+}
+
+// A store's settings live in its manifest: unset options take them, conflicting ones are
+// refused with both values named, cocom-db.json is only a view.
+TEST(StoreSettings, KeptInTheManifestAndConflictsRefused) {
+  const std::string dir = cocom::test::make_temp_dir("store-settings");
+  cocom::Options o;
+  o.db_path = dir + "/db";
+  o.model_dir = fx() + "/cocom";
+  o.embedding_dtype = "bf16";
+  o.context_max_length = 64;
+  o.chunk_overlap_tokens = 8;
+  o.query_prefix = "query: ";
+  std::unique_ptr<cocom::Engine> e;
+  ASSERT_TRUE(cocom::Engine::Open(o, &e).ok());
+  ASSERT_TRUE(e->IngestDocuments({{"d", "T", kPassages[0] + " " + kPassages[1], ""}}).ok());
+  e.reset();
+
+  // Nothing set: the stored values.
+  cocom::Options plain;
+  plain.db_path = dir + "/db";
+  plain.create_if_missing = false;
+  ASSERT_TRUE(cocom::Engine::Open(plain, &e).ok());
+  auto st = e->Stats();
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->embedding_dtype, "bf16");
+  EXPECT_EQ(st->embeddings_per_passage, 16);  // ceil(64 / 4)
+  cocom::Json j = cocom::parse_json_text(st->json, "stats");
+  EXPECT_EQ(j.at("context_max_length").get<int64_t>(), 64);
+  e.reset();
+
+  // The view says the same, and editing it changes nothing.
+  const std::string view = dir + "/db/cocom-db.json";
+  cocom::Json v = cocom::read_json_file(view);
+  EXPECT_EQ(v.at("context_max_length").get<int64_t>(), 64);
+  EXPECT_EQ(v.at("chunk_overlap_tokens").get<int64_t>(), 8);
+  EXPECT_EQ(v.at("query_prefix").get<std::string>(), "query: ");
+  EXPECT_EQ(v.at("ingest_weights").get<std::string>(), "fp32");
+  v["context_max_length"] = 999;
+  cocom::write_json_file(view, v);
+  ASSERT_TRUE(cocom::Engine::Open(plain, &e).ok());
+  EXPECT_EQ(e->Stats()->embeddings_per_passage, 16);
+  e.reset();
+
+  // Asking for other values: refused, both named, nothing changed.
+  struct Case {
+    const char* field;
+    std::function<void(cocom::Options&)> set;
+    const char* requested;
+    const char* stored;
+  };
+  const std::vector<Case> cases = {
+      {"embedding_dtype", [](cocom::Options& x) { x.embedding_dtype = "fp16"; }, "'fp16'", "'bf16'"},
+      {"context_max_length", [](cocom::Options& x) { x.context_max_length = 128; }, "128", "64"},
+      {"chunk_overlap_tokens", [](cocom::Options& x) { x.chunk_overlap_tokens = 0; }, "0", "8"},
+      {"query_prefix", [](cocom::Options& x) { x.query_prefix = ""; }, "''", "'query: '"},
+      {"index_factory", [](cocom::Options& x) { x.index_factory = "HNSW32"; }, "'HNSW32'", "'Flat'"},
+  };
+  for (const auto& c : cases) {
+    cocom::Options x = plain;
+    c.set(x);
+    cocom::Status s = cocom::Engine::Open(x, &e);
+    EXPECT_EQ(s.code(), cocom::Status::Code::kInvalidArgument) << c.field << ": " << s.ToString();
+    EXPECT_TRUE(has(s.message(), std::string("Options::") + c.field)) << s.ToString();
+    EXPECT_TRUE(has(s.message(), std::string(c.requested) + " conflicts")) << s.ToString();
+    EXPECT_TRUE(has(s.message(), std::string("keeps ") + c.stored)) << s.ToString();
+  }
+  // The same values as stored are fine.
+  cocom::Options same = o;
+  same.create_if_missing = false;
+  ASSERT_TRUE(cocom::Engine::Open(same, &e).ok());
+  e.reset();
+
+  // Another weight format answers, but does not ingest (its embeddings would differ).
+  cocom::Options q = plain;
+  q.weights = "int8";
+  ASSERT_TRUE(cocom::Engine::Open(q, &e).ok());
+  auto a = e->Ask("What does the GPL guarantee?", {1, cocom::SearchMode::kBm25, {}, {}});
+  EXPECT_TRUE(a.ok()) << a.status().ToString();
+  auto in = e->IngestDocuments({{"d2", "", kPassages[2], ""}});
+  EXPECT_EQ(in.status().code(), cocom::Status::Code::kInvalidArgument) << in.status().ToString();
+  EXPECT_TRUE(has(in.status().message(), "made with fp32 decoder weights; ingesting with int8"))
+      << in.status().ToString();
+  EXPECT_EQ(e->Stats()->documents, 1);
+  e.reset();
+  fs::remove_all(dir);
+}
+
+// A store made before the manifest kept its settings: they are read once from cocom-db.json
+// and written into the manifest.
+TEST(StoreSettings, OlderStoresAreUpgradedFromTheirJsonFile) {
+  const std::string dir = cocom::test::make_temp_dir("store-upgrade");
+  const std::string db = dir + "/db";
+  {
+    cocom::storage::Manifest m;  // the identity an older engine wrote, no settings
+    m.compressor_fingerprint = cocom::engine::cocom_fingerprint(fx() + "/cocom");
+    m.compr_rate = 4;
+    m.embeddings_per_passage = 8;  // context length 32
+    m.embedding_dim = 64;
+    auto store = cocom::storage::Store::open(db, m);
+    EXPECT_EQ(store->manifest().context_max_length, 0);
+  }
+  cocom::write_json_file(db + "/cocom-db.json",
+                         {{"model", fx() + "/cocom"},
+                          {"index_factory", "Flat"},
+                          {"embedding_dtype", "fp16"},
+                          {"context_max_length", 32}});
+  cocom::Options o;
+  o.db_path = db;
+  o.create_if_missing = false;
+  o.load_model_eagerly = true;
+  std::unique_ptr<cocom::Engine> e;
+  cocom::Status s = cocom::Engine::Open(o, &e);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  e.reset();
+  auto store = cocom::storage::Store::open(db, cocom::storage::Manifest{});
+  const cocom::storage::Manifest m = store->manifest();
+  EXPECT_EQ(m.context_max_length, 32);
+  EXPECT_EQ(m.chunk_overlap_tokens, 0);
+  EXPECT_TRUE(m.has_prefixes);
+  EXPECT_EQ(m.model_dir, fs::absolute(fx() + "/cocom").lexically_normal().string());
+  store.reset();
   fs::remove_all(dir);
 }

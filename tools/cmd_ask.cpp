@@ -80,7 +80,7 @@ int cmd_ask(const GlobalOptions& g, const AskArgs& a) {
   opt.decoder_tokenizer = a.decoder_tokenizer;
   opt.weights = a.weights;
   opt.compressor_tokenizer = a.compressor_tokenizer;
-  opt.query_prefix = a.query_prefix;
+  if (!a.query_prefix.empty()) opt.query_prefix = a.query_prefix;
   opt.create_if_missing = false;  // asking never creates a store
   opt.device = g.device;
   opt.threads = g.threads;

@@ -41,8 +41,9 @@ Options store_options(const GlobalOptions& g, const StoreArgs& a) {
   o.decoder_tokenizer = a.decoder_tokenizer;
   o.compressor_tokenizer = a.compressor_tokenizer;
   o.weights = a.weights;
-  o.query_prefix = a.query_prefix;
-  o.passage_prefix = a.passage_prefix;
+  // Empty flags leave the store's settings as they are.
+  if (!a.query_prefix.empty()) o.query_prefix = a.query_prefix;
+  if (!a.passage_prefix.empty()) o.passage_prefix = a.passage_prefix;
   return o;
 }
 
@@ -122,21 +123,10 @@ int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
   if (a.paths.empty()) fail("ingest: give at least one file or directory");
   Options o = store_options(g, a.store);
   o.load_model_eagerly = true;  // fail before reading anything when the model cannot load
-  o.chunk_overlap_tokens = static_cast<int>(a.overlap);
-  if (!a.store.embedding_dtype.empty() && !storage::parse_embedding_dtype(a.store.embedding_dtype)) {
-    fail("--embedding-dtype ", a.store.embedding_dtype, ": expected fp16, bf16, fp32 or int8");
-  }
+  if (a.overlap >= 0) o.chunk_overlap_tokens = static_cast<int>(a.overlap);
+  // A setting other than the store's own (dtype, index, overlap, prefixes) is refused by Open.
   std::unique_ptr<Engine> engine = open_engine(o);
   const Json info = stats_json(*engine);
-  {
-    // An existing store keeps the dtype it was made with; say so instead of ignoring the flag.
-    const std::string stored = info["embedding_dtype"].get<std::string>();
-    auto want = storage::parse_embedding_dtype(a.store.embedding_dtype);
-    if (want && stored != storage::embedding_dtype_name(*want)) {
-      fail("--embedding-dtype ", a.store.embedding_dtype, ": the store at ", a.store.db, " keeps ",
-           stored, " embeddings; a store's dtype cannot change (ingest into a new --db)");
-    }
-  }
   print_storage_estimate(info, info.value("context_max_length", int64_t{128}), a.paths);
   IngestOptions io;
   io.include = a.include;

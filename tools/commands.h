@@ -77,7 +77,7 @@ struct StoreArgs {
 struct IngestArgs {
   StoreArgs store;
   std::vector<std::string> paths, include, exclude;
-  int64_t overlap = 0;
+  int64_t overlap = -1;  // -1: unset (the store's, or 0 for a new store)
   bool json = false;
   bool progress_lines = false;  // one progress line per document, even when stderr is no terminal
 };

@@ -228,8 +228,9 @@ int main(int argc, char** argv) {
   add_store_options(c_ing, ing.store, true);
   c_ing->add_option("--include", ing.include, "glob of files to take (repeatable)");
   c_ing->add_option("--exclude", ing.exclude, "glob of files to skip (repeatable)");
-  c_ing->add_option("--overlap", ing.overlap, "tokens repeated between consecutive passages")
-      ->capture_default_str();
+  c_ing->add_option("--overlap", ing.overlap,
+                    "tokens repeated between consecutive passages (a new store: default 0; an "
+                    "existing one keeps its own)");
   c_ing->add_flag("--json", ing.json, "print a JSON summary");
   c_ing->add_flag("--progress-lines", ing.progress_lines,
                   "print one progress line per document to stderr (for logs; a terminal gets a "

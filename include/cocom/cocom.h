@@ -194,13 +194,18 @@ struct Options {
   // Answer from the passages' text instead of their context embeddings (the uncompressed
   // RAG baseline with the same decoder; for A/B comparisons).
   bool no_compress = false;
-  // Used when a store is created (later opens keep the stored values):
-  std::string index_factory = "Flat";    // FAISS factory string
-  std::string embedding_dtype = "fp16";  // fp16 | bf16 | fp32: context embeddings on disk
-  int context_max_length = 128;          // compressor tokens per passage
-  int chunk_overlap_tokens = 0;          // tokens repeated between consecutive passages
-  // Retriever prompt prefixes (e5-style models want "query: " / "passage: ").
-  std::string query_prefix, passage_prefix;
+  // The store's settings. They are kept in the store (its RocksDB manifest) when it is
+  // created and fixed from then on: unset = the stored value (or the default shown, for a
+  // new store); set to a value other than the stored one = Open fails with InvalidArgument
+  // naming both. (The model may move: Options::model_dir may name a new place as long as
+  // its fingerprint is the store's.) Ingesting with another `weights` format than the
+  // store's embeddings were made with is refused too; asking with another one is allowed.
+  std::optional<std::string> index_factory;    // FAISS factory string; "Flat"
+  std::optional<std::string> embedding_dtype;  // fp16 | bf16 | fp32 | int8 on disk; "fp16"
+  std::optional<int> context_max_length;       // compressor tokens per passage; 128
+  std::optional<int> chunk_overlap_tokens;     // tokens repeated between passages; 0
+  // Retriever prompt prefixes (e5-style models want "query: " / "passage: "); "".
+  std::optional<std::string> query_prefix, passage_prefix;
   // The library's log: level and destination. Unset (and no callback): left as it is, which
   // is warnings and errors on stderr unless an earlier Open chose otherwise. The library has
   // one logger for the process (the last Open that sets it wins) and never touches spdlog's
