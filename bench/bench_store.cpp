@@ -360,7 +360,7 @@ int run_store_bench(const StoreBenchOptions& opt) {
         auto ks = engine::KnowledgeStore::open(so);
         row.open_s = now_s() - t0;
         log(ck.name + ": ingesting " + std::to_string(row.documents) + " documents ...");
-        engine::IngestSummary sum = ks->ingest({docs}, engine::ReadOptions{});
+        engine::IngestSummary sum = ks->ingest({docs}, ingest::ReadOptions{});
         row.ingest_s = sum.seconds > 0 ? sum.seconds : 0;
         row.ingest_passages = sum.passages;
         ks.reset();

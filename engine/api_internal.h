@@ -16,6 +16,8 @@
 #include "common/log.h"
 #include "generate/cocom_generate.h"
 #include "model/cocom.h"
+#include "model/quant.h"
+#include "storage/store.h"
 
 namespace cocom {
 
@@ -118,6 +120,13 @@ inline void check_generation(const GenerationOptions& g, const std::string& wher
   if (!(g.top_p > 0 && g.top_p <= 1)) bad("top_p", "must be in (0, 1] (1 = off; --top-p)");
 }
 
+// The public format enums and the internal ones (one parser each: model/quant.h and
+// storage/store.h; the public Parse* functions wrap them).
+model::WeightFormat to_internal(WeightFormat f);
+WeightFormat to_public(model::WeightFormat f);
+storage::EmbeddingDType to_internal(EmbeddingDType d);
+EmbeddingDType to_public(storage::EmbeddingDType d);
+
 // The library's logger as Options / ModelOptions ask (left alone when they say nothing).
 void configure_logging(const std::optional<LogLevel>& level, const LogCallback& callback,
                        bool verbose);
@@ -148,7 +157,7 @@ struct InternalAccess {
   static std::shared_ptr<const model::CocomModel> cocom_model(const Engine& e);
   // The public Model around a loaded CocomModel (also for an Engine that loaded its own).
   static std::shared_ptr<Model> wrap_model(std::shared_ptr<const model::CocomModel> m,
-                                           const std::string& weights, const std::string& device);
+                                           const std::string& device);
 };
 
 }  // namespace cocom

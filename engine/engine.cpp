@@ -15,6 +15,7 @@
 
 #include "common/error.h"
 #include "common/json_util.h"
+#include "common/utf8.h"
 #include "engine/api_internal.h"
 #include "engine/knowledge_store.h"
 #include "model/runtime.h"
@@ -109,9 +110,16 @@ const char* code_name(Status::Code c) {
 }
 
 // Bytes per stored embedding value (int8 stores carry a small per-row scale besides).
-int64_t dtype_bytes(const std::string& name) {
-  if (name == "fp32") return 4;
-  if (name == "fp16" || name == "bf16") return 2;
+int64_t dtype_bytes(storage::EmbeddingDType t) {
+  switch (t) {
+    case storage::EmbeddingDType::F32:
+      return 4;
+    case storage::EmbeddingDType::F16:
+    case storage::EmbeddingDType::BF16:
+      return 2;
+    case storage::EmbeddingDType::I8:
+      break;
+  }
   return 1;
 }
 
@@ -123,9 +131,6 @@ void validate_options(const Options& o) {
     bad("Options::top_k " + std::to_string(o.top_k) + ": at most 1000 passages per question");
   if (o.threads < 0)
     bad("Options::threads " + std::to_string(o.threads) + ": must be 0 (all cores) or positive");
-  if (o.embedding_dtype && !storage::parse_embedding_dtype(*o.embedding_dtype)) {
-    bad("Options::embedding_dtype '" + *o.embedding_dtype + "': expected fp16, bf16, fp32 or int8");
-  }
   if (o.index_factory && o.index_factory->empty())
     bad("Options::index_factory is empty: use a FAISS factory string such as \"Flat\"");
   const int cml = o.context_max_length.value_or(128);
@@ -138,9 +143,6 @@ void validate_options(const Options& o) {
         ": must be >= 0 and smaller than context_max_length");
   }
   check_generation(o.generation, "Options::generation");
-  if (!model::parse_weight_format(o.weights)) {
-    bad("Options::weights '" + o.weights + "': expected fp32, bf16, int8 or int8g (--weights)");
-  }
   try {
     model::parse_device(o.device);
   } catch (const Error& e) {
@@ -244,7 +246,7 @@ Status Engine::Open(const Options& options, std::shared_ptr<Model> model,
     ko.create_if_missing = o.create_if_missing;
     ko.retriever_dir = o.retriever_dir;
     ko.index_factory = o.index_factory;
-    ko.embedding_dtype = o.embedding_dtype;
+    if (o.embedding_dtype) ko.embedding_dtype = EmbeddingDTypeName(*o.embedding_dtype);
     if (o.context_max_length) ko.context_max_length = *o.context_max_length;
     if (o.chunk_overlap_tokens) ko.chunk_overlap_tokens = *o.chunk_overlap_tokens;
     ko.query_prefix = o.query_prefix;
@@ -273,7 +275,7 @@ Status Engine::Open(const Options& options, std::shared_ptr<Model> model,
       ko.cocom.decoder_tokenizer = o.decoder_tokenizer;
       ko.cocom.compressor_tokenizer = o.compressor_tokenizer;
       ko.cocom.device = model::parse_device(o.device);
-      ko.cocom.decoder_weights = *model::parse_weight_format(o.weights);
+      ko.cocom.decoder_weights = to_internal(o.weights);
     }
     impl->ks = engine::KnowledgeStore::open(ko);
     check_mode(o.search_mode, impl->ks->has_dense(), "Options::search_mode");
@@ -285,7 +287,7 @@ Status Engine::Open(const Options& options, std::shared_ptr<Model> model,
 
 std::shared_ptr<Model> Engine::Impl::get_model() const {
   std::lock_guard<std::mutex> lock(model_mu);
-  if (!model) model = InternalAccess::wrap_model(ks->shared_model(), opt.weights, opt.device);
+  if (!model) model = InternalAccess::wrap_model(ks->shared_model(), opt.device);
   return model;
 }
 
@@ -311,7 +313,7 @@ Result<IngestStats> Engine::Ingest(const std::vector<std::string>& paths,
       if (!std::filesystem::exists(p))
         throw_status(Status::NotFound(p + ": no such file or directory"));
     }
-    engine::ReadOptions ro;
+    ingest::ReadOptions ro;
     ro.include = options.include;
     ro.exclude = options.exclude;
     out = to_stats(impl_->ks->ingest_paths(paths, ro, progress_fn(options)));
@@ -324,7 +326,7 @@ Result<IngestStats> Engine::IngestDocuments(const std::vector<Document>& documen
                                             const IngestOptions& options) {
   IngestStats out;
   Status s = guard("IngestDocuments", [&] {
-    std::vector<engine::Document> docs;
+    std::vector<ingest::Document> docs;
     std::vector<std::string> warnings;
     std::set<std::string> seen;
     for (size_t i = 0; i < documents.size(); ++i) {
@@ -337,13 +339,13 @@ Result<IngestStats> Engine::IngestDocuments(const std::vector<Document>& documen
         warnings.push_back("document id '" + d.id + "' given twice; the first one was kept");
         continue;
       }
-      engine::Document e;
+      ingest::Document e;
       e.id = d.id;
       e.title = d.title;
       e.text = d.text;
       e.source = d.source;
       e.meta_json = "{}";
-      size_t fixed = engine::repair_utf8(&e.text) + engine::repair_utf8(&e.title);
+      size_t fixed = utf8::repair(&e.text) + utf8::repair(&e.title);
       if (fixed > 0) {
         warnings.push_back("document '" + d.id + "': " + std::to_string(fixed) +
                            " invalid UTF-8 sequence(s) replaced with U+FFFD");
@@ -473,10 +475,10 @@ Result<EngineStats> Engine::Stats() const {
     st.compression_rate = mf.compr_rate;
     st.embeddings_per_passage = mf.embeddings_per_passage;
     st.embedding_dim = mf.embedding_dim;
-    st.embedding_dtype = storage::embedding_dtype_name(mf.embedding_dtype);
+    st.embedding_dtype = to_public(mf.embedding_dtype);
     st.index_factory = mf.index_factory;
     st.embedding_bytes = info.value("embeddings", int64_t{0}) * mf.embeddings_per_passage *
-                         mf.embedding_dim * dtype_bytes(st.embedding_dtype);
+                         mf.embedding_dim * dtype_bytes(mf.embedding_dtype);
     st.has_dense_retriever = impl_->ks->has_dense();
     st.model_loaded = impl_->ks->model_loaded();
     st.questions_answered = impl_->questions.load();

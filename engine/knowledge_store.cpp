@@ -380,17 +380,17 @@ void KnowledgeStore::save_index() {
   }
 }
 
-void KnowledgeStore::ingest_one(const Document& doc,
+void KnowledgeStore::ingest_one(const ingest::Document& doc,
                                 const std::function<int64_t(const std::string&)>& count,
-                                const ChunkOptions& co, IngestSummary* sum, IngestProgress* pr) {
+                                const ingest::ChunkOptions& co, IngestSummary* sum, IngestProgress* pr) {
   const model::CocomModel& m = loaded_model();
-  const std::string hash = content_hash(doc);
+  const std::string hash = ingest::content_hash(doc);
   std::optional<storage::DocumentRecord> old = store_->get_document(doc.id);
   if (old && old->content_hash == hash) {
     ++sum->unchanged;
     return;
   }
-  std::vector<Passage> ps = chunk_document(doc, co, count);
+  std::vector<ingest::Passage> ps = ingest::chunk_document(doc, co, count);
   if (ps.empty()) {
     // A document that lost all its text: its old passages must not stay searchable.
     if (old) {
@@ -450,7 +450,7 @@ void KnowledgeStore::ingest_one(const Document& doc,
   }
 }
 
-IngestSummary KnowledgeStore::ingest(const std::vector<std::string>& paths, const ReadOptions& ro,
+IngestSummary KnowledgeStore::ingest(const std::vector<std::string>& paths, const ingest::ReadOptions& ro,
                                      const std::function<void(const IngestProgress&)>& progress) {
   IngestProgressFn fn;
   if (progress) {
@@ -463,12 +463,12 @@ IngestSummary KnowledgeStore::ingest(const std::vector<std::string>& paths, cons
 }
 
 IngestSummary KnowledgeStore::ingest_paths(const std::vector<std::string>& paths,
-                                           const ReadOptions& ro,
+                                           const ingest::ReadOptions& ro,
                                            const IngestProgressFn& progress) {
   auto t0 = std::chrono::steady_clock::now();
   loaded_model();  // fail before reading anything when the model cannot be loaded
   IngestSummary sum;
-  ReadResult rr = read_paths(paths, ro);
+  ingest::ReadResult rr = ingest::read_paths(paths, ro);
   sum.skipped = rr.skipped;
   sum.warnings = rr.warnings;
   sum = ingest_all(rr.documents, std::move(sum), progress);
@@ -476,7 +476,7 @@ IngestSummary KnowledgeStore::ingest_paths(const std::vector<std::string>& paths
   return sum;
 }
 
-IngestSummary KnowledgeStore::ingest_documents(const std::vector<Document>& docs,
+IngestSummary KnowledgeStore::ingest_documents(const std::vector<ingest::Document>& docs,
                                                const IngestProgressFn& progress) {
   auto t0 = std::chrono::steady_clock::now();
   IngestSummary sum = ingest_all(docs, IngestSummary{}, progress);
@@ -484,7 +484,7 @@ IngestSummary KnowledgeStore::ingest_documents(const std::vector<Document>& docs
   return sum;
 }
 
-IngestSummary KnowledgeStore::ingest_all(const std::vector<Document>& docs, IngestSummary sum,
+IngestSummary KnowledgeStore::ingest_all(const std::vector<ingest::Document>& docs, IngestSummary sum,
                                          const IngestProgressFn& progress) {
   std::lock_guard<std::mutex> writer(write_mu_);
   auto t0 = std::chrono::steady_clock::now();
@@ -497,12 +497,12 @@ IngestSummary KnowledgeStore::ingest_all(const std::vector<Document>& docs, Inge
   auto count = [&](const std::string& text) -> int64_t {
     return static_cast<int64_t>(tok.encode(text, light).size()) + (light ? 0 : 3);
   };
-  ChunkOptions co;
+  ingest::ChunkOptions co;
   co.max_tokens = *opt_.context_max_length;
   co.overlap_tokens = *opt_.chunk_overlap_tokens;
   IngestProgress pr;
   pr.documents_total = docs.size();
-  for (const Document& doc : docs) {
+  for (const ingest::Document& doc : docs) {
     // One bad document never stops the batch: it is reported as skipped with the reason.
     try {
       ingest_one(doc, count, co, &sum, &pr);

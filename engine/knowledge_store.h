@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "common/json_util.h"
-#include "engine/documents.h"
+#include "ingest/documents.h"
 #include "model/cocom.h"
 #include "storage/store.h"
 
@@ -58,7 +58,7 @@ using IngestProgressFn = std::function<bool(const IngestProgress&)>;
 
 struct IngestSummary {
   int64_t added = 0, unchanged = 0, replaced = 0, passages = 0;
-  std::vector<SkippedFile> skipped;
+  std::vector<ingest::SkippedFile> skipped;
   std::vector<std::string> warnings;
   bool stopped_early = false;  // the progress callback returned false
   double seconds = 0;
@@ -94,13 +94,13 @@ class KnowledgeStore {
   static std::unique_ptr<KnowledgeStore> open(const KnowledgeStoreOptions& opt);
   ~KnowledgeStore();
 
-  IngestSummary ingest(const std::vector<std::string>& paths, const ReadOptions& ro,
+  IngestSummary ingest(const std::vector<std::string>& paths, const ingest::ReadOptions& ro,
                        const std::function<void(const IngestProgress&)>& progress = nullptr);
   // The same, with a progress callback that can stop the ingestion.
-  IngestSummary ingest_paths(const std::vector<std::string>& paths, const ReadOptions& ro,
+  IngestSummary ingest_paths(const std::vector<std::string>& paths, const ingest::ReadOptions& ro,
                              const IngestProgressFn& progress);
   // Documents already in memory (ids must be non-empty and unique; the caller checks).
-  IngestSummary ingest_documents(const std::vector<Document>& docs,
+  IngestSummary ingest_documents(const std::vector<ingest::Document>& docs,
                                  const IngestProgressFn& progress = nullptr);
   // Removes documents by id, or every document read from a source (given as stored, or as a
   // path made absolute). Returns how many.
@@ -135,9 +135,9 @@ class KnowledgeStore {
   // Ingestion must use the decoder weight format the stored embeddings were made with.
   void check_ingest_weights(const model::CocomModel& m);
   void rebuild_dense();
-  void ingest_one(const Document& doc, const std::function<int64_t(const std::string&)>& count,
-                  const ChunkOptions& co, IngestSummary* sum, IngestProgress* pr);
-  IngestSummary ingest_all(const std::vector<Document>& docs, IngestSummary sum,
+  void ingest_one(const ingest::Document& doc, const std::function<int64_t(const std::string&)>& count,
+                  const ingest::ChunkOptions& co, IngestSummary* sum, IngestProgress* pr);
+  IngestSummary ingest_all(const std::vector<ingest::Document>& docs, IngestSummary sum,
                            const IngestProgressFn& progress);
   std::vector<SearchHit> search_locked(const std::string& query, const std::vector<float>& qvec,
                                        size_t k, SearchMode mode) const;

@@ -23,6 +23,62 @@ struct Model::Impl {
 
 namespace api {
 
+model::WeightFormat to_internal(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::kBf16:
+      return model::WeightFormat::bf16;
+    case WeightFormat::kInt8:
+      return model::WeightFormat::int8;
+    case WeightFormat::kInt8g:
+      return model::WeightFormat::int8g;
+    case WeightFormat::kFp32:
+      break;
+  }
+  return model::WeightFormat::fp32;
+}
+
+WeightFormat to_public(model::WeightFormat f) {
+  switch (f) {
+    case model::WeightFormat::bf16:
+      return WeightFormat::kBf16;
+    case model::WeightFormat::int8:
+      return WeightFormat::kInt8;
+    case model::WeightFormat::int8g:
+      return WeightFormat::kInt8g;
+    case model::WeightFormat::fp32:
+      break;
+  }
+  return WeightFormat::kFp32;
+}
+
+storage::EmbeddingDType to_internal(EmbeddingDType d) {
+  switch (d) {
+    case EmbeddingDType::kBf16:
+      return storage::EmbeddingDType::BF16;
+    case EmbeddingDType::kFp32:
+      return storage::EmbeddingDType::F32;
+    case EmbeddingDType::kInt8:
+      return storage::EmbeddingDType::I8;
+    case EmbeddingDType::kFp16:
+      break;
+  }
+  return storage::EmbeddingDType::F16;
+}
+
+EmbeddingDType to_public(storage::EmbeddingDType d) {
+  switch (d) {
+    case storage::EmbeddingDType::BF16:
+      return EmbeddingDType::kBf16;
+    case storage::EmbeddingDType::F32:
+      return EmbeddingDType::kFp32;
+    case storage::EmbeddingDType::I8:
+      return EmbeddingDType::kInt8;
+    case storage::EmbeddingDType::F16:
+      break;
+  }
+  return EmbeddingDType::kFp16;
+}
+
 void configure_logging(const std::optional<LogLevel>& level, const LogCallback& callback,
                        bool verbose) {
   if (!level && !callback && !verbose) return;
@@ -103,7 +159,6 @@ at::Tensor contexts_tensor(const model::CocomModel& m, const ContextEmbeddings& 
 }  // namespace api
 
 std::shared_ptr<Model> InternalAccess::wrap_model(std::shared_ptr<const model::CocomModel> m,
-                                                  const std::string& weights,
                                                   const std::string& device) {
   auto impl = std::make_unique<Model::Impl>();
   ModelInfo& i = impl->info;
@@ -114,12 +169,30 @@ std::shared_ptr<Model> InternalAccess::wrap_model(std::shared_ptr<const model::C
   i.embedding_dim = m->decoder().config().hidden_size;
   i.generation_top_k = m->config().generation_top_k;
   i.max_positions = m->decoder().config().max_position_embeddings;
-  i.weights = weights;
+  i.weights = to_public(m->decoder().weight_format());
   i.device = device;
   i.decoder_parameters = m->decoder().parameter_count();
   i.load_seconds = m->load_seconds();
   impl->m = std::move(m);
   return std::shared_ptr<Model>(new Model(std::move(impl)));
+}
+
+std::optional<WeightFormat> ParseWeightFormat(const std::string& name) {
+  const auto f = model::parse_weight_format(name);
+  if (!f) return std::nullopt;
+  return to_public(*f);
+}
+
+const char* WeightFormatName(WeightFormat f) { return model::weight_format_name(to_internal(f)); }
+
+std::optional<EmbeddingDType> ParseEmbeddingDType(const std::string& name) {
+  const auto d = storage::parse_embedding_dtype(name == "float16" ? "fp16" : name);
+  if (!d) return std::nullopt;
+  return to_public(*d);
+}
+
+const char* EmbeddingDTypeName(EmbeddingDType d) {
+  return storage::embedding_dtype_name(to_internal(d));
 }
 
 std::shared_ptr<const model::CocomModel> InternalAccess::cocom_model(const Model& m) {
@@ -136,8 +209,6 @@ Status Model::Open(const ModelOptions& o, std::shared_ptr<Model>* out) {
   out->reset();
   return guard("Model::Open", [&] {
     auto bad = [](const std::string& m) { throw_status(Status::InvalidArgument(m)); };
-    const auto wf = model::parse_weight_format(o.weights);
-    if (!wf) bad("ModelOptions::weights '" + o.weights + "': expected fp32, bf16, int8 or int8g");
     if (o.threads < 0) {
       bad("ModelOptions::threads " + std::to_string(o.threads) +
           ": must be 0 (all cores) or positive");
@@ -174,9 +245,9 @@ Status Model::Open(const ModelOptions& o, std::shared_ptr<Model>* out) {
     lo.decoder_tokenizer = o.decoder_tokenizer;
     lo.compressor_tokenizer = o.compressor_tokenizer;
     lo.device = device;
-    lo.decoder_weights = *wf;
+    lo.decoder_weights = to_internal(o.weights);
     std::shared_ptr<const model::CocomModel> m = model::CocomModel::load(dir, lo);
-    *out = InternalAccess::wrap_model(std::move(m), o.weights, o.device);
+    *out = InternalAccess::wrap_model(std::move(m), o.device);
   });
 }
 

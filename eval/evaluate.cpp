@@ -12,7 +12,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "compress/compressor.h"
-#include "engine/documents.h"
+#include "ingest/documents.h"
 #include "engine/knowledge_store.h"
 #include "generate/cocom_generate.h"
 #include "model/cocom.h"
@@ -242,11 +242,11 @@ double recall_of_example(const std::vector<RetrievedDoc>& retrieved,
 
 CutPassage cut_passage(const std::string& text, int64_t context_max_length,
                        const std::function<int64_t(const std::string&)>& count_tokens) {
-  engine::Document doc;
+  ingest::Document doc;
   doc.text = text;
-  engine::ChunkOptions co;
+  ingest::ChunkOptions co;
   co.max_tokens = context_max_length;
-  std::vector<engine::Passage> ps = engine::chunk_document(doc, co, count_tokens);
+  std::vector<ingest::Passage> ps = ingest::chunk_document(doc, co, count_tokens);
   if (ps.empty()) fail("the passage has no text");
   return {ps[0].text, ps.size() > 1};
 }

@@ -4,7 +4,7 @@
 //    and decoded back greedily through the auto-encoding prompt '<AE><s>' + '<MEM>' * n (the
 //    pre-training row without its passage), until '</s>'. A passage longer than the
 //    compressor's context length is first cut as ingestion cuts it (the first passage that
-//    engine::chunk_document makes of it); the reference for scoring is that cut text, i.e.
+//    ingest::chunk_document makes of it); the reference for scoring is that cut text, i.e.
 //    exactly what was compressed. Scores: ROUGE-L and normalised exact match.
 //  - qa: questions answered from k passages -- retrieved from a knowledge store (its stored
 //    context embeddings, as `cocom ask` answers) or the line's "contexts" compressed on the

@@ -9,6 +9,7 @@
 #include <map>
 
 #include "common/error.h"
+#include "common/utf8.h"
 
 namespace cocom::eval {
 namespace {
@@ -31,12 +32,6 @@ std::vector<int32_t> decode_utf8(const std::string& s) {
     left -= n;
   }
   return out;
-}
-
-void append_utf8(std::string* out, int32_t cp) {
-  utf8proc_uint8_t buf[4];
-  utf8proc_ssize_t n = utf8proc_encode_char(cp, buf);
-  out->append(reinterpret_cast<const char*>(buf), static_cast<size_t>(n));
 }
 
 bool is_space(int32_t cp) {
@@ -90,7 +85,7 @@ std::vector<std::string> split_space(const std::string& s) {
       if (!cur.empty()) out.push_back(std::move(cur));
       cur.clear();
     } else {
-      append_utf8(&cur, cp);
+      utf8::append(&cur, static_cast<uint32_t>(cp));
     }
   }
   if (!cur.empty()) out.push_back(std::move(cur));
@@ -133,7 +128,7 @@ std::string normalize_answer(const std::string& s) {
   std::string spaced;
   for (size_t i = 0; i < cps.size();) {
     if (!is_word(cps[i])) {
-      append_utf8(&spaced, cps[i++]);
+      utf8::append(&spaced, static_cast<uint32_t>(cps[i++]));
       continue;
     }
     size_t j = i;
@@ -142,7 +137,7 @@ std::string normalize_answer(const std::string& s) {
     if (is_article(word)) {
       spaced += ' ';
     } else {
-      for (int32_t cp : word) append_utf8(&spaced, cp);
+      for (int32_t cp : word) utf8::append(&spaced, static_cast<uint32_t>(cp));
     }
     i = j;
   }

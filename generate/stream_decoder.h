@@ -6,31 +6,10 @@
 #include <string>
 #include <vector>
 
+#include "common/utf8.h"
 #include "model/tokenizer.h"
 
 namespace cocom::generate {
-
-// Length of the longest prefix of `s` that does not end inside a UTF-8 sequence.
-inline size_t complete_utf8_length(const std::string& s) {
-  const size_t n = s.size();
-  size_t i = n;
-  int continuation = 0;  // trailing 10xxxxxx bytes
-  while (i > 0 && continuation < 4 && (static_cast<unsigned char>(s[i - 1]) & 0xC0) == 0x80) {
-    --i;
-    ++continuation;
-  }
-  if (i == 0) return continuation == 0 ? n : 0;
-  const unsigned char lead = static_cast<unsigned char>(s[i - 1]);
-  size_t need = 1;
-  if ((lead & 0xE0) == 0xC0) {
-    need = 2;
-  } else if ((lead & 0xF0) == 0xE0) {
-    need = 3;
-  } else if ((lead & 0xF8) == 0xF0) {
-    need = 4;
-  }
-  return static_cast<size_t>(continuation) + 1 < need ? i - 1 : n;
-}
 
 class StreamDecoder {
  public:
@@ -43,7 +22,7 @@ class StreamDecoder {
     ids_.push_back(id);
     const std::string text = tok_.decode(ids_, /*skip_special_tokens=*/true);
     if (text.compare(0, emitted_.size(), emitted_) != 0) return {};  // wait until it agrees
-    const size_t end = complete_utf8_length(text);
+    const size_t end = utf8::complete_prefix_length(text);
     if (end <= emitted_.size()) return {};
     std::string fresh = text.substr(emitted_.size(), end - emitted_.size());
     if (ends_with_replacement(fresh)) return {};

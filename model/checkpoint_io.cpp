@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "common/float16.h"
 #include "model/weights.h"
 
 namespace cocom::model {
@@ -37,19 +38,10 @@ void add_tensor(SafetensorsWriter& w, const std::string& name, const at::Tensor&
       t = t.to(at::kHalf).contiguous();
       w.add(name, DType::F16, shape, t.data_ptr(), t.numel() * 2);
     } else if (float_dtype == DType::BF16) {
-      // Round to nearest even on the fp32 bit pattern (NaN kept as a quiet NaN).
       t = t.to(at::kFloat).contiguous();
-      const uint32_t* src = reinterpret_cast<const uint32_t*>(t.data_ptr<float>());
+      const float* src = t.data_ptr<float>();
       std::vector<uint16_t> out(static_cast<size_t>(t.numel()));
-      for (size_t i = 0; i < out.size(); ++i) {
-        uint32_t x = src[i];
-        if ((x & 0x7f800000u) == 0x7f800000u && (x & 0x007fffffu)) {
-          out[i] = static_cast<uint16_t>((x >> 16) | 0x40);
-        } else {
-          uint32_t rounding = 0x7fffu + ((x >> 16) & 1u);
-          out[i] = static_cast<uint16_t>((x + rounding) >> 16);
-        }
-      }
+      for (size_t i = 0; i < out.size(); ++i) out[i] = f16::float_to_bf16(src[i]);
       w.add(name, DType::BF16, shape, out.data(), out.size() * 2);
     } else {
       fail("write_tensors: unsupported float dtype ", dtype_name(float_dtype));

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/float16.h"
 #include "model/mistral.h"
 
 namespace cocom::model {
@@ -306,12 +307,7 @@ std::vector<KernelIsa> available_kernel_isas() {
 
 namespace {
 
-inline float bf16_to_float(uint16_t h) {
-  uint32_t bits = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
+using f16::bf16_to_float;
 
 inline float scalar_weight(int8_t v) { return static_cast<float>(v); }
 inline float scalar_weight(uint16_t v) { return bf16_to_float(v); }

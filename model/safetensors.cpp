@@ -29,6 +29,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/utf8.h"
 #include "common/json_util.h"
 
 namespace cocom::model {
@@ -71,45 +72,7 @@ std::string describe(const Json& v) {
   }
 }
 
-// Returns the byte offset of the first invalid UTF-8 sequence, or npos when `s` is valid.
-// Rejects overlong encodings, surrogates and code points above U+10FFFF.
-size_t invalid_utf8_at(const uint8_t* s, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    uint8_t c = s[i];
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t len;
-    uint32_t cp;
-    if ((c & 0xE0) == 0xC0) {
-      len = 2;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      return i;
-    }
-    if (n - i < len) return i;
-    for (size_t k = 1; k < len; ++k) {
-      if ((s[i + k] & 0xC0) != 0x80) return i;
-      cp = (cp << 6) | (s[i + k] & 0x3F);
-    }
-    static constexpr uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
-    i += len;
-  }
-  return std::string::npos;
-}
-
-bool valid_utf8(const std::string& s) {
-  return invalid_utf8_at(reinterpret_cast<const uint8_t*>(s.data()), s.size()) == std::string::npos;
-}
+bool valid_utf8(const std::string& s) { return utf8::is_valid(s); }
 
 // SAX handler that builds a DOM like nlohmann's own, but (a) reports the first duplicate key
 // of any object (a plain DOM parse keeps the last one silently), (b) bounds the nesting depth.
@@ -455,7 +418,7 @@ ParsedHeader parse_safetensors_header(const uint8_t* bytes, size_t size, uint64_
   const uint64_t data_size = file_size - out.data_start;
   const uint8_t* h = bytes + 8;
 
-  size_t bad = invalid_utf8_at(h, n);
+  size_t bad = utf8::first_invalid(reinterpret_cast<const char*>(h), n);
   if (bad != std::string::npos) {
     fail(path, ": header is not valid UTF-8 (byte ", bad, " of the header)");
   }

@@ -261,33 +261,13 @@ std::string SpmModel::decode_pieces(const std::vector<std::string>& pieces) cons
 std::vector<Utf8Unit> utf8_units(const std::string& s) {
   std::vector<Utf8Unit> units;
   units.reserve(s.size());
-  const auto* b = reinterpret_cast<const unsigned char*>(s.data());
-  const size_t n = s.size();
   size_t i = 0;
-  auto cont = [&](size_t k, unsigned char lo = 0x80, unsigned char hi = 0xBF) {
-    return i + k < n && b[i + k] >= lo && b[i + k] <= hi;
-  };
-  while (i < n) {
-    unsigned char c = b[i];
+  while (i < s.size()) {
     uint32_t cp = 0;
-    size_t len = 0;
-    if (c < 0x80) {
-      cp = c;
-      len = 1;
-    } else if (c >= 0xC2 && c <= 0xDF && cont(1)) {
-      cp = ((c & 0x1Fu) << 6) | (b[i + 1] & 0x3Fu);
-      len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF &&
-               cont(1, c == 0xE0 ? 0xA0 : 0x80, c == 0xED ? 0x9F : 0xBF) && cont(2)) {
-      cp = ((c & 0x0Fu) << 12) | ((b[i + 1] & 0x3Fu) << 6) | (b[i + 2] & 0x3Fu);
-      len = 3;
-    } else if (c >= 0xF0 && c <= 0xF4 &&
-               cont(1, c == 0xF0 ? 0x90 : 0x80, c == 0xF4 ? 0x8F : 0xBF) && cont(2) && cont(3)) {
-      cp = ((c & 0x07u) << 18) | ((b[i + 1] & 0x3Fu) << 12) | ((b[i + 2] & 0x3Fu) << 6) |
-           (b[i + 3] & 0x3Fu);
-      len = 4;
-    } else {
-      units.push_back({kInvalidUnitBase + c, i, 1});
+    size_t bad = 0;
+    const size_t len = utf8::decode(s.data(), s.size(), i, &cp, &bad);
+    if (len == 0) {  // one unit per byte of an ill-formed sequence (byte fallback)
+      units.push_back({kInvalidUnitBase + static_cast<unsigned char>(s[i]), i, 1});
       ++i;
       continue;
     }
@@ -295,38 +275,6 @@ std::vector<Utf8Unit> utf8_units(const std::string& s) {
     i += len;
   }
   return units;
-}
-
-bool is_valid_utf8(const std::string& s) {
-  for (const auto& u : utf8_units(s)) {
-    if (u.cp >= kInvalidUnitBase) return false;
-  }
-  return true;
-}
-
-std::u32string utf8_to_u32(const std::string& s) {
-  std::u32string out;
-  for (const auto& u : utf8_units(s)) {
-    out.push_back(u.cp >= kInvalidUnitBase ? 0xFFFD : u.cp);
-  }
-  return out;
-}
-
-void append_utf8(std::string* out, uint32_t cp) {
-  utf8proc_uint8_t buf[4];
-  utf8proc_ssize_t n = utf8proc_encode_char(static_cast<utf8proc_int32_t>(cp), buf);
-  if (n <= 0) {  // not a code point: U+FFFD
-    out->append("\xEF\xBF\xBD");
-    return;
-  }
-  out->append(reinterpret_cast<const char*>(buf), static_cast<size_t>(n));
-}
-
-std::string u32_to_utf8(const std::u32string& s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char32_t c : s) append_utf8(&out, c);
-  return out;
 }
 
 bool py_isspace(uint32_t cp) {

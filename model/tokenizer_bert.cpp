@@ -70,7 +70,7 @@ bool bert_is_chinese_char(uint32_t cp) {
 // unicodedata.normalize("NFC"/"NFD", s) via utf8proc.
 std::u32string normalize(const std::u32string& s, bool compose) {
   if (s.empty()) return s;
-  std::string in = u32_to_utf8(s);
+  std::string in = utf8::from_u32(s);
   utf8proc_uint8_t* out = nullptr;
   int options = UTF8PROC_STABLE | (compose ? UTF8PROC_COMPOSE : UTF8PROC_DECOMPOSE);
   utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(in.data()),
@@ -83,7 +83,7 @@ std::u32string normalize(const std::u32string& s, bool compose) {
   }
   std::string result(reinterpret_cast<const char*>(out), static_cast<size_t>(n));
   std::free(out);
-  return utf8_to_u32(result);
+  return utf8::to_u32(result);
 }
 
 // Python's str.split() with no argument.
@@ -166,7 +166,7 @@ class BertTokenizer final : public TokenizerBase {
       const std::string& input) const override {
     // Python text cannot hold ill-formed UTF-8; such bytes become U+FFFD, which
     // BasicTokenizer drops.
-    std::string text = is_valid_utf8(input) ? input : u32_to_utf8(utf8_to_u32(input));
+    std::string text = utf8::is_valid(input) ? input : utf8::from_u32(utf8::to_u32(input));
     // The do_lower_case property exists only with the basic tokenizer.
     if (do_lower_case_ && do_basic_tokenize_) text = lower_outside_special(text);
     std::vector<std::pair<std::string, int64_t>> out;
@@ -244,7 +244,7 @@ class BertTokenizer final : public TokenizerBase {
     size_t line_no = 1;
     std::string cur;
     auto finish = [&]() {
-      if (!is_valid_utf8(cur)) fail(path, ": line ", line_no, " is not valid UTF-8");
+      if (!utf8::is_valid(cur)) fail(path, ": line ", line_no, " is not valid UTF-8");
       vocab_[cur] = static_cast<int64_t>(lines_.size());
       lines_.push_back(std::move(cur));
       cur.clear();
@@ -289,7 +289,7 @@ class BertTokenizer final : public TokenizerBase {
       }
       std::u32string lowered;
       py_lower_append(&lowered, units[i].cp);
-      for (char32_t c : lowered) append_utf8(&out, c);
+      for (char32_t c : lowered) utf8::append(&out, c);
       ++i;
     }
     return out;
@@ -299,11 +299,11 @@ class BertTokenizer final : public TokenizerBase {
   std::vector<std::string> bert_tokenize(const std::string& text) const {
     std::vector<std::string> out;
     if (!do_basic_tokenize_) {
-      for (const auto& word : py_split(utf8_to_u32(text))) wordpiece(word, &out);
+      for (const auto& word : py_split(utf8::to_u32(text))) wordpiece(word, &out);
       return out;
     }
     for (const auto& token : basic_tokenize(text)) {
-      std::string utf8 = u32_to_utf8(token);
+      std::string utf8 = utf8::from_u32(token);
       if (never_split_.count(utf8) != 0) {
         out.push_back(std::move(utf8));
       } else {
@@ -316,7 +316,7 @@ class BertTokenizer final : public TokenizerBase {
   // BasicTokenizer.tokenize(text, never_split=all_special_tokens).
   std::vector<std::u32string> basic_tokenize(const std::string& text) const {
     std::u32string cleaned;
-    for (char32_t c : utf8_to_u32(text)) {
+    for (char32_t c : utf8::to_u32(text)) {
       if (c == 0 || c == 0xFFFD || bert_is_control(c)) continue;
       if (bert_is_whitespace(c)) {
         cleaned.push_back(U' ');
@@ -330,7 +330,7 @@ class BertTokenizer final : public TokenizerBase {
     }
     std::vector<std::u32string> split_tokens;
     for (auto token : py_split(normalize(cleaned, true))) {
-      if (basic_never_split_.count(u32_to_utf8(token)) == 0) {
+      if (basic_never_split_.count(utf8::from_u32(token)) == 0) {
         if (do_lower_case_) {
           token = py_lower(token);
           if (strip_accents_.value_or(true)) token = strip_accents(token);
@@ -344,7 +344,7 @@ class BertTokenizer final : public TokenizerBase {
   }
 
   void split_on_punctuation(const std::u32string& token, std::vector<std::u32string>* out) const {
-    if (basic_never_split_.count(u32_to_utf8(token)) != 0) {
+    if (basic_never_split_.count(utf8::from_u32(token)) != 0) {
       out->push_back(token);
       return;
     }
@@ -373,7 +373,7 @@ class BertTokenizer final : public TokenizerBase {
     std::vector<size_t> offsets;
     for (char32_t c : word) {
       offsets.push_back(utf8.size());
-      append_utf8(&utf8, c);
+      utf8::append(&utf8, c);
     }
     offsets.push_back(utf8.size());
     std::vector<std::string> pieces;

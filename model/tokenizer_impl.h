@@ -84,6 +84,7 @@ COCOM_SPM_API void cocom_spm_result_free(cocom_spm_result* result);
 #include <vector>
 
 #include "common/json_util.h"
+#include "common/utf8.h"
 #include "model/tokenizer.h"
 
 namespace cocom::model::detail {
@@ -161,11 +162,6 @@ struct Utf8Unit {
 };
 constexpr uint32_t kInvalidUnitBase = 0x110000;
 std::vector<Utf8Unit> utf8_units(const std::string& s);
-bool is_valid_utf8(const std::string& s);
-// Replaces every ill-formed sequence (per byte) by U+FFFD.
-std::u32string utf8_to_u32(const std::string& s);
-std::string u32_to_utf8(const std::u32string& s);
-void append_utf8(std::string* out, uint32_t cp);
 // Python's str.isspace() for one code point.
 bool py_isspace(uint32_t cp);
 // Python's str.strip() with no argument (on UTF-8; ill-formed bytes are never whitespace).

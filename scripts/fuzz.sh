@@ -17,7 +17,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="$ROOT/build-fuzz"
 CORPUS="$ROOT/fuzz-corpus"
 FIXTURES="$ROOT/tests/data/fixtures"
-ALL_TARGETS=(fuzz_safetensors fuzz_config fuzz_tokenizer)
+ALL_TARGETS=(fuzz_safetensors fuzz_config fuzz_tokenizer fuzz_documents)
 
 seconds=60
 jobs=2
@@ -201,6 +201,18 @@ seed_tokenizer() {
   done < <(find "$FIXTURES" \( -name 'tokenizer.model' -o -name 'vocab.txt' -o -name 'tokenizer.json' \
              -o -name 'tokenizer_config.json' -o -name 'special_tokens_map.json' \
              -o -name 'added_tokens.json' \) | sort)
+}
+
+seed_documents() {
+  local dir="$CORPUS/fuzz_documents"
+  mkdir -p "$dir"
+  local f
+  while IFS= read -r f; do
+    cp -f "$f" "$dir/$(basename "$f")"
+  done < <(find "$ROOT/examples/docs" -type f | sort)
+  printf '# T\n\n<b>x</b> [a](b) `c`\n\n| a | b |\n|---|---|\n' >"$dir/seed.md"
+  printf '<html><head><title>T</title></head><body><h1>H</h1><p>a<br>b</p></body></html>' \
+    >"$dir/seed.html"
 }
 
 # --- run ---------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@
 
 #include "cocom/cocom.h"
 #include "common/json_util.h"
+#include "common/utf8.h"
 #include "engine/knowledge_store.h"
 #include "generate/cocom_generate.h"
 #include "generate/stream_decoder.h"
@@ -142,12 +143,12 @@ TEST(ApiStatus, ToStringVersionAndBadResultAccess) {
 }
 
 TEST(ApiStream, PiecesAreWholeCharactersAndAddUpToTheDecoding) {
-  EXPECT_EQ(cocom::generate::complete_utf8_length("abc"), 3u);
-  EXPECT_EQ(cocom::generate::complete_utf8_length("ab\xC3"), 2u);
-  EXPECT_EQ(cocom::generate::complete_utf8_length("ab\xC3\xA9"), 4u);
-  EXPECT_EQ(cocom::generate::complete_utf8_length("\xE6\x97"), 0u);
-  EXPECT_EQ(cocom::generate::complete_utf8_length("x\xF0\x9F\x98"), 1u);
-  EXPECT_EQ(cocom::generate::complete_utf8_length("x\xF0\x9F\x98\x80"), 5u);
+  EXPECT_EQ(cocom::utf8::complete_prefix_length("abc"), 3u);
+  EXPECT_EQ(cocom::utf8::complete_prefix_length("ab\xC3"), 2u);
+  EXPECT_EQ(cocom::utf8::complete_prefix_length("ab\xC3\xA9"), 4u);
+  EXPECT_EQ(cocom::utf8::complete_prefix_length("\xE6\x97"), 0u);
+  EXPECT_EQ(cocom::utf8::complete_prefix_length("x\xF0\x9F\x98"), 1u);
+  EXPECT_EQ(cocom::utf8::complete_prefix_length("x\xF0\x9F\x98\x80"), 5u);
 
   // The fixture tokenizer spells these characters with byte-fallback tokens (<0xE6> <0x97>
   // <0xA5>), so most ids alone decode to an incomplete character.
@@ -206,11 +207,7 @@ TEST(ApiOpen, BadOptionsAreNamed) {
       {"top_k", [](cocom::Options& o) { o.top_k = 0; }, cocom::Status::Code::kInvalidArgument},
       {"device", [](cocom::Options& o) { o.device = "tpu"; },
        cocom::Status::Code::kInvalidArgument},
-      {"embedding_dtype", [](cocom::Options& o) { o.embedding_dtype = "fp8"; },
-       cocom::Status::Code::kInvalidArgument},
       {"threads", [](cocom::Options& o) { o.threads = -2; }, cocom::Status::Code::kInvalidArgument},
-      {"weights", [](cocom::Options& o) { o.weights = "int4"; },
-       cocom::Status::Code::kInvalidArgument},
       {"context_max_length", [](cocom::Options& o) { o.context_max_length = 0; },
        cocom::Status::Code::kInvalidArgument},
       {"chunk_overlap_tokens", [](cocom::Options& o) { o.chunk_overlap_tokens = -1; },
@@ -395,7 +392,7 @@ TEST_F(ApiStore, IngestSearchRemoveAndStats) {
   EXPECT_EQ(stats->compression_rate, 4);
   EXPECT_EQ(stats->embeddings_per_passage, 32);  // 128 / 4
   EXPECT_EQ(stats->embedding_dim, 64);
-  EXPECT_EQ(stats->embedding_dtype, "fp16");
+  EXPECT_EQ(stats->embedding_dtype, cocom::EmbeddingDType::kFp16);
   EXPECT_EQ(stats->embedding_bytes, stats->passages * 32 * 64 * 2);
   EXPECT_FALSE(stats->has_dense_retriever);
   EXPECT_TRUE(stats->model_loaded);
@@ -662,7 +659,7 @@ TEST_F(ApiStore, QuantisedDecoderAnswersFromTheSameSources) {
   std::vector<uint64_t> fp32_sources;
   for (const char* w : {"fp32", "int8", "bf16"}) {
     cocom::Options o = base_options(db_);
-    o.weights = w;
+    o.weights = *cocom::ParseWeightFormat(w);
     o.generation.max_new_tokens = 8;
     auto e = open_ok(o);
     ASSERT_TRUE(e) << w;

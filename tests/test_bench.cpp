@@ -274,7 +274,7 @@ TEST(BenchEfficiency, DecoderInputsAreTheEnginesByteForByte) {
   opt.db_path = dir + "/db";
   opt.model_dir = model_dir;
   opt.context_max_length = 32;
-  opt.embedding_dtype = "fp16";
+  opt.embedding_dtype = cocom::EmbeddingDType::kFp16;
   opt.top_k = 1;
   opt.generation.max_new_tokens = 3;
   std::unique_ptr<cocom::Engine> engine;

@@ -4,6 +4,7 @@
 #include "common/error.h"
 #include "common/hash.h"
 #include "common/json_util.h"
+#include "common/utf8.h"
 
 using namespace cocom;
 
@@ -31,4 +32,50 @@ TEST(JsonUtil, FieldErrorsNameFileAndField) {
   }
   EXPECT_THROW(json_int(j, "b", "cfg.json"), Error);
   EXPECT_THROW(parse_json_text("{", "broken.json"), Error);
+}
+
+// The UTF-8 toolkit against hand-decoded bytes (Unicode Table 3-7, maximal subparts).
+TEST(Utf8, DecodeRepairAndStreamBoundaries) {
+  using namespace cocom::utf8;
+  uint32_t cp = 0;
+  size_t bad = 0;
+  const std::string euro = "\xE2\x82\xAC";  // U+20AC
+  EXPECT_EQ(decode(euro.data(), euro.size(), 0, &cp, &bad), 3u);
+  EXPECT_EQ(cp, 0x20ACu);
+  const std::string emoji = "\xF0\x9F\x98\x80";  // U+1F600
+  EXPECT_EQ(decode(emoji.data(), emoji.size(), 0, &cp, &bad), 4u);
+  EXPECT_EQ(cp, 0x1F600u);
+  // Overlong, surrogate, above U+10FFFF, truncated: ill-formed with their maximal subparts.
+  const std::string overlong = "\xC0\xAF", surrogate = "\xED\xA0\x80", big = "\xF4\x90\x80\x80";
+  const std::string cut = "\xE2\x82";
+  EXPECT_EQ(decode(overlong.data(), 2, 0, &cp, &bad), 0u);
+  EXPECT_EQ(bad, 1u);
+  EXPECT_EQ(decode(surrogate.data(), 3, 0, &cp, &bad), 0u);
+  EXPECT_EQ(bad, 1u);
+  EXPECT_EQ(decode(big.data(), 4, 0, &cp, &bad), 0u);
+  EXPECT_EQ(bad, 1u);
+  EXPECT_EQ(decode(cut.data(), 2, 0, &cp, &bad), 0u);
+  EXPECT_EQ(bad, 2u);
+  EXPECT_TRUE(is_valid("plain " + euro + emoji));
+  EXPECT_FALSE(is_valid("a" + cut));
+  EXPECT_EQ(first_invalid(("ab" + surrogate).data(), 5), 2u);
+
+  std::string s = "a" + cut + "b" + overlong + "c";
+  EXPECT_EQ(repair(&s), 3u);  // E2 82 | C0 | AF
+  EXPECT_EQ(s, "a\xEF\xBF\xBD" "b\xEF\xBF\xBD\xEF\xBF\xBD" "c");
+  std::string ok = "fine " + euro;
+  EXPECT_EQ(repair(&ok), 0u);
+  EXPECT_EQ(ok, "fine " + euro);
+
+  EXPECT_EQ(complete_prefix_length("ab" + cut), 2u);
+  EXPECT_EQ(complete_prefix_length("ab" + euro), 5u);
+  EXPECT_EQ(complete_prefix_length("x\xF0\x9F\x98"), 1u);
+  EXPECT_EQ(complete_prefix_length(""), 0u);
+
+  // Each byte of an ill-formed sequence is one U+FFFD; code points round-trip.
+  EXPECT_EQ(to_u32("a" + cut), (std::u32string{U'a', 0xFFFD, 0xFFFD}));
+  EXPECT_EQ(from_u32(to_u32("x" + euro + emoji)), "x" + euro + emoji);
+  std::string out;
+  append(&out, 0xD800);  // a surrogate is not a code point
+  EXPECT_EQ(out, kReplacement);
 }

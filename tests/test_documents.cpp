@@ -13,15 +13,16 @@
 #include <vector>
 
 #include "common/error.h"
-#include "engine/documents.h"
+#include "common/utf8.h"
+#include "ingest/documents.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
-using cocom::engine::ChunkOptions;
-using cocom::engine::Document;
-using cocom::engine::Passage;
-using cocom::engine::ReadOptions;
-using cocom::engine::ReadResult;
+using cocom::ingest::ChunkOptions;
+using cocom::ingest::Document;
+using cocom::ingest::Passage;
+using cocom::ingest::ReadOptions;
+using cocom::ingest::ReadResult;
 using cocom::test::make_temp_dir;
 using cocom::test::write_bytes;
 
@@ -132,7 +133,7 @@ TEST(Utf8Repair, MaximalSubparts) {
   };
   for (auto& c : cases) {
     std::string s = c.in;
-    EXPECT_EQ(cocom::engine::repair_utf8(&s), c.n) << c.out;
+    EXPECT_EQ(cocom::utf8::repair(&s), c.n) << c.out;
     EXPECT_EQ(s, c.out);
   }
 }
@@ -171,7 +172,7 @@ TEST(Markdown, StripsMarkup) {
       "[![badge](b.svg)](http://ci)\n"
       "2 * 3 = 6\n";
   std::string title;
-  std::string text = cocom::engine::markdown_to_text(md, &title);
+  std::string text = cocom::ingest::markdown_to_text(md, &title);
   EXPECT_EQ(title, "The Main Title");
   EXPECT_EQ(text,
             "Intro line before heading.\n\n"
@@ -190,15 +191,15 @@ TEST(Markdown, StripsMarkup) {
 TEST(Markdown, SetextHeadingAndNoHeading) {
   std::string title = "x";
   // A heading that opens the document is the title and is not repeated in the text.
-  EXPECT_EQ(cocom::engine::markdown_to_text("Title here\n=====\n\nBody.\n", &title), "Body.");
+  EXPECT_EQ(cocom::ingest::markdown_to_text("Title here\n=====\n\nBody.\n", &title), "Body.");
   EXPECT_EQ(title, "Title here");
-  EXPECT_EQ(cocom::engine::markdown_to_text("# First\n\nBody.\n\n## Later\n\nMore.\n", &title),
+  EXPECT_EQ(cocom::ingest::markdown_to_text("# First\n\nBody.\n\n## Later\n\nMore.\n", &title),
             "Body.\n\nLater\n\nMore.");
   EXPECT_EQ(title, "First");
-  EXPECT_EQ(cocom::engine::markdown_to_text("just text\n\n\n\nmore\n", &title),
+  EXPECT_EQ(cocom::ingest::markdown_to_text("just text\n\n\n\nmore\n", &title),
             "just text\n\nmore");
   EXPECT_EQ(title, "");
-  EXPECT_EQ(cocom::engine::markdown_to_text("", &title), "");
+  EXPECT_EQ(cocom::ingest::markdown_to_text("", &title), "");
 }
 
 TEST(Html, BodyTextTitleAndEntities) {
@@ -213,7 +214,7 @@ TEST(Html, BodyTextTitleAndEntities) {
       "<pre>  keep\n    spaces</pre>"
       "<script>alert(1)</script><!-- comment --></body></html>";
   std::string title;
-  std::string text = cocom::engine::html_to_text(html, &title);
+  std::string text = cocom::ingest::html_to_text(html, &title);
   EXPECT_EQ(title, "The Page & Co");
   EXPECT_EQ(text,
             "Heading\n\nFirst paragraph with <entities> \xC3\xA9 \xE2\x98\xBA.\n\n"
@@ -227,7 +228,7 @@ TEST(Html, BodyTextTitleAndEntities) {
 TEST(Html, FirstH1IsTitleWithoutTitleTag) {
   std::string title;
   std::string text =
-      cocom::engine::html_to_text("<body><p>x</p><h1>The <i>H1</i></h1><h1>second</h1>", &title);
+      cocom::ingest::html_to_text("<body><p>x</p><h1>The <i>H1</i></h1><h1>second</h1>", &title);
   EXPECT_EQ(title, "The H1");
   EXPECT_EQ(text, "x\n\nThe H1\n\nsecond");
 }
@@ -240,7 +241,7 @@ TEST(Html, DeeplyNestedDoesNotOverflow) {
     html += "deep text";
     for (int i = 0; i < depth; ++i) html += std::string("</") + tag + ">";
     std::string title;
-    EXPECT_EQ(cocom::engine::html_to_text(html, &title), "deep text") << tag;
+    EXPECT_EQ(cocom::ingest::html_to_text(html, &title), "deep text") << tag;
   }
 }
 
@@ -249,14 +250,14 @@ TEST(Pdf, HandWrittenPdf) {
   std::string path = dir + "/hello.pdf";
   write_bytes(path, make_pdf("Hello PDF world", "A PDF Title"));
   std::string title;
-  std::string text = cocom::engine::pdf_to_text(path, &title);
+  std::string text = cocom::ingest::pdf_to_text(path, &title);
   EXPECT_NE(text.find("Hello PDF world"), std::string::npos) << text;
   EXPECT_EQ(title, "A PDF Title");
 
   std::string bad = dir + "/corrupt.pdf";
   write_bytes(bad, "%PDF-1.4\nthis is not a pdf at all\n");
   try {
-    cocom::engine::pdf_to_text(bad, &title);
+    cocom::ingest::pdf_to_text(bad, &title);
     FAIL() << "expected cocom::Error";
   } catch (const cocom::Error& e) {
     EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << e.what();
@@ -291,7 +292,7 @@ TEST(ReadPaths, AllFormatsInADirectory) {
   write_bytes(dir + "/Upper.TXT", "Upper case extension.");
   write_bytes(dir + "/noext", "no extension");
 
-  ReadResult r = cocom::engine::read_paths({dir});
+  ReadResult r = cocom::ingest::read_paths({dir});
   ASSERT_EQ(r.documents.size(), 10u);
 
   // Sorted by relative path: Upper.TXT, a.txt, b.md, c.html, d.pdf, e.jsonl x4, h.txt.
@@ -355,12 +356,12 @@ TEST(ReadPaths, AllFormatsInADirectory) {
   EXPECT_EQ(r.skipped.size(), 3u);
 
   // Deterministic.
-  ReadResult r2 = cocom::engine::read_paths({dir});
+  ReadResult r2 = cocom::ingest::read_paths({dir});
   ASSERT_EQ(r2.documents.size(), r.documents.size());
   for (size_t i = 0; i < r.documents.size(); ++i) {
     EXPECT_EQ(r2.documents[i].id, r.documents[i].id);
-    EXPECT_EQ(cocom::engine::content_hash(r2.documents[i]),
-              cocom::engine::content_hash(r.documents[i]));
+    EXPECT_EQ(cocom::ingest::content_hash(r2.documents[i]),
+              cocom::ingest::content_hash(r.documents[i]));
   }
   fs::remove_all(dir);
 }
@@ -372,13 +373,13 @@ TEST(ReadPaths, InvalidUtf8WithoutRepairIsSkipped) {
               "{\"id\": \"x\", \"text\": \"bad \xFF\"}\n{\"id\": \"y\", \"text\": \"ok\"}\n");
   ReadOptions opt;
   opt.repair_utf8 = false;
-  ReadResult r = cocom::engine::read_paths({dir}, opt);
+  ReadResult r = cocom::ingest::read_paths({dir}, opt);
   ASSERT_EQ(r.documents.size(), 1u);
   EXPECT_EQ(r.documents[0].id, "y");
   EXPECT_EQ(find_skip(r, dir + "/bad.txt"), "invalid UTF-8");
   EXPECT_EQ(find_skip(r, dir + "/bad.jsonl:1"), "invalid UTF-8");
 
-  ReadResult rep = cocom::engine::read_paths({dir});
+  ReadResult rep = cocom::ingest::read_paths({dir});
   ASSERT_EQ(rep.documents.size(), 3u);
   EXPECT_TRUE(any_warning(rep, dir + "/bad.jsonl:1: replaced 1"));
   const Document* x = find_doc(rep, "x");
@@ -400,7 +401,7 @@ TEST(ReadPaths, NestedDirectoriesGlobsAndSymlinkLoop) {
   fs::create_directory_symlink(dir + "/docs", dir + "/docs/sub/loop");  // a loop
   fs::create_symlink(dir + "/missing-target.txt", dir + "/dangling.txt");
 
-  ReadResult all = cocom::engine::read_paths({dir});
+  ReadResult all = cocom::ingest::read_paths({dir});
   std::vector<std::string> ids;
   for (const auto& d : all.documents) ids.push_back(d.id.substr(dir.size() + 1));
   EXPECT_EQ(ids, (std::vector<std::string>{"docs/one.txt", "docs/sub/deeper/three.txt",
@@ -411,7 +412,7 @@ TEST(ReadPaths, NestedDirectoriesGlobsAndSymlinkLoop) {
   ReadOptions opt;
   opt.include = {"*.txt"};
   opt.exclude = {"drafts", "*.tmp.*"};
-  ReadResult r = cocom::engine::read_paths({dir}, opt);
+  ReadResult r = cocom::ingest::read_paths({dir}, opt);
   ids.clear();
   for (const auto& d : r.documents) ids.push_back(d.id.substr(dir.size() + 1));
   EXPECT_EQ(ids, (std::vector<std::string>{"docs/one.txt", "docs/sub/deeper/three.txt"}))
@@ -419,7 +420,7 @@ TEST(ReadPaths, NestedDirectoriesGlobsAndSymlinkLoop) {
 
   opt.include = {"docs/sub/*"};  // relative-path glob ('*' crosses '/')
   opt.exclude = {};
-  r = cocom::engine::read_paths({dir}, opt);
+  r = cocom::ingest::read_paths({dir}, opt);
   ids.clear();
   for (const auto& d : r.documents) ids.push_back(d.id.substr(dir.size() + 1));
   EXPECT_EQ(ids, (std::vector<std::string>{"docs/sub/deeper/three.txt", "docs/sub/skip.tmp.txt",
@@ -428,7 +429,7 @@ TEST(ReadPaths, NestedDirectoriesGlobsAndSymlinkLoop) {
   // A relative root resolves to absolute ids.
   std::string cwd = fs::current_path();
   fs::current_path(dir);
-  r = cocom::engine::read_paths({"docs/one.txt", "./top.md"});
+  r = cocom::ingest::read_paths({"docs/one.txt", "./top.md"});
   fs::current_path(cwd);
   ASSERT_EQ(r.documents.size(), 2u);
   EXPECT_EQ(r.documents[0].id, dir + "/docs/one.txt");
@@ -440,7 +441,7 @@ TEST(ReadPaths, MissingPathThrowsNamingIt) {
   std::string dir = make_temp_dir("doc-missing");
   std::string missing = dir + "/nope.txt";
   try {
-    cocom::engine::read_paths({dir, missing});
+    cocom::ingest::read_paths({dir, missing});
     FAIL() << "expected cocom::Error";
   } catch (const cocom::Error& e) {
     EXPECT_NE(std::string(e.what()).find(missing), std::string::npos) << e.what();
@@ -456,10 +457,10 @@ TEST(ReadPaths, UnreadableFileAndCorruptPdfAreSkipped) {
   fs::create_symlink(dir + "/loop-b.txt", dir + "/loop-a.txt");  // works as root too
   fs::create_symlink(dir + "/loop-a.txt", dir + "/loop-b.txt");
   ASSERT_EQ(::mkfifo((dir + "/pipe.txt").c_str(), 0644), 0);  // must not block
-  ReadResult r = cocom::engine::read_paths({dir});
+  ReadResult r = cocom::ingest::read_paths({dir});
   EXPECT_EQ(find_skip(r, dir + "/loop-a.txt"), "unreadable: Too many levels of symbolic links");
   EXPECT_EQ(find_skip(r, dir + "/pipe.txt"), "not a regular file");
-  ReadResult r2 = cocom::engine::read_paths({dir + "/loop-b.txt"});
+  ReadResult r2 = cocom::ingest::read_paths({dir + "/loop-b.txt"});
   EXPECT_EQ(find_skip(r2, dir + "/loop-b.txt"), "unreadable: Too many levels of symbolic links");
   std::string pdf_reason = find_skip(r, dir + "/broken.pdf");
   EXPECT_NE(pdf_reason.find(dir + "/broken.pdf"), std::string::npos) << pdf_reason;
@@ -487,13 +488,13 @@ TEST(ReadPaths, HostileInputs) {
   write_bytes(dir + "/deep.html", deep);
 
   auto t0 = std::chrono::steady_clock::now();
-  ReadResult r = cocom::engine::read_paths({dir});
+  ReadResult r = cocom::ingest::read_paths({dir});
   EXPECT_NE(find_skip(r, dir + "/empty.pdf"), "<not skipped>");
   for (const char* name : {"empty.txt", "empty.md", "empty.html"}) {
     const Document* d = find_doc(r, dir + "/" + name);
     ASSERT_TRUE(d) << name;
     EXPECT_EQ(d->text, "");
-    EXPECT_TRUE(cocom::engine::chunk_document(*d, {}, count_words).empty());
+    EXPECT_TRUE(cocom::ingest::chunk_document(*d, {}, count_words).empty());
   }
   const Document* deepdoc = find_doc(r, dir + "/deep.html");
   ASSERT_TRUE(deepdoc);
@@ -502,7 +503,7 @@ TEST(ReadPaths, HostileInputs) {
   ASSERT_TRUE(bigdoc);
   ChunkOptions copt;
   copt.max_tokens = 128;
-  auto passages = cocom::engine::chunk_document(*bigdoc, copt, count_words);
+  auto passages = cocom::ingest::chunk_document(*bigdoc, copt, count_words);
   // "big. " prefix (1 word) + 127 words per passage.
   EXPECT_EQ(passages.size(), (big.size() / 5 + 126) / 127);
   for (const auto& p : passages) ASSERT_LE(count_words(p.text), 128);
@@ -523,7 +524,7 @@ TEST(Chunker, HandComputedBoundaries) {
   doc.text = "One two three. Four five.\n\nSix seven eight nine. Ten.";
   ChunkOptions opt;
   opt.max_tokens = 5;  // "T. " + at most 4 words
-  auto p = cocom::engine::chunk_document(doc, opt, count_words);
+  auto p = cocom::ingest::chunk_document(doc, opt, count_words);
   ASSERT_EQ(p.size(), 4u);
   EXPECT_EQ(p[0].text, "T. One two three.");
   EXPECT_EQ(p[1].text, "T. Four five.");
@@ -538,7 +539,7 @@ TEST(Chunker, HandComputedBoundaries) {
   for (size_t i = 0; i < p.size(); ++i) EXPECT_EQ(p[i].index, static_cast<int64_t>(i));
 
   opt.max_tokens = 7;  // up to 6 words: paragraph break inside a chunk becomes a space
-  p = cocom::engine::chunk_document(doc, opt, count_words);
+  p = cocom::ingest::chunk_document(doc, opt, count_words);
   ASSERT_EQ(p.size(), 2u);
   EXPECT_EQ(p[0].text, "T. One two three. Four five.");
   EXPECT_EQ(p[1].text, "T. Six seven eight nine. Ten.");
@@ -546,7 +547,7 @@ TEST(Chunker, HandComputedBoundaries) {
             "Six seven eight nine. Ten.");
 
   opt.overlap_tokens = 2;
-  p = cocom::engine::chunk_document(doc, opt, count_words);
+  p = cocom::ingest::chunk_document(doc, opt, count_words);
   ASSERT_EQ(p.size(), 3u);
   EXPECT_EQ(p[0].text, "T. One two three. Four five.");
   EXPECT_EQ(p[1].text, "T. Four five. Six seven eight nine.");
@@ -556,7 +557,7 @@ TEST(Chunker, HandComputedBoundaries) {
   doc.title = "";
   opt.overlap_tokens = 0;
   opt.max_tokens = 5;
-  p = cocom::engine::chunk_document(doc, opt, count_words);
+  p = cocom::ingest::chunk_document(doc, opt, count_words);
   ASSERT_EQ(p.size(), 2u);
   EXPECT_EQ(p[0].text, "One two three. Four five.");
   EXPECT_EQ(p[1].text, "Six seven eight nine. Ten.");
@@ -567,7 +568,7 @@ TEST(Chunker, LongSentenceSplitsAtWords) {
   doc.text = "a b c d e f g h i j. k";
   ChunkOptions opt;
   opt.max_tokens = 3;
-  auto p = cocom::engine::chunk_document(doc, opt, count_words);
+  auto p = cocom::ingest::chunk_document(doc, opt, count_words);
   std::vector<std::string> texts;
   for (const auto& x : p) texts.push_back(x.text);
   EXPECT_EQ(texts, (std::vector<std::string>{"a b c", "d e f", "g h i", "j. k"}));
@@ -580,7 +581,7 @@ TEST(Chunker, OverlapNeverRepeatsWholeChunk) {
   ChunkOptions opt;
   opt.max_tokens = 5;        // two sentences per chunk
   opt.overlap_tokens = 100;  // as much as allowed
-  auto p = cocom::engine::chunk_document(doc, opt, count_words);
+  auto p = cocom::ingest::chunk_document(doc, opt, count_words);
   std::vector<std::string> texts;
   for (const auto& x : p) texts.push_back(x.text);
   EXPECT_EQ(texts, (std::vector<std::string>{"T. A b. C d.", "T. C d. E f.", "T. E f. G h.",
@@ -596,13 +597,13 @@ TEST(Chunker, HardSplitsLongWordOnUtf8Boundaries) {
   doc.text = "  start " + word + " end.";
   ChunkOptions opt;
   opt.max_tokens = 100;
-  auto p = cocom::engine::chunk_document(doc, opt, count_chars);
+  auto p = cocom::ingest::chunk_document(doc, opt, count_chars);
   ASSERT_GE(p.size(), 10u);
   std::string joined;
   for (const auto& x : p) {
     EXPECT_LE(count_chars(x.text), 100);
     std::string t = x.text;
-    EXPECT_EQ(cocom::engine::repair_utf8(&t), 0u) << "passage " << x.index << " breaks UTF-8";
+    EXPECT_EQ(cocom::utf8::repair(&t), 0u) << "passage " << x.index << " breaks UTF-8";
     ASSERT_EQ(x.text.substr(0, 3), "W. ");
     std::string span = doc.text.substr(x.char_begin, x.char_end - x.char_begin);
     EXPECT_EQ(non_ws(x.text.substr(3)), non_ws(span));
@@ -656,8 +657,8 @@ TEST(Chunker, CoverageAndDeterminism) {
       ChunkOptions opt;
       opt.max_tokens = max_tokens;
       opt.overlap_tokens = overlap;
-      auto p = cocom::engine::chunk_document(doc, opt, counter);
-      auto again = cocom::engine::chunk_document(doc, opt, counter);
+      auto p = cocom::ingest::chunk_document(doc, opt, counter);
+      auto again = cocom::ingest::chunk_document(doc, opt, counter);
       ASSERT_EQ(p.size(), again.size());
       ASSERT_FALSE(p.empty());
       std::string joined;
@@ -685,24 +686,24 @@ TEST(Chunker, CoverageAndDeterminism) {
 TEST(Chunker, WhitespaceOnlyAndBadOptions) {
   Document doc;
   doc.text = " \n\n\t  ";
-  EXPECT_TRUE(cocom::engine::chunk_document(doc, {}, count_words).empty());
+  EXPECT_TRUE(cocom::ingest::chunk_document(doc, {}, count_words).empty());
   doc.text = "x";
   ChunkOptions opt;
   opt.max_tokens = 0;
-  EXPECT_THROW(cocom::engine::chunk_document(doc, opt, count_words), cocom::Error);
+  EXPECT_THROW(cocom::ingest::chunk_document(doc, opt, count_words), cocom::Error);
 }
 
 TEST(ContentHash, Fnv1a) {
   Document d;
-  EXPECT_EQ(cocom::engine::content_hash(d), "af63bd4c8601b7df");  // FNV-1a 64 of one NUL byte
+  EXPECT_EQ(cocom::ingest::content_hash(d), "af63bd4c8601b7df");  // FNV-1a 64 of one NUL byte
   Document a, b;
   a.title = "a";
   b.text = "a";
-  EXPECT_NE(cocom::engine::content_hash(a), cocom::engine::content_hash(b));
-  EXPECT_EQ(cocom::engine::content_hash(a).size(), 16u);
+  EXPECT_NE(cocom::ingest::content_hash(a), cocom::ingest::content_hash(b));
+  EXPECT_EQ(cocom::ingest::content_hash(a).size(), 16u);
   a.id = "ignored";
   a.meta_json = "{\"x\":1}";
   Document a2;
   a2.title = "a";
-  EXPECT_EQ(cocom::engine::content_hash(a), cocom::engine::content_hash(a2));
+  EXPECT_EQ(cocom::ingest::content_hash(a), cocom::ingest::content_hash(a2));
 }

@@ -71,11 +71,16 @@ TEST(ModelApi, OpenDescribesTheCheckpoint) {
   EXPECT_EQ(s.code(), cocom::Status::Code::kNotFound) << s.ToString();
   EXPECT_TRUE(has(s.message(), "no-such-model")) << s.ToString();
   EXPECT_FALSE(none);
-  mo.model_dir = fx() + "/cocom";
-  mo.weights = "int4";
-  s = cocom::Model::Open(mo, &none);
-  EXPECT_EQ(s.code(), cocom::Status::Code::kInvalidArgument);
-  EXPECT_TRUE(has(s.message(), "ModelOptions::weights 'int4'")) << s.ToString();
+  // One parser for the format names (the command line's flags use it).
+  EXPECT_EQ(cocom::ParseWeightFormat("int8g"), cocom::WeightFormat::kInt8g);
+  EXPECT_EQ(cocom::ParseWeightFormat("bfloat16"), cocom::WeightFormat::kBf16);
+  EXPECT_FALSE(cocom::ParseWeightFormat("int4"));
+  EXPECT_STREQ(cocom::WeightFormatName(cocom::WeightFormat::kInt8), "int8");
+  EXPECT_EQ(cocom::ParseEmbeddingDType("float16"), cocom::EmbeddingDType::kFp16);
+  EXPECT_EQ(cocom::ParseEmbeddingDType("int8"), cocom::EmbeddingDType::kInt8);
+  EXPECT_FALSE(cocom::ParseEmbeddingDType("fp8"));
+  EXPECT_STREQ(cocom::EmbeddingDTypeName(cocom::EmbeddingDType::kBf16), "bf16");
+  EXPECT_EQ(i.weights, cocom::WeightFormat::kFp32);
   EXPECT_EQ(cocom::Model::Open(mo, nullptr).code(), cocom::Status::Code::kInvalidArgument);
 }
 
@@ -284,7 +289,7 @@ TEST(StoreSettings, KeptInTheManifestAndConflictsRefused) {
   cocom::Options o;
   o.db_path = dir + "/db";
   o.model_dir = fx() + "/cocom";
-  o.embedding_dtype = "bf16";
+  o.embedding_dtype = cocom::EmbeddingDType::kBf16;
   o.context_max_length = 64;
   o.chunk_overlap_tokens = 8;
   o.query_prefix = "query: ";
@@ -300,7 +305,7 @@ TEST(StoreSettings, KeptInTheManifestAndConflictsRefused) {
   ASSERT_TRUE(cocom::Engine::Open(plain, &e).ok());
   auto st = e->Stats();
   ASSERT_TRUE(st.ok());
-  EXPECT_EQ(st->embedding_dtype, "bf16");
+  EXPECT_EQ(st->embedding_dtype, cocom::EmbeddingDType::kBf16);
   EXPECT_EQ(st->embeddings_per_passage, 16);  // ceil(64 / 4)
   cocom::Json j = cocom::parse_json_text(st->json, "stats");
   EXPECT_EQ(j.at("context_max_length").get<int64_t>(), 64);
@@ -327,7 +332,8 @@ TEST(StoreSettings, KeptInTheManifestAndConflictsRefused) {
     const char* stored;
   };
   const std::vector<Case> cases = {
-      {"embedding_dtype", [](cocom::Options& x) { x.embedding_dtype = "fp16"; }, "'fp16'", "'bf16'"},
+      {"embedding_dtype", [](cocom::Options& x) { x.embedding_dtype = cocom::EmbeddingDType::kFp16; },
+       "'fp16'", "'bf16'"},
       {"context_max_length", [](cocom::Options& x) { x.context_max_length = 128; }, "128", "64"},
       {"chunk_overlap_tokens", [](cocom::Options& x) { x.chunk_overlap_tokens = 0; }, "0", "8"},
       {"query_prefix", [](cocom::Options& x) { x.query_prefix = ""; }, "''", "'query: '"},
@@ -350,7 +356,7 @@ TEST(StoreSettings, KeptInTheManifestAndConflictsRefused) {
 
   // Another weight format answers, but does not ingest (its embeddings would differ).
   cocom::Options q = plain;
-  q.weights = "int8";
+  q.weights = cocom::WeightFormat::kInt8;
   ASSERT_TRUE(cocom::Engine::Open(q, &e).ok());
   auto a = e->Ask("What does the GPL guarantee?", {1, cocom::SearchMode::kBm25, {}, {}});
   EXPECT_TRUE(a.ok()) << a.status().ToString();

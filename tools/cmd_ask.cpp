@@ -78,7 +78,7 @@ int cmd_ask(const GlobalOptions& g, const AskArgs& a) {
   opt.model_dir = a.model;
   opt.retriever_dir = a.retriever;
   opt.decoder_tokenizer = a.decoder_tokenizer;
-  opt.weights = a.weights;
+  opt.weights = weights_flag(a.weights);
   opt.compressor_tokenizer = a.compressor_tokenizer;
   if (!a.query_prefix.empty()) opt.query_prefix = a.query_prefix;
   opt.create_if_missing = false;  // asking never creates a store

@@ -388,7 +388,7 @@ class Console {
     std::printf("compression    x%lld: %lld embeddings of width %lld per passage (%s, %.1f MB)\n",
                 static_cast<long long>(s.compression_rate),
                 static_cast<long long>(s.embeddings_per_passage),
-                static_cast<long long>(s.embedding_dim), s.embedding_dtype.c_str(),
+                static_cast<long long>(s.embedding_dim), EmbeddingDTypeName(s.embedding_dtype),
                 static_cast<double>(s.embedding_bytes) / 1e6);
     std::printf("index          %s\n", s.index_factory.c_str());
     std::printf(
@@ -523,7 +523,7 @@ int cmd_console(const GlobalOptions& g, const ConsoleArgs& a) {
   o.model_dir = a.model;
   o.retriever_dir = a.retriever;
   o.decoder_tokenizer = a.decoder_tokenizer;
-  o.weights = a.weights;
+  o.weights = weights_flag(a.weights);
   o.compressor_tokenizer = a.compressor_tokenizer;
   o.create_if_missing = false;  // a console over a store that does not exist is a typo
   o.load_model_eagerly = true;  // the first answer should not wait for the model

@@ -27,20 +27,36 @@ T value_of(Result<T> r) {
   return std::move(r).value();
 }
 
+}  // namespace
+
+cocom::WeightFormat weights_flag(const std::string& value) {
+  const auto f = ParseWeightFormat(value);
+  if (!f) fail("--weights ", value, ": expected fp32, bf16, int8 or int8g");
+  return *f;
+}
+
+cocom::EmbeddingDType embedding_dtype_flag(const std::string& value) {
+  const auto d = ParseEmbeddingDType(value);
+  if (!d) fail("--embedding-dtype ", value, ": expected fp16, bf16, fp32 or int8");
+  return *d;
+}
+
+namespace {
+
 Options store_options(const GlobalOptions& g, const StoreArgs& a) {
   Options o;
   o.db_path = a.db;
   o.model_dir = a.model;
   o.retriever_dir = a.retriever;
   if (!a.index_factory.empty()) o.index_factory = a.index_factory;
-  if (!a.embedding_dtype.empty()) o.embedding_dtype = a.embedding_dtype;
+  if (!a.embedding_dtype.empty()) o.embedding_dtype = embedding_dtype_flag(a.embedding_dtype);
   o.device = g.device;
   o.threads = g.threads;
   o.verbose = g.verbose;
   o.log_level = g.verbose ? LogLevel::kDebug : LogLevel::kWarn;
   o.decoder_tokenizer = a.decoder_tokenizer;
   o.compressor_tokenizer = a.compressor_tokenizer;
-  o.weights = a.weights;
+  o.weights = weights_flag(a.weights);
   // Empty flags leave the store's settings as they are.
   if (!a.query_prefix.empty()) o.query_prefix = a.query_prefix;
   if (!a.passage_prefix.empty()) o.passage_prefix = a.passage_prefix;

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "cocom/cocom.h"
 #include "model/safetensors.h"
 #include "tools/cli_util.h"
 
@@ -35,8 +36,11 @@ struct ForwardArgs {
 };
 int cmd_forward(const GlobalOptions& g, const ForwardArgs& a);
 
-// --weights fp32|bf16|int8: resident format of a decoder's linear layers (model/quant.h).
+// --weights fp32|bf16|int8|int8g: resident format of a decoder's linear layers (model/quant.h).
 model::WeightFormat weight_format_option(const std::string& value);
+// The same flags for the public API (cmd_store.cpp); both throw naming the flag.
+cocom::WeightFormat weights_flag(const std::string& value);
+cocom::EmbeddingDType embedding_dtype_flag(const std::string& value);
 
 struct CompleteArgs {
   std::string model, in, out, prompt, tokenizer;

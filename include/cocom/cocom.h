@@ -21,7 +21,7 @@
 //
 //   cocom::ModelOptions mo;
 //   mo.model_dir = "/models/cocom-v1-16-mistral-7b";
-//   mo.weights = "int8";
+//   mo.weights = cocom::WeightFormat::kInt8;
 //   std::shared_ptr<cocom::Model> model;
 //   cocom::Status s = cocom::Model::Open(mo, &model);
 //   std::unique_ptr<cocom::Engine> docs, tickets;
@@ -140,6 +140,32 @@ enum class LogLevel { kDebug, kInfo, kWarn, kError, kOff };
 using LogCallback = std::function<void(LogLevel level, const std::string& message)>;
 
 // ---------------------------------------------------------------------------------------------
+// Formats
+
+// How a decoder's linear layers (and lm_head) are held in memory.
+enum class WeightFormat {
+  kFp32,   // "fp32": as computed by the reference
+  kBf16,   // "bf16": half the memory
+  kInt8,   // "int8": one scale per output channel; a quarter, the fastest decode on CPU
+  kInt8g,  // "int8g": int8 with one scale per 64 inputs, closer to fp32 for 1/16 more bytes
+};
+
+// How context embeddings are kept on disk.
+enum class EmbeddingDType {
+  kFp16,  // "fp16"
+  kBf16,  // "bf16"
+  kFp32,  // "fp32"
+  kInt8,  // "int8": symmetric, one fp32 scale per vector (about half of fp16)
+};
+
+// The names above (and the aliases the command line takes: float32, bfloat16, q8, int8-g64,
+// float16); nullopt for anything else.
+std::optional<WeightFormat> ParseWeightFormat(const std::string& name);
+const char* WeightFormatName(WeightFormat format);
+std::optional<EmbeddingDType> ParseEmbeddingDType(const std::string& name);
+const char* EmbeddingDTypeName(EmbeddingDType dtype);
+
+// ---------------------------------------------------------------------------------------------
 // Options
 
 enum class SearchMode {
@@ -176,13 +202,11 @@ struct Options {
   bool load_model_eagerly = false;
   // "cpu" or "cuda" / "cuda:N" (needs a CUDA build of libtorch).
   std::string device = "cpu";
-  // How the decoder's linear layers are held in memory for answering: "fp32" (as computed by
-  // the reference), "bf16" (half the memory), "int8" (per-output-channel scales: a quarter,
-  // and the fastest decode on CPU) or "int8g" (int8 with one scale per 128 inputs: closer to
-  // fp32 for 1/32 more bytes). bf16/int8/int8g are CPU-only. A Mistral-7B checkpoint needs
-  // one of them on a 24 GB machine. Ingestion compresses with the same
-  // decoder, so a store ingested with one format should be asked with the same one.
-  std::string weights = "fp32";
+  // How the decoder's linear layers are held in memory (WeightFormat). bf16/int8/int8g are
+  // CPU-only. A Mistral-7B checkpoint needs one of them on a 24 GB machine. Ingestion
+  // compresses with the same decoder: a store refuses to ingest with another format than its
+  // embeddings were made with (asking with another one is allowed).
+  WeightFormat weights = WeightFormat::kFp32;
   // Threads for libtorch's intra-op pool; 0 = all cores (std::thread::hardware_concurrency;
   // libtorch's own default can be a single thread). The setting is process-wide (libtorch
   // has one pool), applied by every Open.
@@ -201,7 +225,7 @@ struct Options {
   // its fingerprint is the store's.) Ingesting with another `weights` format than the
   // store's embeddings were made with is refused too; asking with another one is allowed.
   std::optional<std::string> index_factory;    // FAISS factory string; "Flat"
-  std::optional<std::string> embedding_dtype;  // fp16 | bf16 | fp32 | int8 on disk; "fp16"
+  std::optional<EmbeddingDType> embedding_dtype;  // context embeddings on disk; kFp16
   std::optional<int> context_max_length;       // compressor tokens per passage; 128
   std::optional<int> chunk_overlap_tokens;     // tokens repeated between passages; 0
   // Retriever prompt prefixes (e5-style models want "query: " / "passage: "); "".
@@ -222,7 +246,7 @@ struct ModelOptions {
   std::string model_dir;
   std::string decoder_tokenizer, compressor_tokenizer;
   std::string device = "cpu";
-  std::string weights = "fp32";  // fp32 | bf16 | int8 | int8g, see Options::weights
+  WeightFormat weights = WeightFormat::kFp32;  // see Options::weights
   int threads = 0;               // 0 = all cores; process-wide
   std::optional<LogLevel> log_level;
   LogCallback log_callback;
@@ -317,7 +341,8 @@ struct EngineStats {
   int64_t compression_rate = 0;  // r: ceil(128 / r) embeddings per passage
   int64_t embeddings_per_passage = 0;
   int64_t embedding_dim = 0;
-  std::string embedding_dtype, index_factory;
+  EmbeddingDType embedding_dtype = EmbeddingDType::kFp16;
+  std::string index_factory;
   int64_t embedding_bytes = 0;  // context embeddings stored, in bytes
   bool has_dense_retriever = false;
   bool model_loaded = false;
@@ -336,7 +361,8 @@ struct ModelInfo {
   int64_t embedding_dim = 0;     // the decoder's hidden size: the width of every vector
   int64_t generation_top_k = 0;  // passages per question the checkpoint was trained with
   int64_t max_positions = 0;     // the decoder's longest prompt + answer
-  std::string weights, device;
+  WeightFormat weights = WeightFormat::kFp32;
+  std::string device;
   int64_t decoder_parameters = 0;
   double load_seconds = 0;
 };

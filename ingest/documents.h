@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-namespace cocom::engine {
+namespace cocom::ingest {
 
 struct Document {
   std::string id;      // deterministic: the jsonl "id" field, else the source path
@@ -50,7 +50,6 @@ std::string markdown_to_text(const std::string& md, std::string* title);
 std::string html_to_text(const std::string& html, std::string* title);  // gumbo
 std::string pdf_to_text(const std::string& path, std::string* title);    // poppler-cpp; throws on failure
 // Replaces invalid UTF-8 with U+FFFD; returns the number of replacements.
-size_t repair_utf8(std::string* s);
 
 struct Passage {
   int64_t index = 0;
@@ -79,4 +78,4 @@ std::vector<Passage> chunk_document(const Document& doc, const ChunkOptions& opt
 // Content hash (64-bit FNV-1a of title and text, hex) for change detection on re-ingest.
 std::string content_hash(const Document& doc);
 
-}  // namespace cocom::engine
+}  // namespace cocom::ingest

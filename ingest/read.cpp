@@ -1,0 +1,381 @@
+// Document readers (txt, Markdown, HTML via gumbo, PDF via poppler-cpp, jsonl) and the
+// sentence-packing chunker. Torch-free.
+//
+// Decisions worth knowing:
+//  - Directories are walked depth-first; the files found under one given root are ordered by
+//    their path relative to that root (byte order). Directories are identified by (device,
+//    inode) so symlink loops (and a directory reached twice through links) are visited once.
+//  - include/exclude globs (fnmatch, no flags: '*' also matches '/') are tried against the
+//    path relative to the given root and against the base name. Excluded directories are
+//    pruned. Globs only filter directory contents: a file named explicitly is always read.
+//  - Duplicate document ids within one read_paths call: the FIRST one wins, later ones are
+//    dropped with a warning (keeps the sorted order stable and never rewrites a document).
+//  - A jsonl record without "title" gets an empty title (not the file stem: the stem would
+//    prefix every record of the corpus). "id" may be a string or a number; missing/null ->
+//    "<path>#<line>" (1-based line).
+//  - Texts are normalised after extraction: CR LF / CR / FF / VT -> "\n", NUL and other C0
+//    controls (except TAB and LF) -> ' '. Titles additionally have whitespace collapsed.
+//  - Invalid UTF-8: repaired (one U+FFFD per maximal invalid subpart, as WHATWG / Python's
+//    errors="replace") with a warning naming the document, or the document is skipped with
+//    reason "invalid UTF-8" (for jsonl the record is skipped; the skip path is "path:line").
+//  - Empty / whitespace-only files are kept as documents (chunk_document gives no passages).
+#include "ingest/documents.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "common/error.h"
+#include "common/hash.h"
+#include "common/json_util.h"
+#include "common/utf8.h"
+#include "ingest/text.h"
+
+namespace cocom::ingest {
+namespace {
+
+using namespace detail;  // NOLINT
+
+// ---------------------------------------------------------------------------------------------
+// File reading
+
+struct Source {
+  std::string abs;  // absolute path
+  std::string rel;  // path relative to the given root (base name for a given file)
+};
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+std::string extension_of(const std::string& path) {
+  std::filesystem::path p(path);
+  return to_lower(p.extension().string());
+}
+
+std::string stem_of(const std::string& path) { return std::filesystem::path(path).stem().string(); }
+
+std::string base_name(const std::string& path) {
+  size_t slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+bool glob_any(const std::vector<std::string>& globs, const std::string& rel) {
+  std::string base = base_name(rel);
+  for (const auto& g : globs) {
+    if (fnmatch(g.c_str(), rel.c_str(), 0) == 0 || fnmatch(g.c_str(), base.c_str(), 0) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool supported_extension(const std::string& ext) {
+  return ext == ".txt" || ext == ".md" || ext == ".markdown" || ext == ".html" || ext == ".htm" ||
+         ext == ".pdf" || ext == ".jsonl";
+}
+
+// Reads a whole regular file; returns false with errno text on failure.
+bool read_file_bytes(const std::string& path, std::string* out, std::string* err) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    *err = errno_text(errno);
+    return false;
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    *err = errno_text(errno);
+    ::close(fd);
+    return false;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    *err = "not a regular file";
+    ::close(fd);
+    return false;
+  }
+  out->clear();
+  if (st.st_size > 0) out->reserve(static_cast<size_t>(st.st_size));
+  char buf[65536];
+  while (true) {
+    ssize_t r = ::read(fd, buf, sizeof(buf));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      *err = errno_text(errno);
+      ::close(fd);
+      return false;
+    }
+    if (r == 0) break;
+    out->append(buf, static_cast<size_t>(r));
+  }
+  ::close(fd);
+  return true;
+}
+
+std::string absolute_path(const std::string& p) {
+  std::string s = std::filesystem::absolute(std::filesystem::path(p)).lexically_normal().string();
+  while (s.size() > 1 && s.back() == '/') s.pop_back();
+  return s;
+}
+
+class Reader {
+ public:
+  explicit Reader(const ReadOptions& opt) : opt_(opt) {}
+
+  void add_root(const std::string& given) {
+    std::string abs = absolute_path(given);
+    struct stat st {};
+    if (::stat(abs.c_str(), &st) != 0) {
+      res_.skipped.push_back({abs, "unreadable: " + errno_text(errno)});
+      return;
+    }
+    if (S_ISDIR(st.st_mode)) {
+      std::vector<Source> files;
+      walk(abs, &files);
+      std::sort(files.begin(), files.end(),
+                [](const Source& a, const Source& b) { return a.rel < b.rel; });
+      for (const auto& f : files) read_file(f.abs, /*explicit_file=*/false);
+    } else {
+      read_file(abs, /*explicit_file=*/true);
+    }
+  }
+
+  ReadResult take() { return std::move(res_); }
+
+ private:
+  void walk(const std::string& root, std::vector<Source>* files) {
+    std::set<std::pair<dev_t, ino_t>> visited;
+    struct stat st {};
+    if (::stat(root.c_str(), &st) == 0) visited.insert({st.st_dev, st.st_ino});
+    std::vector<std::pair<std::string, std::string>> stack{{root, ""}};  // (abs, rel)
+    while (!stack.empty()) {
+      auto [dir_abs, dir_rel] = stack.back();
+      stack.pop_back();
+      DIR* d = ::opendir(dir_abs.c_str());
+      if (!d) {
+        res_.skipped.push_back({dir_abs, "unreadable: " + errno_text(errno)});
+        continue;
+      }
+      std::vector<std::string> names;
+      while (dirent* e = ::readdir(d)) {
+        std::string name = e->d_name;
+        if (name == "." || name == "..") continue;
+        names.push_back(std::move(name));
+      }
+      ::closedir(d);
+      std::sort(names.begin(), names.end());
+      std::vector<std::pair<std::string, std::string>> subdirs;
+      for (const auto& name : names) {
+        std::string abs = dir_abs + "/" + name;
+        std::string rel = dir_rel.empty() ? name : dir_rel + "/" + name;
+        struct stat est {};
+        if (::stat(abs.c_str(), &est) != 0) {  // e.g. a dangling symlink or a link loop
+          int err = errno;
+          if (!glob_any(opt_.exclude, rel)) {
+            res_.skipped.push_back({abs, "unreadable: " + errno_text(err)});
+          }
+          continue;
+        }
+        if (glob_any(opt_.exclude, rel)) continue;
+        if (S_ISDIR(est.st_mode)) {
+          if (!visited.insert({est.st_dev, est.st_ino}).second) continue;  // loop / seen
+          subdirs.emplace_back(abs, rel);
+          continue;
+        }
+        if (!opt_.include.empty() && !glob_any(opt_.include, rel)) continue;
+        files->push_back({abs, rel});
+      }
+      for (auto it = subdirs.rbegin(); it != subdirs.rend(); ++it) stack.push_back(*it);
+    }
+  }
+
+  // Repairs or rejects invalid UTF-8 in `s`; false = skip the document.
+  bool check_utf8(std::string* s, const std::string& what) {
+    if (utf8::is_valid(*s)) return true;
+    if (!opt_.repair_utf8) {
+      res_.skipped.push_back({what, "invalid UTF-8"});
+      return false;
+    }
+    size_t n = utf8::repair(s);
+    res_.warnings.push_back(what + ": replaced " + std::to_string(n) +
+                            " invalid UTF-8 sequence(s) with U+FFFD");
+    return true;
+  }
+
+  void add_document(Document doc, const std::string& where) {
+    auto [it, inserted] = ids_.emplace(doc.id, where);
+    if (!inserted) {
+      res_.warnings.push_back(where + ": duplicate document id '" + doc.id + "' (first seen at " +
+                              it->second + "); keeping the first");
+      return;
+    }
+    res_.documents.push_back(std::move(doc));
+  }
+
+  void read_file(const std::string& abs, bool explicit_file) {
+    (void)explicit_file;
+    std::string ext = extension_of(abs);
+    if (!supported_extension(ext)) {
+      res_.skipped.push_back(
+          {abs, "unsupported extension " + (ext.empty() ? std::string("(none)") : ext)});
+      return;
+    }
+    struct stat st {};
+    if (::stat(abs.c_str(), &st) != 0) {
+      res_.skipped.push_back({abs, "unreadable: " + errno_text(errno)});
+      return;
+    }
+    if (!S_ISREG(st.st_mode)) {
+      res_.skipped.push_back({abs, "not a regular file"});
+      return;
+    }
+    Json meta = {{"size", static_cast<int64_t>(st.st_size)},
+                 {"mtime", static_cast<int64_t>(st.st_mtime)}};
+    if (ext == ".pdf") {
+      Document doc;
+      try {
+        doc.text = pdf_to_text(abs, &doc.title);
+      } catch (const std::exception& e) {
+        res_.skipped.push_back({abs, e.what()});
+        return;
+      }
+      if (!check_utf8(&doc.text, abs)) return;
+      utf8::repair(&doc.title);
+      finish_file_doc(std::move(doc), abs, meta);
+      return;
+    }
+    std::string bytes, err;
+    if (!read_file_bytes(abs, &bytes, &err)) {
+      res_.skipped.push_back({abs, "unreadable: " + err});
+      return;
+    }
+    if (std::memchr(bytes.data(), '\0', std::min<size_t>(bytes.size(), 8192)) != nullptr) {
+      res_.skipped.push_back({abs, "binary file"});
+      return;
+    }
+    if (ext == ".jsonl") {
+      read_jsonl(abs, bytes);
+      return;
+    }
+    if (!check_utf8(&bytes, abs)) return;
+    Document doc;
+    if (ext == ".md" || ext == ".markdown") {
+      doc.text = markdown_to_text(bytes, &doc.title);
+    } else if (ext == ".html" || ext == ".htm") {
+      doc.text = html_to_text(bytes, &doc.title);
+    } else {
+      doc.text = std::move(bytes);
+    }
+    finish_file_doc(std::move(doc), abs, meta);
+  }
+
+  void finish_file_doc(Document doc, const std::string& abs, const Json& meta) {
+    doc.text = normalize_text(doc.text);
+    doc.title = normalize_title(doc.title);
+    if (doc.title.empty()) doc.title = stem_of(abs);
+    doc.id = abs;
+    doc.source = abs;
+    doc.meta_json = meta.dump();
+    add_document(std::move(doc), abs);
+  }
+
+  void read_jsonl(const std::string& abs, const std::string& bytes) {
+    size_t pos = 0;
+    int64_t line_no = 0;
+    while (pos < bytes.size()) {
+      size_t nl = bytes.find('\n', pos);
+      if (nl == std::string::npos) nl = bytes.size();
+      std::string line = bytes.substr(pos, nl - pos);
+      pos = nl + 1;
+      ++line_no;
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (trim(line).empty()) continue;
+      std::string where = abs + ":" + std::to_string(line_no);
+      if (!check_utf8(&line, where)) continue;
+      Json j = Json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (j.is_discarded()) {
+        res_.warnings.push_back(where + ": invalid JSON, line skipped");
+        continue;
+      }
+      if (!j.is_object()) {
+        res_.warnings.push_back(where + ": not a JSON object, line skipped");
+        continue;
+      }
+      auto text_it = j.find("text");
+      if (text_it == j.end() || !text_it->is_string()) {
+        res_.warnings.push_back(where + ": missing string field \"text\", line skipped");
+        continue;
+      }
+      Document doc;
+      doc.text = normalize_text(text_it->get<std::string>());
+      auto id_it = j.find("id");
+      if (id_it != j.end() && id_it->is_string()) {
+        doc.id = id_it->get<std::string>();
+      } else if (id_it != j.end() && id_it->is_number()) {
+        doc.id = id_it->dump();
+      } else {
+        if (id_it != j.end() && !id_it->is_null()) {
+          res_.warnings.push_back(where +
+                                  ": field \"id\" is neither a string nor a number; "
+                                  "using the line position");
+        }
+        doc.id = abs + "#" + std::to_string(line_no);
+      }
+      auto title_it = j.find("title");
+      if (title_it != j.end() && title_it->is_string()) {
+        doc.title = normalize_title(title_it->get<std::string>());
+      } else if (title_it != j.end() && title_it->is_number()) {
+        doc.title = title_it->dump();
+      }
+      Json meta = Json::object();
+      for (auto it = j.begin(); it != j.end(); ++it) {
+        if (it.key() != "id" && it.key() != "title" && it.key() != "text")
+          meta[it.key()] = it.value();
+      }
+      doc.meta_json = meta.dump();
+      doc.source = abs;
+      add_document(std::move(doc), where);
+    }
+  }
+
+  const ReadOptions& opt_;
+  ReadResult res_;
+  std::unordered_map<std::string, std::string> ids_;  // id -> where first seen
+};
+
+}  // namespace
+
+ReadResult read_paths(const std::vector<std::string>& paths, const ReadOptions& opt) {
+  // Every given path must exist before anything is read.
+  for (const auto& p : paths) {
+    struct stat st {};
+    if (::stat(p.c_str(), &st) != 0 && (errno == ENOENT || errno == ENOTDIR)) {
+      fail_not_found("path does not exist: ", p);
+    }
+  }
+  Reader reader(opt);
+  for (const auto& p : paths) reader.add_root(p);
+  return reader.take();
+}
+
+std::string content_hash(const Document& doc) {
+  const char sep = '\0';
+  uint64_t h = fnv1a64(doc.title);
+  h = fnv1a64(&sep, 1, h);
+  return hex64(fnv1a64(doc.text, h));
+}
+
+}  // namespace cocom::ingest
