@@ -36,7 +36,7 @@ struct ReadResult {
 // Reads files (.txt, .md, .markdown, .html, .htm, .pdf, .jsonl) and directories (recursively,
 // sorted, include/exclude globs). One bad document never stops the batch: it is skipped or
 // repaired with a reason. Throws cocom::Error only when a given path does not exist.
-// Details (see documents.cpp): files under a directory are ordered by their path relative to
+// Details (see read.cpp): files under a directory are ordered by their path relative to
 // it; globs (fnmatch, '*' crosses '/') are matched against that relative path and the base
 // name, excluded directories are pruned, and globs do not filter files named explicitly.
 // Symlinked directories are followed once (loops are cut by device/inode). Duplicate ids:
