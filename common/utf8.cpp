@@ -59,7 +59,9 @@ size_t first_invalid(const char* s, size_t n) {
   return std::string::npos;
 }
 
-bool is_valid(const std::string& s) { return first_invalid(s.data(), s.size()) == std::string::npos; }
+bool is_valid(const std::string& s) {
+  return first_invalid(s.data(), s.size()) == std::string::npos;
+}
 
 size_t repair(std::string* s) {
   size_t i = first_invalid(s->data(), s->size());

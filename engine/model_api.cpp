@@ -126,7 +126,9 @@ AnswerRun run_answer(const model::CocomModel& m, generate::AnswerRequest req,
 
 at::Tensor contexts_tensor(const model::CocomModel& m, const ContextEmbeddings& c,
                            const std::string& what) {
-  auto bad = [&](const std::string& why) { throw_status(Status::InvalidArgument(what + " " + why)); };
+  auto bad = [&](const std::string& why) {
+    throw_status(Status::InvalidArgument(what + " " + why));
+  };
   const int64_t H = m.decoder().config().hidden_size;
   if (c.count < 1) bad("holds no passage (count " + std::to_string(c.count) + ")");
   if (c.count > 1000) bad("holds " + std::to_string(c.count) + " passages: at most 1000");
@@ -142,8 +144,8 @@ at::Tensor contexts_tensor(const model::CocomModel& m, const ContextEmbeddings& 
         std::to_string(max_pos));
   }
   if (static_cast<int64_t>(c.data.size()) != c.count * c.vectors * c.dim) {
-    bad("has " + std::to_string(c.data.size()) + " values, but count x vectors x dim = " +
-        std::to_string(c.count * c.vectors * c.dim));
+    bad("has " + std::to_string(c.data.size()) +
+        " values, but count x vectors x dim = " + std::to_string(c.count * c.vectors * c.dim));
   }
   for (size_t i = 0; i < c.data.size(); ++i) {
     if (!std::isfinite(c.data[i])) {
@@ -266,10 +268,10 @@ Result<ContextEmbeddings> Model::Compress(const std::vector<std::string>& passag
           ": must be at least 1");
     }
     const model::CocomModel& m = *impl_->m;
-    at::Tensor e = compress::compress_passages(m, passages, options.context_max_length,
-                                               options.batch_size)
-                       .to(at::kCPU, at::kFloat)
-                       .contiguous();
+    at::Tensor e =
+        compress::compress_passages(m, passages, options.context_max_length, options.batch_size)
+            .to(at::kCPU, at::kFloat)
+            .contiguous();
     out.count = e.size(0);
     out.vectors = e.size(1);
     out.dim = e.size(2);
@@ -311,10 +313,9 @@ Result<Generation> Model::Generate(const std::string& question, const ContextEmb
                                    const GenerationOptions& options,
                                    const TokenCallback& on_token) const {
   const model::CocomModel& m = *impl_->m;
-  return generate_with("Generate", m, question, options, on_token,
-                       [&](generate::AnswerRequest* r) {
-                         r->contexts = contexts_tensor(m, contexts, "contexts");
-                       });
+  return generate_with("Generate", m, question, options, on_token, [&](generate::AnswerRequest* r) {
+    r->contexts = contexts_tensor(m, contexts, "contexts");
+  });
 }
 
 Result<Generation> Model::GenerateFromText(const std::string& question,
@@ -352,10 +353,10 @@ Result<ContextEmbeddings> ContextEmbeddings::Concat(const std::vector<ContextEmb
       out.vectors = p.vectors;
       out.dim = p.dim;
     } else if (p.vectors != out.vectors || p.dim != out.dim) {
-      return Status::InvalidArgument(
-          "Concat: parts[" + std::to_string(i) + "] is [" + std::to_string(p.vectors) + ", " +
-          std::to_string(p.dim) + "] per passage, parts[0] [" + std::to_string(out.vectors) +
-          ", " + std::to_string(out.dim) + "]");
+      return Status::InvalidArgument("Concat: parts[" + std::to_string(i) + "] is [" +
+                                     std::to_string(p.vectors) + ", " + std::to_string(p.dim) +
+                                     "] per passage, parts[0] [" + std::to_string(out.vectors) +
+                                     ", " + std::to_string(out.dim) + "]");
     }
     out.count += p.count;
     out.data.insert(out.data.end(), p.data.begin(), p.data.end());

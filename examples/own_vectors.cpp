@@ -104,7 +104,9 @@ int main(int argc, char** argv) {
     ++compressed;
   }
   std::printf("compressed %zu passages (%zu stored), %lld vectors of %lld values each\n",
-              compressed, names.size(), static_cast<long long>(128 / model->Info().compression_rate),
+              compressed, names.size(),
+              static_cast<long long>((128 + model->Info().compression_rate - 1) /
+                                     model->Info().compression_rate),
               static_cast<long long>(model->Info().embedding_dim));
 
   // The application's own retrieval: the passages sharing the most words with the question,

@@ -55,8 +55,8 @@ void append_memory_slots(const Tokens& t, int64_t n, std::vector<int64_t>* ids,
 }
 
 std::string passage_slots(const Tokens& t, int64_t k, int64_t n) {
-  const std::string one =
-      repeat(t.tokenizer->id_to_token(t.mem), n) + (t.use_sep ? t.tokenizer->id_to_token(t.sep) : "");
+  const std::string one = repeat(t.tokenizer->id_to_token(t.mem), n) +
+                          (t.use_sep ? t.tokenizer->id_to_token(t.sep) : "");
   return repeat(one, k);
 }
 
@@ -64,9 +64,7 @@ int64_t passage_slot_offset(const Tokens& t, int64_t first, int64_t j, int64_t n
   return first + j * (n + (t.use_sep ? 1 : 0));
 }
 
-std::string instruction(const std::string& question) {
-  return "[INST]" + question + "\n[/INST]\n";
-}
+std::string instruction(const std::string& question) { return "[INST]" + question + "\n[/INST]\n"; }
 
 std::string qa_prompt(const Tokens& t, int64_t k, int64_t n, const std::string& question) {
   return t.bos() + passage_slots(t, k, n) + instruction(question);

@@ -9,22 +9,26 @@
 namespace cocom::ingest {
 
 struct Document {
-  std::string id;      // deterministic: the jsonl "id" field, else the source path
-  std::string title;   // jsonl "title", HTML <title>, Markdown first heading, PDF title, else file stem
-  std::string text;    // plain text (markup removed), valid UTF-8
-  std::string source;  // the file it came from (absolute path)
+  std::string id;  // deterministic: the jsonl "id" field, else the source path
+  std::string
+      title;  // jsonl "title", HTML <title>, Markdown first heading, PDF title, else file stem
+  std::string text;              // plain text (markup removed), valid UTF-8
+  std::string source;            // the file it came from (absolute path)
   std::string meta_json = "{}";  // jsonl fields other than id/title/text; file size/mtime otherwise
 };
 
 struct SkippedFile {
   std::string path;
-  std::string reason;  // "binary file", "unsupported extension .xyz", "invalid UTF-8", "unreadable: ..."
+  std::string
+      reason;  // "binary file", "unsupported extension .xyz", "invalid UTF-8", "unreadable: ..."
 };
 
 struct ReadOptions {
-  std::vector<std::string> include;  // fnmatch globs on the path relative to the given root; empty = all supported
+  std::vector<std::string>
+      include;  // fnmatch globs on the path relative to the given root; empty = all supported
   std::vector<std::string> exclude;
-  bool repair_utf8 = true;           // replace invalid sequences with U+FFFD (warning); false = skip the document
+  bool repair_utf8 =
+      true;  // replace invalid sequences with U+FFFD (warning); false = skip the document
 };
 
 struct ReadResult {
@@ -48,7 +52,8 @@ ReadResult read_paths(const std::vector<std::string>& paths, const ReadOptions& 
 // Single-format readers (exposed for tests); `path` is used in messages and as source.
 std::string markdown_to_text(const std::string& md, std::string* title);
 std::string html_to_text(const std::string& html, std::string* title);  // gumbo
-std::string pdf_to_text(const std::string& path, std::string* title);    // poppler-cpp; throws on failure
+std::string pdf_to_text(const std::string& path,
+                        std::string* title);  // poppler-cpp; throws on failure
 // Replaces invalid UTF-8 with U+FFFD; returns the number of replacements.
 
 struct Passage {

@@ -74,5 +74,4 @@ std::vector<std::string> analyze(const std::string& text) {
   return out;
 }
 
-
 }  // namespace cocom::storage

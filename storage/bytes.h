@@ -90,7 +90,8 @@ class Reader {
     return v;
   }
   void finish() {
-    if (pos_ != s_.size()) fail_corrupt(what_, ": record is damaged (", s_.size() - pos_, " stray bytes)");
+    if (pos_ != s_.size())
+      fail_corrupt(what_, ": record is damaged (", s_.size() - pos_, " stray bytes)");
   }
 
  private:

@@ -53,7 +53,6 @@ std::optional<EmbeddingDType> parse_embedding_dtype(const std::string& s) {
   return std::nullopt;
 }
 
-
 // ---------------------------------------------------------------------------------------
 // Embedding blobs: "CCEM", u8 version (1), u8 dtype (0 fp16, 1 bf16, 2 fp32), u8 ndim,
 // int64 little-endian shape[ndim], then the values little-endian.
@@ -202,7 +201,8 @@ std::string encode_embedding(const std::vector<float>& values, const std::vector
 std::vector<float> decode_embedding(const std::string& blob, std::vector<int64_t>* shape,
                                     const std::string& what) {
   if (blob.size() < kBlobHeader) {
-    fail_corrupt(what, ": embedding blob truncated (", blob.size(), " bytes, the header alone is 7)");
+    fail_corrupt(what, ": embedding blob truncated (", blob.size(),
+                 " bytes, the header alone is 7)");
   }
   if (blob.compare(0, 4, "CCEM") != 0) fail_corrupt(what, ": not an embedding blob (bad magic)");
   const uint8_t version = static_cast<uint8_t>(blob[4]);
@@ -219,8 +219,8 @@ std::vector<float> decode_embedding(const std::string& blob, std::vector<int64_t
   if (ndim > kMaxNdim) fail(what, ": embedding blob claims ", int(ndim), " dimensions (max 8)");
   const size_t header = kBlobHeader + 8 * size_t(ndim);
   if (blob.size() < header) {
-    fail_corrupt(what, ": embedding blob truncated (", blob.size(), " bytes, its header needs ", header,
-         ")");
+    fail_corrupt(what, ": embedding blob truncated (", blob.size(), " bytes, its header needs ",
+                 header, ")");
   }
   std::vector<int64_t> dims(ndim);
   uint64_t count = 1;
@@ -270,6 +270,5 @@ std::vector<float> decode_embedding(const std::string& blob, std::vector<int64_t
   if (shape) *shape = std::move(dims);
   return out;
 }
-
 
 }  // namespace cocom::storage

@@ -72,5 +72,4 @@ StoredPassage decode_passage(uint64_t id, const std::string& s, const std::strin
   return p;
 }
 
-
 }  // namespace cocom::storage::detail

@@ -4,20 +4,20 @@
 #include <spdlog/spdlog.h>
 
 #include <cmath>
-#include <functional>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "cocom/cocom.h"
+#include "common/json_util.h"
 #include "compress/compressor.h"
 #include "engine/api_internal.h"
 #include "engine/knowledge_store.h"
 #include "generate/cocom_generate.h"
 #include "storage/store.h"
-#include "common/json_util.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -268,7 +268,8 @@ TEST(ModelApi, LoggingGoesToTheCallbackAndLeavesSpdlogAlone) {
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(spdlog::get_level(), spdlog::level::critical);
   bool seen = false;
-  for (const auto& l : lines) seen = seen || has(l, "1 creating " + dir + "/db with the default model");
+  for (const auto& l : lines)
+    seen = seen || has(l, "1 creating " + dir + "/db with the default model");
   EXPECT_TRUE(seen) << (lines.empty() ? std::string("no lines") : lines[0]);
   // Back to the default (stderr, warnings) for the tests that follow in this process.
   e.reset();
@@ -332,12 +333,14 @@ TEST(StoreSettings, KeptInTheManifestAndConflictsRefused) {
     const char* stored;
   };
   const std::vector<Case> cases = {
-      {"embedding_dtype", [](cocom::Options& x) { x.embedding_dtype = cocom::EmbeddingDType::kFp16; },
-       "'fp16'", "'bf16'"},
+      {"embedding_dtype",
+       [](cocom::Options& x) { x.embedding_dtype = cocom::EmbeddingDType::kFp16; }, "'fp16'",
+       "'bf16'"},
       {"context_max_length", [](cocom::Options& x) { x.context_max_length = 128; }, "128", "64"},
       {"chunk_overlap_tokens", [](cocom::Options& x) { x.chunk_overlap_tokens = 0; }, "0", "8"},
       {"query_prefix", [](cocom::Options& x) { x.query_prefix = ""; }, "''", "'query: '"},
-      {"index_factory", [](cocom::Options& x) { x.index_factory = "HNSW32"; }, "'HNSW32'", "'Flat'"},
+      {"index_factory", [](cocom::Options& x) { x.index_factory = "HNSW32"; }, "'HNSW32'",
+       "'Flat'"},
   };
   for (const auto& c : cases) {
     cocom::Options x = plain;
@@ -383,11 +386,10 @@ TEST(StoreSettings, OlderStoresAreUpgradedFromTheirJsonFile) {
     auto store = cocom::storage::Store::open(db, m);
     EXPECT_EQ(store->manifest().context_max_length, 0);
   }
-  cocom::write_json_file(db + "/cocom-db.json",
-                         {{"model", fx() + "/cocom"},
-                          {"index_factory", "Flat"},
-                          {"embedding_dtype", "fp16"},
-                          {"context_max_length", 32}});
+  cocom::write_json_file(db + "/cocom-db.json", {{"model", fx() + "/cocom"},
+                                                 {"index_factory", "Flat"},
+                                                 {"embedding_dtype", "fp16"},
+                                                 {"context_max_length", 32}});
   cocom::Options o;
   o.db_path = db;
   o.create_if_missing = false;
