@@ -199,10 +199,7 @@ void CocomModel::set_decoder_tokenizer(const std::string& dir) {
   tok->add_special_tokens(format::kSpecialTokens);
   if (tok->bos_id() < 0) fail(dir, ": the decoder tokenizer has no bos token");
   tok->set_pad_token(tok->id_to_token(tok->bos_id()));
-  mem_id_ = *tok->token_to_id("<MEM>");
-  ae_id_ = *tok->token_to_id("<AE>");
-  enc_id_ = *tok->token_to_id("<ENC>");
-  sep_id_ = *tok->token_to_id("<SEP>");
+  tokens_ = format::Tokens::of(*tok, cfg_.sep);  // cfg_ is read before the tokenizer
   dec_tok_ = std::move(tok);
 }
 

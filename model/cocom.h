@@ -84,12 +84,12 @@ class CocomModel {
   const at::Tensor& projection_bias() const { return proj_b_; }
   const std::string& decoder_source() const { return decoder_source_; }
   const std::string& compressor_source() const { return compressor_source_; }
-  int64_t mem_id() const { return mem_id_; }
-  int64_t ae_id() const { return ae_id_; }
-  int64_t enc_id() const { return enc_id_; }
-  int64_t sep_id() const { return sep_id_; }
+  int64_t mem_id() const { return tokens_.mem; }
+  int64_t ae_id() const { return tokens_.ae; }
+  int64_t enc_id() const { return tokens_.enc; }
+  int64_t sep_id() const { return tokens_.sep; }
   // The COCOM tokens of the decoder tokenizer, for the layouts of format/.
-  format::Tokens tokens() const { return format::Tokens::of(*dec_tok_, cfg_.sep); }
+  const format::Tokens& tokens() const { return tokens_; }
   double load_seconds() const { return load_seconds_; }
 
  private:
@@ -102,7 +102,7 @@ class CocomModel {
   std::shared_ptr<const BertModel> bert_;
   at::Tensor proj_w_, proj_b_;
   std::string decoder_source_, compressor_source_;
-  int64_t mem_id_ = -1, ae_id_ = -1, enc_id_ = -1, sep_id_ = -1;
+  format::Tokens tokens_;  // points into *dec_tok_ (shared by with_rate copies)
   double load_seconds_ = 0;
 };
 

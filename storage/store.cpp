@@ -453,32 +453,33 @@ void Store::check(const Manifest& wanted) const {
   check_manifest(impl_->path, impl_->manifest, wanted);
 }
 
+namespace {
+
+// The settings part of a manifest (never the fingerprints, shape or dtype), field by field:
+// readers use the other fields without the lock (they never change).
+void assign_settings(Manifest* to, const Manifest& from) {
+  to->context_max_length = from.context_max_length;
+  to->chunk_overlap_tokens = from.chunk_overlap_tokens;
+  to->has_prefixes = from.has_prefixes;
+  to->query_prefix = from.query_prefix;
+  to->passage_prefix = from.passage_prefix;
+  to->ingest_weights = from.ingest_weights;
+  to->model_dir = from.model_dir;
+  to->retriever_dir = from.retriever_dir;
+}
+
+}  // namespace
+
 void Store::set_settings(const Manifest& st) {
   Manifest m = manifest();
-  m.context_max_length = st.context_max_length;
-  m.chunk_overlap_tokens = st.chunk_overlap_tokens;
-  m.has_prefixes = st.has_prefixes;
-  m.query_prefix = st.query_prefix;
-  m.passage_prefix = st.passage_prefix;
-  m.ingest_weights = st.ingest_weights;
-  m.model_dir = st.model_dir;
-  m.retriever_dir = st.retriever_dir;
+  assign_settings(&m, st);
   std::lock_guard<std::mutex> lock(impl_->mu);
   rocksdb::WriteOptions wo;
   wo.sync = true;
   rocksdb::Status s =
       impl_->db->Put(wo, impl_->cf(kManifest), kManifestKey, dump_json(manifest_json(m)));
   if (!s.ok()) impl_->fail_status("writing the manifest", s);
-  // Field by field: readers use the other fields without the lock (they never change).
-  Manifest& cur = impl_->manifest;
-  cur.context_max_length = m.context_max_length;
-  cur.chunk_overlap_tokens = m.chunk_overlap_tokens;
-  cur.has_prefixes = m.has_prefixes;
-  cur.query_prefix = m.query_prefix;
-  cur.passage_prefix = m.passage_prefix;
-  cur.ingest_weights = m.ingest_weights;
-  cur.model_dir = m.model_dir;
-  cur.retriever_dir = m.retriever_dir;
+  assign_settings(&impl_->manifest, m);
 }
 
 Manifest Store::manifest() const {

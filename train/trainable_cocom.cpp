@@ -121,10 +121,11 @@ std::unique_ptr<TrainableCocom> TrainableCocom::load(const std::string& dir,
   }
   m->dec_tok_->add_special_tokens(format::kSpecialTokens);
   m->dec_tok_->set_pad_token(m->dec_tok_->id_to_token(m->dec_tok_->bos_id()));
-  m->mem_id_ = *m->dec_tok_->token_to_id("<MEM>");
-  m->ae_id_ = *m->dec_tok_->token_to_id("<AE>");
-  m->enc_id_ = *m->dec_tok_->token_to_id("<ENC>");
-  m->sep_id_ = *m->dec_tok_->token_to_id("<SEP>");
+  const format::Tokens t = format::Tokens::of(*m->dec_tok_, cfg.sep);
+  m->mem_id_ = t.mem;
+  m->ae_id_ = t.ae;
+  m->enc_id_ = t.enc;
+  m->sep_id_ = t.sep;
 
   auto files = model::CheckpointFiles::open(dir);
   const std::string prefix = find_decoder_prefix(*files);
