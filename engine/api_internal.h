@@ -14,6 +14,7 @@
 #include "cocom/cocom.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "generate/batcher.h"
 #include "generate/cocom_generate.h"
 #include "model/cocom.h"
 #include "model/quant.h"
@@ -140,8 +141,10 @@ struct AnswerRun {
   bool cancelled = false;
   Timings timings;
 };
+// With a batcher, the answer is decoded together with the other answers in flight on the model.
 AnswerRun run_answer(const model::CocomModel& m, generate::AnswerRequest request,
-                     const GenerationOptions& g, const TokenCallback* on_token);
+                     const GenerationOptions& g, const TokenCallback* on_token,
+                     generate::Batcher* batcher = nullptr);
 
 // [k, n, H] fp32 on the model's device from public ContextEmbeddings (checked: shape, width,
 // finite values); `what` names the argument in errors.
@@ -153,6 +156,8 @@ at::Tensor contexts_tensor(const model::CocomModel& m, const ContextEmbeddings& 
 // Tests reach the objects behind the public API through this (tests/test_api.cpp).
 struct InternalAccess {
   static std::shared_ptr<const model::CocomModel> cocom_model(const Model& m);
+  // The Model's continuous-batching scheduler, or null (ModelOptions::max_batch = 0).
+  static generate::Batcher* batcher(const Model& m);
   // The CocomModel an Engine answers with, or null while it has not loaded one.
   static std::shared_ptr<const model::CocomModel> cocom_model(const Engine& e);
   // The public Model around a loaded CocomModel (also for an Engine that loaded its own).

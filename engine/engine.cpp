@@ -316,6 +316,7 @@ Result<IngestStats> Engine::Ingest(const std::vector<std::string>& paths,
     ingest::ReadOptions ro;
     ro.include = options.include;
     ro.exclude = options.exclude;
+    ro.source_name = options.source_name;
     out = to_stats(impl_->ks->ingest_paths(paths, ro, progress_fn(options)));
   });
   if (!s.ok()) return s;
@@ -431,6 +432,7 @@ Result<Answer> Engine::Impl::ask(const std::string& question, const TokenCallbac
     }
     a.compressed = !no_compress;
     for (const auto& h : r.hits) a.sources.push_back(to_passage(h));
+    if (options.on_sources) options.on_sources(a.sources);
 
     generate::AnswerRequest req;
     req.question = question;
@@ -449,7 +451,12 @@ Result<Answer> Engine::Impl::ask(const std::string& question, const TokenCallbac
       }
       req.contexts = emb.to(m.decoder().device());
     }
-    AnswerRun run = run_answer(m, std::move(req), gen, on_token);
+    generate::Batcher* batcher = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(model_mu);
+      if (model) batcher = InternalAccess::batcher(*model);
+    }
+    AnswerRun run = run_answer(m, std::move(req), gen, on_token, batcher);
     a.text = std::move(run.text);
     a.cancelled = run.cancelled;
     a.timings = run.timings;

@@ -19,6 +19,8 @@ using namespace api;  // NOLINT: this file is the API layer
 struct Model::Impl {
   std::shared_ptr<const model::CocomModel> m;
   ModelInfo info;
+  // Continuous batching of concurrent answers (ModelOptions::max_batch > 0).
+  std::unique_ptr<generate::Batcher> batcher;
 };
 
 namespace api {
@@ -103,11 +105,12 @@ model::SamplingOptions to_sampling(const GenerationOptions& g) {
 }
 
 AnswerRun run_answer(const model::CocomModel& m, generate::AnswerRequest req,
-                     const GenerationOptions& g, const TokenCallback* on_token) {
+                     const GenerationOptions& g, const TokenCallback* on_token,
+                     generate::Batcher* batcher) {
   const auto t0 = Clock::now();
   req.sampling = to_sampling(g);
   if (on_token) req.on_text = *on_token;
-  generate::AnswerResult res = generate::answer(m, req);
+  generate::AnswerResult res = batcher ? batcher->answer(req) : generate::answer(m, req);
   AnswerRun run;
   run.text = std::move(res.text);
   run.cancelled = res.cancelled;
@@ -201,6 +204,24 @@ std::shared_ptr<const model::CocomModel> InternalAccess::cocom_model(const Model
   return m.impl_->m;
 }
 
+generate::Batcher* InternalAccess::batcher(const Model& m) { return m.impl_->batcher.get(); }
+
+ModelStats Model::Stats() const {
+  ModelStats st;
+  if (!impl_->batcher) return st;
+  const generate::BatcherStats b = impl_->batcher->stats();
+  st.max_batch = impl_->batcher->max_batch();
+  st.answers = b.completed;
+  st.decode_steps = b.steps;
+  st.sequences_stepped = b.sequences_stepped;
+  st.steps_by_batch = b.steps_by_batch;
+  st.generated_tokens = b.tokens;
+  st.waiting = b.waiting;
+  st.running = b.running;
+  st.busy_seconds = b.busy_seconds;
+  return st;
+}
+
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;
 
@@ -249,7 +270,11 @@ Status Model::Open(const ModelOptions& o, std::shared_ptr<Model>* out) {
     lo.device = device;
     lo.decoder_weights = to_internal(o.weights);
     std::shared_ptr<const model::CocomModel> m = model::CocomModel::load(dir, lo);
-    *out = InternalAccess::wrap_model(std::move(m), o.device);
+    std::shared_ptr<Model> wrapped = InternalAccess::wrap_model(m, o.device);
+    if (o.max_batch > 0) {
+      wrapped->impl_->batcher = std::make_unique<generate::Batcher>(std::move(m), o.max_batch);
+    }
+    *out = std::move(wrapped);
   });
 }
 
@@ -286,7 +311,8 @@ namespace {
 // Model::Generate and GenerateFromText: checks, the one answer loop, the public result.
 // `fill` completes the request (contexts or passages) once the question is known to be good.
 Result<Generation> generate_with(const char* what, const model::CocomModel& m,
-                                 const std::string& question, const GenerationOptions& options,
+                                 generate::Batcher* batcher, const std::string& question,
+                                 const GenerationOptions& options,
                                  const TokenCallback& on_token,
                                  const std::function<void(generate::AnswerRequest*)>& fill) {
   Generation g;
@@ -298,7 +324,8 @@ Result<Generation> generate_with(const char* what, const model::CocomModel& m,
     generate::AnswerRequest req;
     req.question = question;
     fill(&req);
-    AnswerRun run = run_answer(m, std::move(req), options, on_token ? &on_token : nullptr);
+    AnswerRun run =
+        run_answer(m, std::move(req), options, on_token ? &on_token : nullptr, batcher);
     g.text = std::move(run.text);
     g.cancelled = run.cancelled;
     g.timings = run.timings;
@@ -313,7 +340,7 @@ Result<Generation> Model::Generate(const std::string& question, const ContextEmb
                                    const GenerationOptions& options,
                                    const TokenCallback& on_token) const {
   const model::CocomModel& m = *impl_->m;
-  return generate_with("Generate", m, question, options, on_token, [&](generate::AnswerRequest* r) {
+  return generate_with("Generate", m, impl_->batcher.get(), question, options, on_token, [&](generate::AnswerRequest* r) {
     r->contexts = contexts_tensor(m, contexts, "contexts");
   });
 }
@@ -322,7 +349,7 @@ Result<Generation> Model::GenerateFromText(const std::string& question,
                                            const std::vector<std::string>& passages,
                                            const GenerationOptions& options,
                                            const TokenCallback& on_token) const {
-  return generate_with("GenerateFromText", *impl_->m, question, options, on_token,
+  return generate_with("GenerateFromText", *impl_->m, impl_->batcher.get(), question, options, on_token,
                        [&](generate::AnswerRequest* r) { r->passages = passages; });
 }
 

@@ -163,11 +163,11 @@ void set_decoder_input_observer(DecoderInputObserver fn) {
   observer() = std::move(fn);
 }
 
-AnswerResult answer(const model::CocomModel& m, const AnswerRequest& req) {
+PreparedAnswer prepare_answer(const model::CocomModel& m, const AnswerRequest& req) {
   if (blank(req.question)) fail("generate: the question is empty");
   const auto t_asm = Clock::now();
   DecoderInputs in;
-  at::Tensor embeds;
+  PreparedAnswer p;
   if (req.contexts.defined()) {
     const at::Tensor& c = req.contexts;
     if (c.dim() != 3 || c.size(0) < 1) {
@@ -176,15 +176,25 @@ AnswerResult answer(const model::CocomModel& m, const AnswerRequest& req) {
     const int64_t k = c.size(0), n = c.size(1);
     warn_unusual_k(m, k);
     in = decoder_prompts(m, {req.question}, k, n);
-    embeds = embed_with_contexts(m, in, c, k);
+    p.embeds = embed_with_contexts(m, in, c, k);
   } else {
     in.prompts.push_back(req.passages.empty() ? closed_book_prompt(m, req.question)
                                               : uncompressed_prompt(m, req.passages, req.question));
     encode_prompts(m, &in);
-    embeds = m.decoder().embed(in.input_ids);
+    p.embeds = m.decoder().embed(in.input_ids);
   }
+  p.attention_mask = in.attention_mask;
+  p.sampling = req.sampling;
+  const model::Tokenizer& tok = m.decoder_tokenizer();
+  if (!p.sampling.eos_id && tok.eos_id() >= 0) p.sampling.eos_id = tok.eos_id();
+  p.assembly_seconds = since(t_asm);
+  return p;
+}
+
+AnswerResult answer(const model::CocomModel& m, const AnswerRequest& req) {
+  const PreparedAnswer p = prepare_answer(m, req);
   AnswerResult r;
-  r.assembly_seconds = since(t_asm);
+  r.assembly_seconds = p.assembly_seconds;
 
   std::unique_ptr<StreamDecoder> stream;
   model::TokenCallback step_cb;
@@ -196,7 +206,7 @@ AnswerResult answer(const model::CocomModel& m, const AnswerRequest& req) {
       return !r.cancelled;
     };
   }
-  Answers a = generate_answers(m, embeds, in.attention_mask, req.sampling, step_cb);
+  Answers a = generate_answers(m, p.embeds, p.attention_mask, p.sampling, step_cb);
   r.text = a.texts.at(0);
   r.generation = std::move(a.generation);
   if (stream && !r.cancelled) {

@@ -84,6 +84,16 @@ struct AnswerResult {
 };
 
 AnswerResult answer(const model::CocomModel& m, const AnswerRequest& request);
+
+// What answer() feeds the decoder: the prompt assembled and embedded ([1, L, H] with the
+// passages' embeddings in their slots), its mask, and the sampling options with the
+// tokenizer's end-of-sequence id filled in. generate/batcher.h decodes these too.
+struct PreparedAnswer {
+  at::Tensor embeds, attention_mask;
+  model::SamplingOptions sampling;
+  double assembly_seconds = 0;
+};
+PreparedAnswer prepare_answer(const model::CocomModel& m, const AnswerRequest& request);
 // The compressed answer from k passages' embeddings [k, n, H], without streaming.
 AnswerResult answer(const model::CocomModel& m, const std::string& question,
                     const at::Tensor& contexts, const model::SamplingOptions& sampling);

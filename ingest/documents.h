@@ -29,6 +29,8 @@ struct ReadOptions {
   std::vector<std::string> exclude;
   bool repair_utf8 =
       true;  // replace invalid sequences with U+FFFD (warning); false = skip the document
+  // The id and source recorded for a file, from its absolute path; unset = the path itself.
+  std::function<std::string(const std::string& path)> source_name;
 };
 
 struct ReadResult {

@@ -286,8 +286,8 @@ class Reader {
     doc.text = normalize_text(doc.text);
     doc.title = normalize_title(doc.title);
     if (doc.title.empty()) doc.title = stem_of(abs);
-    doc.id = abs;
-    doc.source = abs;
+    doc.id = name_of(abs);
+    doc.source = doc.id;
     doc.meta_json = meta.dump();
     add_document(std::move(doc), abs);
   }
@@ -332,7 +332,7 @@ class Reader {
                                   ": field \"id\" is neither a string nor a number; "
                                   "using the line position");
         }
-        doc.id = abs + "#" + std::to_string(line_no);
+        doc.id = name_of(abs) + "#" + std::to_string(line_no);
       }
       auto title_it = j.find("title");
       if (title_it != j.end() && title_it->is_string()) {
@@ -346,9 +346,13 @@ class Reader {
           meta[it.key()] = it.value();
       }
       doc.meta_json = meta.dump();
-      doc.source = abs;
+      doc.source = name_of(abs);
       add_document(std::move(doc), where);
     }
+  }
+
+  std::string name_of(const std::string& abs) const {
+    return opt_.source_name ? opt_.source_name(abs) : abs;
   }
 
   const ReadOptions& opt_;

@@ -268,7 +268,6 @@ at::Tensor MistralModel::attention(const Layer& L, const at::Tensor& x, const at
                                    size_t layer_index, int64_t start) const {
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t nh = cfg_.num_attention_heads, nkv = cfg_.num_key_value_heads, d = cfg_.head_dim;
-  const int64_t G = nh / nkv;
   at::Tensor qkv = L.qkv.forward(x);
   at::Tensor q = qkv.narrow(-1, 0, nh * d).view({B, T, nh, d}).transpose(1, 2);
   at::Tensor k = qkv.narrow(-1, nh * d, nkv * d).view({B, T, nkv, d}).transpose(1, 2);
@@ -289,6 +288,14 @@ at::Tensor MistralModel::attention(const Layer& L, const at::Tensor& x, const at
     return L.o.forward(decode_attention(q, cache->k[layer_index], cache->v[layer_index], S,
                                         allowed.reshape({B, S}), 1.0 / std::sqrt(double(d))));
   }
+  return L.o.forward(attend(q, keys, values, allowed));
+}
+
+at::Tensor MistralModel::attend(const at::Tensor& q, const at::Tensor& keys,
+                                const at::Tensor& values, const at::Tensor& allowed) const {
+  const int64_t B = q.size(0), T = q.size(2), S = keys.size(2);
+  const int64_t nh = cfg_.num_attention_heads, nkv = cfg_.num_key_value_heads, d = cfg_.head_dim;
+  const int64_t G = nh / nkv;
   // Query head h uses key/value head h / G: group the query heads per kv head.
   at::Tensor qg = q.reshape({B, nkv, G * T, d});
   at::Tensor scores = at::matmul(qg, keys.transpose(-1, -2)).mul_(1.0 / std::sqrt(double(d)));
@@ -298,8 +305,81 @@ at::Tensor MistralModel::attention(const Layer& L, const at::Tensor& x, const at
   scores.masked_fill_(allowed.logical_not(), std::numeric_limits<float>::lowest());
   at::Tensor probs = at::softmax(scores, -1).view({B, nkv, G * T, S});
   at::Tensor out = at::matmul(probs, values).view({B, nkv, G, T, d});
-  out = out.permute({0, 3, 1, 2, 4}).reshape({B, T, nh * d});
-  return L.o.forward(out);
+  return out.permute({0, 3, 1, 2, 4}).reshape({B, T, nh * d});
+}
+
+at::Tensor MistralModel::decode_step(const at::Tensor& tokens, const at::Tensor& positions,
+                                     const std::vector<KVCache*>& caches) const {
+  if (tokens.dim() != 1 || tokens.size(0) < 1) {
+    fail("decode_step: expected tokens [batch], got ", shape_str(tokens.sizes()));
+  }
+  const int64_t B = tokens.size(0);
+  if (positions.sizes() != tokens.sizes()) {
+    fail("decode_step: positions ", shape_str(positions.sizes()), " do not match tokens ",
+         shape_str(tokens.sizes()));
+  }
+  if (static_cast<int64_t>(caches.size()) != B) {
+    fail("decode_step: ", B, " tokens but ", caches.size(), " caches");
+  }
+  const int64_t nh = cfg_.num_attention_heads, nkv = cfg_.num_key_value_heads, d = cfg_.head_dim;
+  std::vector<int64_t> start(static_cast<size_t>(B));
+  std::vector<at::Tensor> allowed(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    KVCache* c = caches[size_t(b)];
+    if (!c || c->key_mask.size(0) != 1) fail("decode_step: cache ", b, " is not a one-sequence cache");
+    if (c->length < 1) fail("decode_step: cache ", b, " is empty (prefill it first)");
+    if (c->length + 1 > c->capacity()) {
+      fail("KV cache: ", c->length + 1, " positions exceed its capacity of ", c->capacity());
+    }
+    const int64_t s = c->length;
+    start[size_t(b)] = s;
+    c->key_mask.narrow(1, s, 1).fill_(1);
+    at::Tensor a = c->key_mask.narrow(1, 0, s + 1) != 0;  // [1, S]
+    if (cfg_.sliding_window) {
+      at::Tensor kj = at::arange(0, s + 1, at::TensorOptions().dtype(at::kLong).device(device_));
+      a = a.logical_and((s - kj <= *cfg_.sliding_window).unsqueeze(0));
+    }
+    allowed[size_t(b)] = a;
+  }
+  SerialElementwiseScope serial(device_.is_cpu() && B <= 4);
+  at::Tensor h = embed(tokens.to(device_, at::kLong).view({B, 1})).to(at::kFloat);  // [B, 1, H]
+  at::Tensor pos = positions.to(device_, at::kFloat).view({B, 1, 1});
+  at::Tensor freqs = pos * inv_freq_;                               // [B, 1, d/2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);        // [B, 1, 1, d]
+  at::Tensor cos = emb.cos(), sin = emb.sin();
+  const double scale = 1.0 / std::sqrt(double(d));
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const Layer& L = layers_[l];
+    at::Tensor qkv = L.qkv.forward(rms_norm(h, L.input_norm, cfg_.rms_norm_eps));
+    at::Tensor q = qkv.narrow(-1, 0, nh * d).view({B, 1, nh, d}).transpose(1, 2);
+    at::Tensor k = qkv.narrow(-1, nh * d, nkv * d).view({B, 1, nkv, d}).transpose(1, 2);
+    at::Tensor v = qkv.narrow(-1, (nh + nkv) * d, nkv * d).view({B, 1, nkv, d}).transpose(1, 2);
+    q = q * cos + rotate_half(q) * sin;
+    k = k * cos + rotate_half(k) * sin;
+    std::vector<at::Tensor> outs;
+    outs.reserve(size_t(B));
+    for (int64_t b = 0; b < B; ++b) {
+      KVCache& c = *caches[size_t(b)];
+      const int64_t s = start[size_t(b)], S = s + 1;
+      c.k[l].narrow(2, s, 1).copy_(k.narrow(0, b, 1));
+      c.v[l].narrow(2, s, 1).copy_(v.narrow(0, b, 1));
+      at::Tensor qb = q.narrow(0, b, 1).contiguous();
+      if (decode_attention_applies(qb, c.k[l], c.v[l])) {
+        outs.push_back(decode_attention(qb, c.k[l], c.v[l], S, allowed[size_t(b)], scale));
+      } else {
+        outs.push_back(attend(qb, c.k[l].narrow(2, 0, S), c.v[l].narrow(2, 0, S),
+                              allowed[size_t(b)].view({1, 1, 1, 1, S})));
+      }
+    }
+    h = h + L.o.forward(B == 1 ? outs[0] : at::cat(outs, 0));
+    at::Tensor gu = L.gate_up.forward(rms_norm(h, L.post_norm, cfg_.rms_norm_eps));
+    const int64_t I = cfg_.intermediate_size;
+    at::Tensor act = at::silu(gu.narrow(-1, 0, I)) * gu.narrow(-1, I, I);
+    h = h + L.down.forward(act);
+  }
+  for (KVCache* c : caches) c->length += 1;
+  h = rms_norm(h, final_norm_, cfg_.rms_norm_eps);
+  return lm_head_.forward(h).select(1, 0);  // [B, V]
 }
 
 DecoderOutput MistralModel::forward_embeds(const at::Tensor& inputs_embeds,

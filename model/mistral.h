@@ -75,6 +75,13 @@ class MistralModel {
 
   KVCache make_cache(int64_t batch, int64_t capacity) const;
 
+  // One decoder step for B independent sequences (continuous batching): tokens [B] and their
+  // positions [B]; caches[b] is sequence b's own one-row cache, already prefilled, which gets
+  // the new token appended. The linear layers read their weights once for all B rows;
+  // attention runs per sequence over its own cache. Returns the next-token logits [B, V].
+  at::Tensor decode_step(const at::Tensor& tokens, const at::Tensor& positions,
+                         const std::vector<KVCache*>& caches) const;
+
   // Position ids as Hugging Face computes them: plain forward uses 0..T-1 for every row
   // (pads counted); generate() uses cumsum(mask) - 1 with pads set to 1.
   static at::Tensor arange_positions(const at::Tensor& attention_mask);
@@ -92,6 +99,10 @@ class MistralModel {
   at::Tensor attention(const Layer& L, const at::Tensor& x, const at::Tensor& cos,
                        const at::Tensor& sin, const at::Tensor& mask_bias, KVCache* cache,
                        size_t layer_index, int64_t start) const;
+  // softmax(q k^T / sqrt(d)) v with grouped-query heads; q [B, nh, T, d], keys/values
+  // [B, nkv, S, d], allowed broadcastable to [B, nkv, G, T, S]. Returns [B, T, nh * d].
+  at::Tensor attend(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
+                    const at::Tensor& allowed) const;
 
   DecoderConfig cfg_;
   c10::Device device_ = c10::kCPU;

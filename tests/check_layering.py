@@ -24,6 +24,7 @@ ALLOWED = {
     "eval": {"cocom", "common", "format", "model", "compress", "generate", "storage", "index",
              "ingest", "engine"},
     "train": {"common", "format", "model", "compress", "generate"},
+    "serve": {"cocom"},  # the public API only
     "include/cocom": set(),
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')

@@ -152,4 +152,18 @@ void add_train_commands(CLI::App& app, const GlobalOptions& g, int& rc);
 // its callback sets `rc`.
 void add_eval_command(CLI::App& app, const GlobalOptions& g, int& rc);
 
+struct ServeArgs {
+  std::vector<std::string> dbs;  // NAME=DIR
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  std::string api_keys;
+  int max_queue = 64, max_batch = 8, max_jobs = 16, max_body_mb = 64, k = 5;
+  std::string weights = "fp32";
+  std::string decoder_tokenizer, compressor_tokenizer;
+  double grace = 5;
+  bool no_web = false;
+};
+int cmd_serve(const GlobalOptions& g, const ServeArgs& a);
+void add_serve_command(CLI::App& app, const GlobalOptions& g, ServeArgs& a, int& rc);
+
 }  // namespace cocom::cli

@@ -30,7 +30,7 @@ void prefer_passive_openmp(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "bench" || a == "complete" || a == "generate" || a == "compress" || a == "ingest" ||
-        a == "ask" || a == "console") {
+        a == "ask" || a == "console" || a == "serve") {
       heavy = true;
     }
     if (a == "train" || a == "eval") heavy = true;
@@ -320,6 +320,9 @@ int main(int argc, char** argv) {
   c_conf->add_option("--out", conf.out, "output directory")->required();
   c_conf->add_option("--parts", conf.parts, "comma list of parts")->capture_default_str();
   c_conf->callback([&] { rc = cmd_conformance(g, conf); });
+
+  ServeArgs serve_args;
+  add_serve_command(app, g, serve_args, rc);
 
   auto* c_bench = app.add_subcommand("bench", "benchmarks (print numbers; never fail on time)");
   c_bench->require_subcommand(1);

@@ -250,6 +250,13 @@ struct ModelOptions {
   int threads = 0;               // 0 = all cores; process-wide
   std::optional<LogLevel> log_level;
   LogCallback log_callback;
+  // Continuous batching. 0 (default): every Generate/Ask decodes in its calling thread, on its
+  // own. N > 0: one scheduler thread runs every forward pass of this Model; answers asked
+  // concurrently (from any threads and Engines) are decoded together, up to N per decoder
+  // step, and a new one joins between two steps. Decoding reads all weights once per step,
+  // so on a memory-bound CPU answers per second grow with the answers in flight. Streaming
+  // callbacks then run on the scheduler thread: keep them short. A servers' setting.
+  int max_batch = 0;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -273,6 +280,10 @@ struct IngestOptions {
   // Called after every document. Return false to stop after the current document (what is
   // stored stays stored; the result's status is then OK and `stopped_early` is set).
   std::function<bool(const IngestProgress&)> progress;
+  // Ingest(paths) only: the id and source recorded for a file, from its absolute path (a jsonl
+  // record's id is "NAME#line" when it has none). Unset: the absolute path. A server that
+  // saved an upload to a temporary file names it after the upload.
+  std::function<std::string(const std::string& path)> source_name;
 };
 
 struct SkippedInput {
@@ -320,6 +331,9 @@ struct AskOptions {
   std::optional<SearchMode> mode;               // unset = Options::search_mode
   std::optional<bool> no_compress;              // unset = Options::no_compress
   std::optional<GenerationOptions> generation;  // unset = Options::generation
+  // Called once with the retrieved passages (the future Answer::sources), before the answer
+  // is generated: a server sends them ahead of the streamed text.
+  std::function<void(const std::vector<Passage>&)> on_sources;
 };
 
 struct Answer {
@@ -388,6 +402,19 @@ struct CompressOptions {
   int batch_size = 8;            // passages per forward pass
 };
 
+// What a Model's continuous-batching scheduler has done (all zero when max_batch is 0).
+struct ModelStats {
+  int max_batch = 0;
+  int64_t answers = 0;            // completed (cancelled ones included)
+  int64_t decode_steps = 0;       // decoder steps after the first token
+  int64_t sequences_stepped = 0;  // sum over the steps of the answers each advanced
+  // steps_by_batch[b]: steps that advanced b answers at once (size max_batch + 1).
+  std::vector<int64_t> steps_by_batch;
+  int64_t generated_tokens = 0;
+  int64_t waiting = 0;  // asked, not started
+  int64_t running = 0;  // being decoded
+  double busy_seconds = 0;
+};
 // An answer generated without a store.
 struct Generation {
   std::string text;
@@ -422,6 +449,8 @@ class Model {
                                       const std::vector<std::string>& passages,
                                       const GenerationOptions& options = {},
                                       const TokenCallback& on_token = nullptr) const;
+  // The continuous-batching counters (ModelOptions::max_batch).
+  ModelStats Stats() const;
 
  private:
   struct Impl;
