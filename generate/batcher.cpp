@@ -136,15 +136,16 @@ void Batcher::run() {
         for (Sequence* s : running) finish(*s, std::current_exception());
         running.clear();
       }
-      std::vector<Sequence*> still;
-      for (Sequence* s : running) {
-        if (s->done) {
-          finish(*s);
-        } else {
-          still.push_back(s);
-        }
-      }
+      std::vector<Sequence*> still, over;
+      for (Sequence* s : running) (s->done ? over : still).push_back(s);
       running.swap(still);
+      {
+        // Counted before the callers are woken: a caller that reads stats() after its
+        // answer returned sees it gone.
+        std::lock_guard<std::mutex> lock(mu_);
+        stats_.running = static_cast<int64_t>(running.size());
+      }
+      for (Sequence* s : over) finish(*s);
     }
     std::lock_guard<std::mutex> lock(mu_);
     stats_.prefills += static_cast<int64_t>(admit.size());

@@ -17,7 +17,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="$ROOT/build-fuzz"
 CORPUS="$ROOT/fuzz-corpus"
 FIXTURES="$ROOT/tests/data/fixtures"
-ALL_TARGETS=(fuzz_safetensors fuzz_config fuzz_tokenizer fuzz_documents)
+ALL_TARGETS=(fuzz_safetensors fuzz_config fuzz_tokenizer fuzz_documents fuzz_serve_api)
 
 seconds=60
 jobs=2
@@ -213,6 +213,16 @@ seed_documents() {
   printf '# T\n\n<b>x</b> [a](b) `c`\n\n| a | b |\n|---|---|\n' >"$dir/seed.md"
   printf '<html><head><title>T</title></head><body><h1>H</h1><p>a<br>b</p></body></html>' \
     >"$dir/seed.html"
+}
+
+seed_serve_api() {
+  local dir="$CORPUS/fuzz_serve_api"
+  mkdir -p "$dir"
+  printf '{"model": "docs", "messages": [{"role": "user", "content": "What is zstd?"}], "max_tokens": 8, "stream": true, "stop": ["END"], "k": 3, "search_mode": "bm25", "compress": false}' >"$dir/chat.json"
+  printf '{"model": "m", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": [{"type": "text", "text": "q"}]}]}' >"$dir/parts.json"
+  printf '{"model": "docs", "query": "zstd", "k": 5, "mode": "hybrid", "filter": {"document_id": "a", "source_prefix": "/"}}' >"$dir/search.json"
+  printf '{"documents": [{"id": "a", "title": "A", "text": "alpha", "source": "s"}]}' >"$dir/documents.json"
+  printf '{"keys": {"key-aaaaaaaa": ["a"], "key-admin-1": ["*"]}}' >"$dir/keys.json"
 }
 
 # --- run ---------------------------------------------------------------------------------------

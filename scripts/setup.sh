@@ -20,9 +20,18 @@ PACKAGES=(
   libspdlog-dev nlohmann-json3-dev libcli11-dev libutf8proc-dev
   libgumbo-dev libpoppler-cpp-dev  # HTML and PDF readers
   libedit-dev           # line editing and history in `cocom console`
+  libcpp-httplib-dev    # HTTP for `cocom serve`
   libgtest-dev
   python3 python3-numpy # the fixture checker used by the tests
+  # the server's end-to-end tests drive it with real clients: curl, Python requests, the
+  # OpenAI Node client (npm, below) and headless Chromium
+  curl python3-requests chromium
 )
+# Node.js for the OpenAI client test: Debian's packages only when no node is installed
+# (a NodeSource node carries its own npm, which Debian's npm package would conflict with).
+if ! command -v node >/dev/null 2>&1; then
+  PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -43,6 +52,16 @@ blas=$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null || true)
 if [[ -n $blas && $blas != *openblas* ]]; then
   echo "setup: warning: libblas.so.3 resolves to $blas, not OpenBLAS; matmuls will be slow" >&2
   echo "       (fix: update-alternatives --config libblas.so.3-x86_64-linux-gnu)" >&2
+fi
+
+# The server tests' npm packages (openai, playwright-core; pinned by package-lock.json),
+# installed again only when the lock file changed.
+lock=tests/serve/package-lock.json
+stamp=tests/serve/node_modules/.cocom-lock
+if [[ -f $lock ]] && ! cmp -s "$lock" "$stamp" 2>/dev/null; then
+  echo "setup: installing the server tests' npm packages (tests/serve)"
+  (cd tests/serve && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$lock" "$stamp"
 fi
 
 if [[ ! -f $BUILD_DIR/CMakeCache.txt ]]; then

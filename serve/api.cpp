@@ -1,5 +1,7 @@
 #include "serve/api.h"
 
+#include <cctype>
+#include <cstdint>
 #include <fstream>
 #include <sstream>
 
@@ -54,7 +56,39 @@ double number_in(const Json& v, const std::string& param, double lo, double hi, 
   return x;
 }
 
+// nlohmann's parser recurses once per nesting level: a body of a million '[' would overflow
+// the stack. Requests are shallow; refuse deep nesting before parsing.
+void check_depth(const std::string& body, int max_depth) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : body) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) {
+        throw ApiError(400, "invalid_request_error",
+                       "the request body nests JSON deeper than " + std::to_string(max_depth) +
+                           " levels",
+                       "", "invalid_json");
+      }
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+}
+
 Json parse_object(const std::string& body) {
+  check_depth(body, 64);
   Json j;
   try {
     j = Json::parse(body);
@@ -129,7 +163,10 @@ ApiError from_status(const Status& s) {
     default:
       break;
   }
-  return ApiError(500, "server_error", s.ToString(), "", "internal_error");
+  const char* what = s.code() == Status::Code::kCorruption ? "corrupt data: "
+                     : s.code() == Status::Code::kIOError  ? "I/O error: "
+                                                           : "internal error: ";
+  return ApiError(500, "server_error", what + s.message(), "", "internal_error");
 }
 
 std::optional<SearchMode> parse_search_mode(const std::string& s) {
@@ -325,7 +362,10 @@ bool ApiKeys::allows(const std::string& key, const std::string& collection) cons
 ApiKeys parse_api_keys(const std::string& text, const std::string& origin) {
   Json j;
   try {
+    check_depth(text, 64);
     j = Json::parse(text);
+  } catch (const ApiError& e) {
+    throw std::runtime_error(origin + ": " + e.what());
   } catch (const Json::exception& e) {
     throw std::runtime_error(origin + ": not valid JSON: " + e.what());
   }

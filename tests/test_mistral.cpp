@@ -414,3 +414,47 @@ TEST(MistralHostile, BadInputsGiveClearErrors) {
   so.top_p = 0;
   EXPECT_THROW(generate_from_ids(*m, ids.narrow(1, 0, 2), at::ones({1, 2}, at::kLong), so), Error);
 }
+
+// Continuous batching's decoder step: sequences of different lengths, each prefilled into its
+// own cache, advanced together, give the logits each gets advanced alone.
+TEST(Mistral, DecodeStepOfSeveralSequencesEqualsEachAlone) {
+  auto m = MistralModel::load(mistral_dir());
+  const int64_t V = m->config().vocab_size;
+  const std::vector<int64_t> lengths = {3, 7, 5};
+  std::vector<KVCache> together, alone;
+  std::vector<int64_t> next_tokens, positions;
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    at::Tensor ids = at::randint(4, V, {1, lengths[i]}, at::kLong);
+    at::Tensor mask = at::ones_like(ids);
+    for (auto* caches : {&together, &alone}) {
+      caches->push_back(m->make_cache(1, lengths[i] + 4));
+      m->forward(ids, mask, MistralModel::cumsum_positions(mask), &caches->back());
+    }
+    next_tokens.push_back(int64_t(10 + i));
+    positions.push_back(lengths[i]);
+  }
+  std::vector<KVCache*> ptrs;
+  for (auto& c : together) ptrs.push_back(&c);
+  for (int step = 0; step < 3; ++step) {
+    at::Tensor logits = m->decode_step(at::tensor(next_tokens), at::tensor(positions), ptrs);
+    ASSERT_EQ(logits.sizes(), (std::vector<int64_t>{3, V}));
+    for (size_t i = 0; i < lengths.size(); ++i) {
+      at::Tensor one = at::full({1, 1}, next_tokens[i], at::kLong);
+      DecoderOutput o = m->forward(one, at::ones({1, 1}, at::kLong),
+                                   at::full({1, 1}, positions[i], at::kLong), &alone[i]);
+      const double d = (o.logits.select(1, 0)[0] - logits[int64_t(i)]).abs().max().item<double>();
+      EXPECT_LT(d, 1e-4) << "sequence " << i << " step " << step;
+      EXPECT_EQ(together[i].length, alone[i].length);
+      next_tokens[i] = logits[int64_t(i)].argmax().item<int64_t>();
+      positions[i] += 1;
+    }
+  }
+  // A full cache and a mismatched batch are refused.
+  KVCache tiny = m->make_cache(1, 2);
+  m->forward(at::ones({1, 2}, at::kLong), at::ones({1, 2}, at::kLong),
+             MistralModel::arange_positions(at::ones({1, 2}, at::kLong)), &tiny);
+  EXPECT_THROW(m->decode_step(at::tensor(std::vector<int64_t>{5}), at::tensor(std::vector<int64_t>{2}), {&tiny}),
+               std::exception);
+  EXPECT_THROW(m->decode_step(at::tensor(next_tokens), at::tensor(positions), {ptrs[0]}),
+               std::exception);
+}

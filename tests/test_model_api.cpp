@@ -3,12 +3,15 @@
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <functional>
 #include <limits>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cocom/cocom.h"
@@ -193,6 +196,85 @@ TEST(ModelApi, GenerateWithoutAStoreIsTheAnswerLoop) {
   other.dim = 3;
   other.data.assign(6, 0.f);
   EXPECT_FALSE(cocom::ContextEmbeddings::Concat({*e, other}).ok());
+}
+
+// Continuous batching (ModelOptions::max_batch): answers asked at once from several threads
+// are decoded together and are the answers each gets alone; one cancelled answer stops alone.
+TEST(ModelApi, ConcurrentAnswersAreBatchedAndUnchanged) {
+  auto plain = open_model(fx() + "/cocom");
+  ASSERT_TRUE(plain);
+  cocom::ModelOptions mo;
+  mo.model_dir = fx() + "/cocom";
+  mo.threads = 2;
+  mo.max_batch = 4;
+  std::shared_ptr<cocom::Model> batched;
+  ASSERT_TRUE(cocom::Model::Open(mo, &batched).ok());
+  auto e = plain->Compress(kPassages);
+  ASSERT_TRUE(e.ok());
+  const std::vector<std::string> questions = {
+      "What does the GPL guarantee?", "What is RocksDB?", "What replaces the text?",
+      "Who wrote RocksDB?", "Why compress passages?", "Is the GPL free?"};
+  cocom::GenerationOptions g;
+  g.max_new_tokens = 12;
+  std::vector<std::string> expected;
+  for (size_t i = 0; i < questions.size(); ++i) {
+    // Different passages (and so prompt lengths) per question.
+    auto part = e->Slice(0, int64_t(1 + i % 3));
+    auto a = plain->Generate(questions[i], part, g);
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+    expected.push_back(a->text);
+  }
+  // The first answer holds the scheduler at its first piece until every other question has
+  // been asked, so the rest is decoded in batches.
+  std::vector<std::string> got(questions.size());
+  std::vector<bool> cancelled(questions.size());
+  std::atomic<int> asked{0};
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < questions.size(); ++i) {
+    threads.emplace_back([&, i] {
+      auto part = e->Slice(0, int64_t(1 + i % 3));
+      bool held = false;
+      cocom::TokenCallback cb = [&](const std::string&) {
+        if (i == 0 && !held) {
+          held = true;
+          const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+          while (asked.load() < int(questions.size()) && std::chrono::steady_clock::now() < until) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(200));  // their prompts queued
+        }
+        return i != 5;  // the last one stops at its first piece
+      };
+      asked.fetch_add(1);
+      auto a = batched->Generate(questions[i], part, g, cb);
+      ASSERT_TRUE(a.ok()) << a.status().ToString();
+      got[i] = a->text;
+      cancelled[i] = a->cancelled;
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i + 1 < questions.size(); ++i) {
+    EXPECT_EQ(got[i], expected[i]) << "question " << i;
+    EXPECT_FALSE(cancelled[i]);
+  }
+  if (!expected[5].empty()) {
+    EXPECT_TRUE(cancelled[5]);
+    EXPECT_EQ(expected[5].rfind(got[5], 0), 0u) << "a cancelled answer is a prefix of the full one";
+  }
+  const cocom::ModelStats st = batched->Stats();
+  EXPECT_EQ(st.max_batch, 4);
+  EXPECT_EQ(st.answers, int64_t(questions.size()));
+  ASSERT_EQ(st.steps_by_batch.size(), 5u);
+  int64_t multi = 0, seqs = 0;
+  for (size_t b = 1; b < st.steps_by_batch.size(); ++b) {
+    seqs += st.steps_by_batch[b] * int64_t(b);
+    if (b > 1) multi += st.steps_by_batch[b];
+  }
+  EXPECT_GT(multi, 0) << "no decoder step advanced two answers at once";
+  EXPECT_EQ(seqs, st.sequences_stepped);
+  EXPECT_EQ(st.waiting, 0);
+  EXPECT_EQ(st.running, 0);
+  EXPECT_EQ(plain->Stats().max_batch, 0);  // no scheduler without max_batch
 }
 
 TEST(ModelApi, TwoEnginesOnOneModelShareItsWeights) {

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "serve/bench_serve.h"
 #include "serve/server.h"
 #include "tools/commands.h"
 
@@ -125,6 +126,44 @@ void add_serve_command(CLI::App& app, const GlobalOptions& g, ServeArgs& a, int&
       ->capture_default_str();
   c->add_flag("--no-web", a.no_web, "do not serve the web page at /");
   c->callback([&] { rc = cmd_serve(g, a); });
+}
+
+void add_bench_serve_command(CLI::App& bench, const GlobalOptions& g, int& rc) {
+  static serve::ServeBenchOptions o;
+  static std::string weights = "fp32";
+  static bool no_compress = false, compressed_only = false;
+  auto* c = bench.add_subcommand(
+      "serve",
+      "answers/s and p50/p95 latency of `cocom serve` (in this process, on a loopback port) "
+      "with 1..N concurrent HTTP clients, compressed and uncompressed in one run");
+  c->add_option("--db", o.db, "the store to ask")->required();
+  c->add_option("--clients", o.clients, "client counts (comma list)")
+      ->delimiter(',')
+      ->capture_default_str();
+  c->add_option("--questions", o.questions, "answers per client count and mode")
+      ->capture_default_str();
+  c->add_option("--max-new-tokens", o.max_new_tokens, "max_tokens of every request")
+      ->capture_default_str();
+  c->add_option("--max-batch", o.max_batch, "the server's --max-batch")->capture_default_str();
+  c->add_option("--k", o.k, "passages per question")->capture_default_str();
+  c->add_option("--weights", weights, "decoder weights: fp32, bf16, int8 or int8g")
+      ->capture_default_str();
+  c->add_option("--question-file", o.question_file,
+                "questions, one per line (default: 'What is the homepage of TITLE?' for the "
+                "titles of the passages that match --topic)");
+  c->add_option("--topic", o.topic, "search query that picks the passages questions are about")
+      ->capture_default_str();
+  c->add_flag("--no-compress", no_compress, "measure the uncompressed baseline only");
+  c->add_flag("--compressed-only", compressed_only, "measure answers from embeddings only");
+  c->add_flag("--json", o.json, "print one JSON object (progress on stderr)");
+  c->callback([&g, &rc] {
+    o.weights = weights_flag(weights);
+    o.threads = g.threads;
+    if (no_compress && compressed_only) fail("--no-compress and --compressed-only exclude each other");
+    o.compressed = !no_compress;
+    o.uncompressed = !compressed_only;
+    rc = serve::run_serve_bench(o);
+  });
 }
 
 }  // namespace cocom::cli

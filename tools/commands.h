@@ -165,5 +165,6 @@ struct ServeArgs {
 };
 int cmd_serve(const GlobalOptions& g, const ServeArgs& a);
 void add_serve_command(CLI::App& app, const GlobalOptions& g, ServeArgs& a, int& rc);
+void add_bench_serve_command(CLI::App& bench, const GlobalOptions& g, int& rc);
 
 }  // namespace cocom::cli

@@ -377,6 +377,8 @@ int main(int argc, char** argv) {
     rc = cocom::bench::run_store_bench(sb);
   });
 
+  add_bench_serve_command(*c_bench, g, rc);
+
   cocom::bench::EfficiencyBenchOptions eb;
   auto* c_eb = c_bench->add_subcommand(
       "efficiency",
