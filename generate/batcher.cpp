@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <exception>
 
@@ -15,6 +16,14 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+// Prompt tokens (padding included) prefilled in one forward pass at most.
+constexpr int64_t kPrefillTokens = 4096;
+
+int64_t pick(const at::Tensor& logits_row, const model::SamplingOptions& so, at::Generator* gen) {
+  at::Tensor l = logits_row;  // [1, V]
+  if (so.vocab_limit > 0 && so.vocab_limit < l.size(-1)) l = l.narrow(-1, 0, so.vocab_limit);
+  return model::select_next_tokens(l, so, gen)[0].item<int64_t>();
 }
 }  // namespace
 
@@ -115,17 +124,30 @@ void Batcher::run() {
       return;
     }
     const auto t0 = Clock::now();
-    for (Sequence* s : admit) {
+    // New requests are prefilled together, in groups of at most kPrefillTokens prompt tokens.
+    for (size_t first = 0; first < admit.size();) {
+      size_t end = first + 1;
+      int64_t longest = admit[first]->in.embeds.size(1);
+      while (end < admit.size()) {
+        const int64_t l = std::max(longest, admit[end]->in.embeds.size(1));
+        if (l * int64_t(end + 1 - first) > kPrefillTokens) break;
+        longest = l;
+        ++end;
+      }
+      std::vector<Sequence*> group(admit.begin() + long(first), admit.begin() + long(end));
+      first = end;
       try {
-        prefill(*s);
+        prefill(group);
       } catch (...) {
-        finish(*s, std::current_exception());
+        for (Sequence* s : group) finish(*s, std::current_exception());
         continue;
       }
-      if (s->done) {
-        finish(*s);
-      } else {
-        running.push_back(s);
+      for (Sequence* s : group) {
+        if (s->done) {
+          finish(*s);
+        } else {
+          running.push_back(s);
+        }
       }
     }
     if (!running.empty()) {
@@ -154,32 +176,59 @@ void Batcher::run() {
   }
 }
 
-namespace {
-int64_t pick(const at::Tensor& logits_row, const model::SamplingOptions& so, at::Generator* gen) {
-  at::Tensor l = logits_row;  // [1, V]
-  if (so.vocab_limit > 0 && so.vocab_limit < l.size(-1)) l = l.narrow(-1, 0, so.vocab_limit);
-  return model::select_next_tokens(l, so, gen)[0].item<int64_t>();
-}
-}  // namespace
 
-void Batcher::prefill(Sequence& s) {
+void Batcher::prefill(const std::vector<Sequence*>& group) {
   const model::MistralModel& dec = model_->decoder();
-  const at::Tensor mask = s.in.attention_mask.to(dec.device(), at::kLong);
-  const int64_t L = s.in.embeds.size(1);
-  s.cache = dec.make_cache(1, L + s.in.sampling.max_new_tokens);
-  s.gen = at::make_generator<at::CPUGeneratorImpl>(s.in.sampling.seed);
-  if (s.request->on_text) s.stream = std::make_unique<StreamDecoder>(model_->decoder_tokenizer());
-  s.result.generation.prompt_tokens = mask.sum().item<int64_t>();
+  const int64_t B = static_cast<int64_t>(group.size());
+  int64_t L = 0;
+  for (Sequence* s : group) L = std::max(L, s->in.embeds.size(1));
+  // Left-padded like a batch of generate(): pads are hidden keys, positions count tokens.
+  at::Tensor embeds, mask;
+  if (B == 1) {
+    embeds = group[0]->in.embeds;
+    mask = group[0]->in.attention_mask.to(dec.device(), at::kLong);
+  } else {
+    const int64_t H = group[0]->in.embeds.size(2);
+    embeds = at::zeros({B, L, H}, group[0]->in.embeds.options().dtype(at::kFloat));
+    mask = at::zeros({B, L}, at::TensorOptions().dtype(at::kLong).device(dec.device()));
+    for (int64_t b = 0; b < B; ++b) {
+      const Sequence& s = *group[size_t(b)];
+      const int64_t l = s.in.embeds.size(1);
+      embeds[b].narrow(0, L - l, l).copy_(s.in.embeds[0]);
+      mask[b].narrow(0, L - l, l).copy_(s.in.attention_mask[0]);
+    }
+  }
   const auto t0 = Clock::now();
+  model::KVCache shared = dec.make_cache(B, L);
   model::DecoderForwardOptions fo;
   fo.last_logits_only = true;
   const at::Tensor pos = model::MistralModel::cumsum_positions(mask);
-  model::DecoderOutput out = dec.forward_embeds(s.in.embeds, mask, pos, &s.cache, fo);
-  s.next_position = pos[0][L - 1].item<int64_t>() + 1;
-  const int64_t token = pick(out.logits.select(1, 0), s.in.sampling, &s.gen);
-  s.result.generation.prefill_seconds = since(t0);
-  s.first_token = Clock::now();
-  accept(s, token);
+  model::DecoderOutput out = dec.forward_embeds(embeds, mask, pos, &shared, fo);
+  const double seconds = since(t0);
+  for (int64_t b = 0; b < B; ++b) {
+    Sequence& s = *group[size_t(b)];
+    // The sequence's own cache: its row of the group's, with room for its answer.
+    s.cache = dec.make_cache(1, L + s.in.sampling.max_new_tokens);
+    for (size_t l = 0; l < shared.k.size(); ++l) {
+      s.cache.k[l].narrow(2, 0, L).copy_(shared.k[l].narrow(0, b, 1));
+      s.cache.v[l].narrow(2, 0, L).copy_(shared.v[l].narrow(0, b, 1));
+    }
+    s.cache.key_mask.narrow(1, 0, L).copy_(shared.key_mask.narrow(0, b, 1));
+    s.cache.length = L;
+    s.gen = at::make_generator<at::CPUGeneratorImpl>(s.in.sampling.seed);
+    if (s.request->on_text) s.stream = std::make_unique<StreamDecoder>(model_->decoder_tokenizer());
+    s.result.generation.prompt_tokens = s.in.attention_mask.sum().item<int64_t>();
+    s.next_position = pos[b][L - 1].item<int64_t>() + 1;
+    const int64_t token = pick(out.logits.select(1, 0).narrow(0, b, 1), s.in.sampling, &s.gen);
+    s.result.generation.prefill_seconds = seconds;
+    s.first_token = Clock::now();
+    try {
+      accept(s, token);
+    } catch (...) {
+      s.error = std::current_exception();
+      s.done = true;
+    }
+  }
 }
 
 void Batcher::step(std::vector<Sequence*>& running) {

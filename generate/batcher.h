@@ -1,6 +1,7 @@
 // Continuous batching of answers: concurrent answer() calls on one model share the decoder.
-// One scheduler thread owns every forward pass. Each request is prefilled on its own (into its
-// own KV cache) and then joins the running set; every decoder step advances all running
+// One scheduler thread owns every forward pass. Requests that arrive together are prefilled
+// together (left-padded, as a batch of generate() is), each then gets its own KV cache and
+// joins the running set; every decoder step advances all running
 // sequences at once (MistralModel::decode_step), so the weights are read once per step for
 // all of them, and a new request joins between two steps instead of waiting for the others
 // to finish. Decode is bound by memory bandwidth on CPU, so answers per second grow with the
@@ -60,7 +61,9 @@ class Batcher {
  private:
   struct Sequence;
   void run();
-  void prefill(Sequence& s);
+  // Prefills new requests together (left-padded to the longest), then gives each its own
+  // cache holding its row, and takes each one's first token.
+  void prefill(const std::vector<Sequence*>& group);
   void step(std::vector<Sequence*>& running);
   // Takes the sequence's new token: streams it, decides whether the sequence is finished.
   void accept(Sequence& s, int64_t token);
