@@ -48,7 +48,9 @@ struct Limits {
   int default_max_tokens = 64;
   size_t max_k = 50;  // passages per question
   size_t max_search_k = 100;
-  size_t max_question_bytes = 32 * 1024;
+  // A question is prefilled in one forward pass that cannot be interrupted: its length bounds
+  // how long a shutdown or a disconnect waits for it.
+  size_t max_question_bytes = 4 * 1024;
   size_t max_documents = 10000;  // per ingestion request
 };
 

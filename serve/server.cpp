@@ -1,6 +1,7 @@
 #include "serve/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -106,6 +107,7 @@ struct Server::Impl {
   Metrics metrics;
 
   std::atomic<int> active{0};  // answers admitted
+  int listen_fd = -1;
   std::atomic<bool> stopping{false};
   std::atomic<int64_t> stop_deadline_ns{0};
 
@@ -717,6 +719,12 @@ struct Server::Impl {
     http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
       metrics.request(route_of(req.method, req.path), res.status, seconds_since(t_request_start));
     });
+    // The listening socket, to deepen its backlog after bind (this httplib listens with 5,
+    // and a burst of connections beyond it is reset instead of answered, even with a 429).
+    http.set_socket_options([this](socket_t sock) {
+      httplib::default_socket_options(sock);
+      listen_fd = sock;
+    });
     http.set_payload_max_length(opt.max_body_bytes);
     http.set_keep_alive_timeout(5);
     http.set_read_timeout(30);
@@ -835,6 +843,7 @@ Result<int> Server::Bind() {
     return Status::IOError("cannot bind " + s.opt.host + ":" + std::to_string(port) +
                            " (in use, or not an address of this machine)");
   }
+  if (s.listen_fd >= 0) ::listen(s.listen_fd, 1024);
   if (s.opt.print) {
     const std::string host = s.opt.host.find(':') != std::string::npos ? "[" + s.opt.host + "]" : s.opt.host;
     s.opt.print("cocom serve: listening on http://" + host + ":" + std::to_string(port));
