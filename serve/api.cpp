@@ -353,6 +353,17 @@ Json passage_json(const Passage& p, int number, bool excerpt) {
   return j;
 }
 
+Json timings_json(const Timings& t) {
+  return Json{{"retrieve_ms", t.retrieve_ms},
+              {"load_embeddings_ms", t.load_embeddings_ms},
+              {"prefill_ms", t.prefill_ms},
+              {"decode_ms", t.decode_ms},
+              {"total_ms", t.total_ms},
+              {"prompt_tokens", t.prompt_tokens},
+              {"generated_tokens", t.generated_tokens},
+              {"decode_tokens_per_second", t.decode_tokens_per_second}};
+}
+
 bool ApiKeys::allows(const std::string& key, const std::string& collection) const {
   auto it = keys.find(key);
   if (it == keys.end()) return false;

@@ -92,6 +92,9 @@ std::optional<SearchMode> parse_search_mode(const std::string& s);
 // shows a shortened text instead of the whole one.
 Json passage_json(const Passage& p, int number, bool excerpt);
 
+// An answer's timings as JSON (the field names of Timings).
+Json timings_json(const Timings& t);
+
 // The text shortened to about `max_bytes` on a character boundary, with an ellipsis.
 std::string excerpt_of(const std::string& text, size_t max_bytes = 300);
 

@@ -252,18 +252,6 @@ struct Server::Impl {
     return ao;
   }
 
-  static Json timings_json(const Timings& t, double queue_ms) {
-    return Json{{"retrieve_ms", t.retrieve_ms},
-                {"load_embeddings_ms", t.load_embeddings_ms},
-                {"prefill_ms", t.prefill_ms},
-                {"decode_ms", t.decode_ms},
-                {"total_ms", t.total_ms},
-                {"prompt_tokens", t.prompt_tokens},
-                {"generated_tokens", t.generated_tokens},
-                {"decode_tokens_per_second", t.decode_tokens_per_second},
-                {"queue_ms", queue_ms}};
-  }
-
   static Json usage_json(const Timings& t) {
     return Json{{"prompt_tokens", t.prompt_tokens},
                 {"completion_tokens", t.generated_tokens},
@@ -311,7 +299,7 @@ struct Server::Impl {
                 {"usage", usage_json(a->timings)},
                 {"sources", sources_json(a->sources)},
                 {"compressed", a->compressed},
-                {"timings", timings_json(a->timings, 0)}};
+                {"timings", timings_json(a->timings)}};
       if (a->cancelled && !stop.hit()) j["cancelled"] = true;
       send_json(res, 200, j);
       return;
@@ -415,7 +403,7 @@ struct Server::Impl {
       Json last = chunk(Json::object(), finish_reason(r.value(), cr, stop.hit()));
       last["usage"] = usage_json(r->timings);
       last["compressed"] = r->compressed;
-      last["timings"] = timings_json(r->timings, 0);
+      last["timings"] = timings_json(r->timings);
       if (r->cancelled && !stop.hit()) last["cancelled"] = true;
       send(last);
     }

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "cocom/cocom.h"
+#include "serve/api.h"
 #include "tools/commands.h"
 
 namespace cocom::cli {
@@ -128,28 +129,15 @@ int cmd_ask(const GlobalOptions& g, const AskArgs& a) {
     nlohmann::json src = nlohmann::json::array();
     int rank = 0;
     for (const auto& p : ans.sources) {
-      src.push_back({{"rank", ++rank},
-                     {"passage_id", p.id},
-                     {"document_id", p.document_id},
-                     {"title", p.title},
-                     {"source", p.source},
-                     {"index", p.index},
-                     {"score", p.score},
-                     {"text", p.text}});
+      nlohmann::json one = serve::passage_json(p, 0, /*excerpt=*/false);
+      one["rank"] = ++rank;
+      src.push_back(one);
     }
     nlohmann::json j = {{"question", a.question},
                         {"answer", ans.text},
                         {"compressed", ans.compressed},
                         {"sources", src},
-                        {"timings",
-                         {{"retrieve_ms", t.retrieve_ms},
-                          {"load_embeddings_ms", t.load_embeddings_ms},
-                          {"prefill_ms", t.prefill_ms},
-                          {"decode_ms", t.decode_ms},
-                          {"total_ms", t.total_ms},
-                          {"prompt_tokens", t.prompt_tokens},
-                          {"generated_tokens", t.generated_tokens},
-                          {"decode_tokens_per_second", t.decode_tokens_per_second}}}};
+                        {"timings", serve::timings_json(t)}};
     std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return 0;
   }
