@@ -23,6 +23,19 @@ at::Tensor dense(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) 
     shape.back() = w.size(0);
     return y.view(shape);
   }
+  const int64_t rows = x.numel() / in;
+  if (rows <= Linear::kGemvMaxRows && x.device().is_cpu() && w.scalar_type() == at::kFloat &&
+      !x.requires_grad() && !w.requires_grad() &&
+      w.is_contiguous() && x.scalar_type() == at::kFloat && (!b.defined() || b.is_contiguous())) {
+    // A few rows (a decoder step of several sequences): read the weights once for all.
+    at::Tensor x2 = x.reshape({rows, in}).contiguous();
+    at::Tensor y = at::empty({rows, w.size(0)}, at::kFloat);
+    gemv_f32(x2.data_ptr<float>(), rows, in, w.data_ptr<float>(), w.size(0),
+             b.defined() ? b.data_ptr<float>() : nullptr, y.data_ptr<float>());
+    std::vector<int64_t> shape = x.sizes().vec();
+    shape.back() = w.size(0);
+    return y.view(shape);
+  }
   return at::linear(x, w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt);
 }
 

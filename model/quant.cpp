@@ -309,6 +309,7 @@ namespace {
 
 using f16::bf16_to_float;
 
+inline float scalar_weight(float v) { return v; }
 inline float scalar_weight(int8_t v) { return static_cast<float>(v); }
 inline float scalar_weight(uint16_t v) { return bf16_to_float(v); }
 
@@ -319,6 +320,10 @@ struct I8 {
 struct B16 {
   using T = uint16_t;
   static float get(const T* w, int64_t k) { return bf16_to_float(w[k]); }
+};
+struct F32 {
+  using T = float;
+  static float get(const T* w, int64_t k) { return w[k]; }
 };
 
 // Portable dot product with eight partial sums (k = 0..K-1).
@@ -355,7 +360,8 @@ __attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// Eight weights widened to fp32: int8 from 8 bytes, bf16 from 16 bytes.
+// Eight weights as fp32: fp32 as they are, int8 from 8 bytes, bf16 from 16 bytes.
+__attribute__((target("avx2,fma"))) inline __m256 load8(const float* w) { return _mm256_loadu_ps(w); }
 __attribute__((target("avx2,fma"))) inline __m256 load8(const int8_t* w) {
   __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w));
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
@@ -369,6 +375,10 @@ __attribute__((target("avx2,fma"))) inline void load16(const int8_t* w, __m256& 
   __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
   lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
   hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(v, v)));
+}
+__attribute__((target("avx2,fma"))) inline void load16(const float* w, __m256& lo, __m256& hi) {
+  lo = _mm256_loadu_ps(w);
+  hi = _mm256_loadu_ps(w + 8);
 }
 __attribute__((target("avx2,fma"))) inline void load16(const uint16_t* w, __m256& lo, __m256& hi) {
   lo = load8(w);
@@ -810,6 +820,11 @@ std::vector<int32_t> int8_row_sums(const int8_t* q, int64_t N, int64_t K) {
 void gemv_bf16(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N,
                const float* bias, float* y, int threads) {
   gemv_any<B16>(x, M, K, w, nullptr, N, bias, y, threads);
+}
+
+void gemv_f32(const float* x, int64_t M, int64_t K, const float* w, int64_t N, const float* bias,
+              float* y, int threads) {
+  gemv_any<F32>(x, M, K, w, nullptr, N, bias, y, threads);
 }
 
 // ---------------------------------------------------------------------------------------------

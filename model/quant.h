@@ -72,6 +72,10 @@ void gemv_int8(const float* x, int64_t M, int64_t K, const int8_t* q, const floa
                const float* bias, float* y, int threads = 0, const int32_t* row_sums = nullptr);
 void gemv_bf16(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N,
                const float* bias, float* y, int threads = 0);
+// fp32 weights: a few rows of x (a decoder step of several sequences) read W once, where
+// BLAS GEMM on 2-8 rows streams it at a fraction of the bandwidth (ENVIRONMENT.md trap 6).
+void gemv_f32(const float* x, int64_t M, int64_t K, const float* w, int64_t N, const float* bias,
+              float* y, int threads = 0);
 // int8 with group scales gscale [N, int8_groups(K)]: the avx512 variant as gemv_int8 (16-bit
 // activation planes, exact integer sums per group); every other variant runs the portable
 // loop with fp32 activations.

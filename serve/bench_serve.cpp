@@ -185,7 +185,7 @@ int run_serve_bench(const ServeBenchOptions& o) {
       }
       for (int c : o.clients) {
         Run r = run_clients(host, port.value(), questions, o, compress, c);
-        if (!o.json) {
+        {
           std::fprintf(stderr, "  %-12s clients %-3d %3d answers in %7.2f s: %6.3f answers/s, p50 %8.1f ms, p95 %8.1f ms, %.2f sequences/step\n",
                        r.mode.c_str(), r.clients, r.answers, r.seconds, r.answers_per_second(),
                        r.percentile(0.5), r.percentile(0.95), r.mean_batch);

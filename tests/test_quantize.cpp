@@ -584,3 +584,24 @@ TEST(QuantizedModel, ParseWeightFormat) {
   EXPECT_EQ(parse_weight_format("fp32"), WeightFormat::fp32);
   EXPECT_FALSE(parse_weight_format("int4").has_value());
 }
+
+// The fp32 few-row kernel (a decoder step of several sequences) against x W^T in double, on
+// odd shapes, in every variant; and dense() takes it for 2-8 rows.
+TEST(Quantize, Fp32FewRowKernelEqualsTheProduct) {
+  for (KernelIsa isa : available_kernel_isas()) {
+    ForceIsa force(isa);
+    for (int64_t M : {1, 2, 3, 8}) {
+      for (auto [N, K] : {std::pair<int64_t, int64_t>{5, 7}, {13, 40}, {64, 257}}) {
+        at::Tensor x = at::randn({M, K}), w = at::randn({N, K}), b = at::randn({N});
+        at::Tensor y = at::empty({M, N});
+        gemv_f32(x.data_ptr<float>(), M, K, w.data_ptr<float>(), N, b.data_ptr<float>(),
+                 y.data_ptr<float>());
+        at::Tensor ref = (at::matmul(x.to(at::kDouble), w.to(at::kDouble).t()) + b.to(at::kDouble))
+                             .to(at::kFloat);
+        EXPECT_LT((y - ref).abs().max().item<double>(), 1e-4)
+            << kernel_isa_name(isa) << " M=" << M << " N=" << N << " K=" << K;
+        EXPECT_LT((dense(x, w, b) - ref).abs().max().item<double>(), 1e-4);
+      }
+    }
+  }
+}
