@@ -782,10 +782,7 @@ Status Server::Create(const ServeOptions& o, std::unique_ptr<Server>* server) {
       std::unique_ptr<Engine> probe;
       Status st = Engine::Open(eo, &probe);
       if (!st.ok()) {
-        return Status::InvalidArgument("collection " + name + " (" + dir + "): " + st.ToString() +
-                                       (st.code() == Status::Code::kNotFound
-                                            ? " (create it first: cocom ingest --db " + dir + " FILES)"
-                                            : ""));
+        return Status::InvalidArgument("collection " + name + " (" + dir + "): " + st.ToString());
       }
       Result<EngineStats> es = probe->Stats();
       if (!es.ok()) return Status::InvalidArgument("collection " + name + ": " + es.status().ToString());

@@ -251,11 +251,12 @@ struct ModelOptions {
   std::optional<LogLevel> log_level;
   LogCallback log_callback;
   // Continuous batching. 0 (default): every Generate/Ask decodes in its calling thread, on its
-  // own. N > 0: one scheduler thread runs every forward pass of this Model; answers asked
-  // concurrently (from any threads and Engines) are decoded together, up to N per decoder
-  // step, and a new one joins between two steps. Decoding reads all weights once per step,
-  // so on a memory-bound CPU answers per second grow with the answers in flight. Streaming
-  // callbacks then run on the scheduler thread: keep them short. A servers' setting.
+  // own. N > 0: one scheduler thread runs the decoder passes of every answer on this Model
+  // (Compress and ingestion still run in their callers); answers asked concurrently (from
+  // any threads and Engines) are prefilled and decoded together, up to N per decoder step,
+  // and a new one joins between two steps. A step reads all weights once, so on a
+  // memory-bound CPU answers per second grow with the answers in flight. Streaming callbacks
+  // then run on the scheduler thread: keep them short. A server's setting (cocom serve).
   int max_batch = 0;
 };
 
