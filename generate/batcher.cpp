@@ -176,7 +176,6 @@ void Batcher::run() {
   }
 }
 
-
 void Batcher::prefill(const std::vector<Sequence*>& group) {
   const model::MistralModel& dec = model_->decoder();
   const int64_t B = static_cast<int64_t>(group.size());

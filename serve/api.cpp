@@ -76,10 +76,10 @@ void check_depth(const std::string& body, int max_depth) {
       in_string = true;
     } else if (c == '[' || c == '{') {
       if (++depth > max_depth) {
-        throw ApiError(400, "invalid_request_error",
-                       "the request body nests JSON deeper than " + std::to_string(max_depth) +
-                           " levels",
-                       "", "invalid_json");
+        throw ApiError(
+            400, "invalid_request_error",
+            "the request body nests JSON deeper than " + std::to_string(max_depth) + " levels", "",
+            "invalid_json");
       }
     } else if (c == ']' || c == '}') {
       --depth;
@@ -184,8 +184,8 @@ ChatRequest parse_chat_request(const std::string& body, const Limits& limits) {
   const Json& msgs = require(j, "messages", "messages");
   if (!msgs.is_array() || msgs.empty()) bad_field("messages", "must be a non-empty array");
   if (msgs.size() > 10000) bad_field("messages", "more than 10000 messages");
-  static const std::set<std::string> kRoles = {"system", "user", "assistant", "developer", "tool",
-                                               "function"};
+  static const std::set<std::string> kRoles = {"system",    "user", "assistant",
+                                               "developer", "tool", "function"};
   std::optional<size_t> last_user;
   std::string question;
   for (size_t i = 0; i < msgs.size(); ++i) {
@@ -194,7 +194,8 @@ ChatRequest parse_chat_request(const std::string& body, const Limits& limits) {
     if (!m.is_object()) bad_field(p, "must be an object {\"role\", \"content\"}");
     const std::string role = string_of(require(m, "role", p + ".role"), p + ".role", true);
     if (!kRoles.count(role)) {
-      bad_field(p + ".role", "'" + role + "' is not one of system, user, assistant, developer, tool");
+      bad_field(p + ".role",
+                "'" + role + "' is not one of system, user, assistant, developer, tool");
     }
     const Json* content = optional_field(m, "content");
     if (role == "user") {
@@ -205,9 +206,11 @@ ChatRequest parse_chat_request(const std::string& body, const Limits& limits) {
       content_text(*content, p + ".content");  // checked, not used
     }
   }
-  if (!last_user) bad_field("messages", "needs at least one message with role 'user' (the question)");
+  if (!last_user)
+    bad_field("messages", "needs at least one message with role 'user' (the question)");
   const std::string qp = "messages[" + std::to_string(*last_user) + "].content";
-  if (question.find_first_not_of(" \t\r\n") == std::string::npos) bad_field(qp, "the question is empty");
+  if (question.find_first_not_of(" \t\r\n") == std::string::npos)
+    bad_field(qp, "the question is empty");
   if (question.size() > limits.max_question_bytes) {
     bad_field(qp, "the question has " + std::to_string(question.size()) + " bytes; at most " +
                       std::to_string(limits.max_question_bytes));
@@ -231,8 +234,8 @@ ChatRequest parse_chat_request(const std::string& body, const Limits& limits) {
   }
   if (const Json* v = optional_field(j, "seed")) {
     if (!v->is_number_integer()) bad_field("seed", "must be an integer");
-    r.generation.seed = v->is_number_unsigned() ? v->get<uint64_t>()
-                                                : static_cast<uint64_t>(v->get<int64_t>());
+    r.generation.seed =
+        v->is_number_unsigned() ? v->get<uint64_t>() : static_cast<uint64_t>(v->get<int64_t>());
   }
   if (const Json* v = optional_field(j, "stream")) {
     if (!v->is_boolean()) bad_field("stream", "must be true or false");
@@ -270,7 +273,8 @@ ChatRequest parse_chat_request(const std::string& body, const Limits& limits) {
 
 bool SearchFilter::matches(const Passage& p) const {
   if (document_id && p.document_id != *document_id) return false;
-  if (source_prefix && p.source.compare(0, source_prefix->size(), *source_prefix) != 0) return false;
+  if (source_prefix && p.source.compare(0, source_prefix->size(), *source_prefix) != 0)
+    return false;
   return true;
 }
 
@@ -320,7 +324,8 @@ std::vector<Document> parse_documents(const std::string& body, const Limits& lim
     doc.id = string_of(require(d, "id", p + ".id"), p + ".id", true);
     doc.text = string_of(require(d, "text", p + ".text"), p + ".text", true);
     if (const Json* v = optional_field(d, "title")) doc.title = string_of(*v, p + ".title", false);
-    if (const Json* v = optional_field(d, "source")) doc.source = string_of(*v, p + ".source", false);
+    if (const Json* v = optional_field(d, "source"))
+      doc.source = string_of(*v, p + ".source", false);
     out.push_back(std::move(doc));
   }
   return out;
@@ -389,11 +394,13 @@ ApiKeys parse_api_keys(const std::string& text, const std::string& origin) {
   for (auto it = j["keys"].begin(); it != j["keys"].end(); ++it) {
     const std::string where = origin + ": keys[\"" + it.key() + "\"]";
     if (it.key().size() < 8) {
-      throw std::runtime_error(origin + ": a key has fewer than 8 characters (keys must be hard "
-                                        "to guess)");
+      throw std::runtime_error(origin +
+                               ": a key has fewer than 8 characters (keys must be hard "
+                               "to guess)");
     }
     if (!it.value().is_array() || it.value().empty()) {
-      throw std::runtime_error(where + ": must be a non-empty array of collection names (or \"*\")");
+      throw std::runtime_error(where +
+                               ": must be a non-empty array of collection names (or \"*\")");
     }
     std::set<std::string>& cols = k.keys[it.key()];
     for (const Json& c : it.value()) {

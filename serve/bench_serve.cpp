@@ -135,7 +135,8 @@ Run run_clients(const std::string& host, int port, const std::vector<std::string
 int run_serve_bench(const ServeBenchOptions& o) {
   if (o.clients.empty()) throw std::runtime_error("--clients: give at least one count");
   for (int c : o.clients) {
-    if (c < 1 || c > 256) throw std::runtime_error("--clients " + std::to_string(c) + ": must be 1..256");
+    if (c < 1 || c > 256)
+      throw std::runtime_error("--clients " + std::to_string(c) + ": must be 1..256");
   }
   if (o.questions < 1) throw std::runtime_error("--questions must be at least 1");
   if (!o.compressed && !o.uncompressed) throw std::runtime_error("nothing to measure");
@@ -168,7 +169,8 @@ int run_serve_bench(const ServeBenchOptions& o) {
       while (std::getline(in, line)) {
         if (line.find_first_not_of(" \t\r") != std::string::npos) questions.push_back(line);
       }
-      if (questions.empty()) throw std::runtime_error("--question-file " + o.question_file + ": no questions");
+      if (questions.empty())
+        throw std::runtime_error("--question-file " + o.question_file + ": no questions");
     } else {
       questions = questions_from_store(cli, o.topic);
     }
@@ -177,8 +179,8 @@ int run_serve_bench(const ServeBenchOptions& o) {
     if (o.uncompressed) modes.push_back(false);
     for (bool compress : modes) {
       // One answer first: the first forward passes of a process are slower.
-      auto warm = cli.Post("/v1/chat/completions", chat_body(questions[0], o.max_new_tokens, compress),
-                           "application/json");
+      auto warm = cli.Post("/v1/chat/completions",
+                           chat_body(questions[0], o.max_new_tokens, compress), "application/json");
       if (!warm || warm->status != 200) {
         throw std::runtime_error("bench serve: the warm-up answer failed: " +
                                  (warm ? warm->body : std::string("no response")));
@@ -186,7 +188,9 @@ int run_serve_bench(const ServeBenchOptions& o) {
       for (int c : o.clients) {
         Run r = run_clients(host, port.value(), questions, o, compress, c);
         {
-          std::fprintf(stderr, "  %-12s clients %-3d %3d answers in %7.2f s: %6.3f answers/s, p50 %8.1f ms, p95 %8.1f ms, %.2f sequences/step\n",
+          std::fprintf(stderr,
+                       "  %-12s clients %-3d %3d answers in %7.2f s: %6.3f answers/s, p50 %8.1f "
+                       "ms, p95 %8.1f ms, %.2f sequences/step\n",
                        r.mode.c_str(), r.clients, r.answers, r.seconds, r.answers_per_second(),
                        r.percentile(0.5), r.percentile(0.95), r.mean_batch);
         }
@@ -247,14 +251,16 @@ int run_serve_bench(const ServeBenchOptions& o) {
     std::printf("%-12s %7s %8s %10s %10s %10s %9s %9s %9s\n", "mode", "clients", "answers",
                 "answers/s", "p50 ms", "p95 ms", "vs first", "p95/p50_1", "vs uncomp");
     for (const Json& r : rows) {
-      std::printf("%-12s %7d %8d %10.3f %10.1f %10.1f %9.2f %9.2f %9s\n",
-                  r["mode"].get<std::string>().c_str(), r["clients"].get<int>(),
-                  r["answers"].get<int>(), r["answers_per_second"].get<double>(),
-                  r["p50_ms"].get<double>(), r["p95_ms"].get<double>(),
-                  r.value("answers_per_second_vs_first", 0.0), r.value("p95_vs_first_p50", 0.0),
-                  r.contains("speedup_vs_uncompressed")
-                      ? (std::to_string(r["speedup_vs_uncompressed"].get<double>()).substr(0, 5) + "x").c_str()
-                      : "-");
+      std::printf(
+          "%-12s %7d %8d %10.3f %10.1f %10.1f %9.2f %9.2f %9s\n",
+          r["mode"].get<std::string>().c_str(), r["clients"].get<int>(), r["answers"].get<int>(),
+          r["answers_per_second"].get<double>(), r["p50_ms"].get<double>(),
+          r["p95_ms"].get<double>(), r.value("answers_per_second_vs_first", 0.0),
+          r.value("p95_vs_first_p50", 0.0),
+          r.contains("speedup_vs_uncompressed")
+              ? (std::to_string(r["speedup_vs_uncompressed"].get<double>()).substr(0, 5) + "x")
+                    .c_str()
+              : "-");
     }
   }
   return errors ? 1 : 0;

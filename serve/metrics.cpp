@@ -72,9 +72,11 @@ std::string Metrics::render(const Snapshot& s) const {
     h.render("cocom_request_duration_seconds", "route=\"" + route + "\"", &o);
   }
   o += "# HELP cocom_queue_waiting Answers admitted and waiting for the decoder.\n";
-  o += "# TYPE cocom_queue_waiting gauge\ncocom_queue_waiting " + std::to_string(s.queue_waiting) + "\n";
+  o += "# TYPE cocom_queue_waiting gauge\ncocom_queue_waiting " + std::to_string(s.queue_waiting) +
+       "\n";
   o += "# HELP cocom_queue_active Answers admitted (waiting or being decoded).\n";
-  o += "# TYPE cocom_queue_active gauge\ncocom_queue_active " + std::to_string(s.queue_active) + "\n";
+  o += "# TYPE cocom_queue_active gauge\ncocom_queue_active " + std::to_string(s.queue_active) +
+       "\n";
   o += "# HELP cocom_queue_max The admission limit (--max-queue).\n";
   o += "# TYPE cocom_queue_max gauge\ncocom_queue_max " + std::to_string(s.queue_max) + "\n";
   o += "# HELP cocom_answers_total Answers completed.\n";
@@ -91,7 +93,8 @@ std::string Metrics::render(const Snapshot& s) const {
   for (size_t b = 1; b < s.steps_by_batch.size(); ++b) {
     cum += static_cast<uint64_t>(s.steps_by_batch[b]);
     sum += static_cast<uint64_t>(s.steps_by_batch[b]) * b;
-    o += "cocom_decode_batch_size_bucket{le=\"" + std::to_string(b) + "\"} " + std::to_string(cum) + "\n";
+    o += "cocom_decode_batch_size_bucket{le=\"" + std::to_string(b) + "\"} " + std::to_string(cum) +
+         "\n";
   }
   o += "cocom_decode_batch_size_bucket{le=\"+Inf\"} " + std::to_string(cum) + "\n";
   o += "cocom_decode_batch_size_sum " + std::to_string(sum) + "\n";

@@ -12,7 +12,8 @@ namespace cocom::serve {
 
 class Histogram {
  public:
-  explicit Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size(), 0) {}
+  explicit Histogram(std::vector<double> bounds)
+      : bounds_(std::move(bounds)), counts_(bounds_.size(), 0) {}
   void observe(double v);
   // Appends "NAME_bucket{LABELS,le=..}", "_sum" and "_count" lines.
   void render(const std::string& name, const std::string& labels, std::string* out) const;

@@ -49,8 +49,8 @@ bool is_loopback(const std::string& host) {
 // The route template of a path, for metrics (never the raw path: ids would explode the
 // label set).
 std::string route_of(const std::string& method, const std::string& path) {
-  static const std::set<std::string> kExact = {"/", "/health", "/metrics", "/v1/models",
-                                               "/v1/chat/completions", "/v1/search"};
+  static const std::set<std::string> kExact = {
+      "/", "/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/search"};
   std::string r;
   if (kExact.count(path)) {
     r = path;
@@ -66,7 +66,7 @@ std::string route_of(const std::string& method, const std::string& path) {
 }
 
 const std::set<std::string>& upload_extensions() {
-  static const std::set<std::string> e = {".txt", ".md", ".markdown", ".html",
+  static const std::set<std::string> e = {".txt", ".md",  ".markdown", ".html",
                                           ".htm", ".pdf", ".jsonl"};
   return e;
 }
@@ -145,7 +145,8 @@ struct Server::Impl {
     }
     const std::string key = bearer_key(auth);
     if (key.empty() || !keys->known(key)) {
-      throw ApiError(401, "authentication_error", "the API key is not valid", "", "invalid_api_key");
+      throw ApiError(401, "authentication_error", "the API key is not valid", "",
+                     "invalid_api_key");
     }
     return key;
   }
@@ -307,13 +308,12 @@ struct Server::Impl {
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");
     auto shared = std::make_shared<ChatRequest>(cr);
-    res.set_chunked_content_provider(
-        "text/event-stream",
-        [this, &c, shared, ticket, id, created](size_t, httplib::DataSink& sink) {
-          stream_answer(c, *shared, id, created, sink);
-          sink.done();
-          return true;
-        });
+    res.set_chunked_content_provider("text/event-stream", [this, &c, shared, ticket, id, created](
+                                                              size_t, httplib::DataSink& sink) {
+      stream_answer(c, *shared, id, created, sink);
+      sink.done();
+      return true;
+    });
   }
 
   void record_answer(const Answer& a) {
@@ -369,8 +369,8 @@ struct Server::Impl {
                   {"object", "chat.completion.chunk"},
                   {"created", created},
                   {"model", cr.collection},
-                  {"choices", Json::array({Json{{"index", 0}, {"delta", delta},
-                                                {"finish_reason", finish}}})}};
+                  {"choices",
+                   Json::array({Json{{"index", 0}, {"delta", delta}, {"finish_reason", finish}}})}};
     };
     auto send = [&](const Json& j) { write("data: " + j.dump() + "\n\n"); };
     StopText stop(cr.stop);
@@ -447,7 +447,8 @@ struct Server::Impl {
       o["replaced"] = j.stats->replaced;
       o["passages"] = j.stats->passages;
       Json skipped = Json::array();
-      for (const auto& s : j.stats->skipped) skipped.push_back({{"path", s.path}, {"reason", s.reason}});
+      for (const auto& s : j.stats->skipped)
+        skipped.push_back({{"path", s.path}, {"reason", s.reason}});
       o["skipped"] = skipped;
       o["warnings"] = j.stats->warnings;
     } else {
@@ -503,8 +504,8 @@ struct Server::Impl {
         if (!out) {
           std::error_code ec;
           fs::remove_all(job->upload_dir, ec);
-          throw ApiError(500, "server_error", "cannot write the upload to " + job->upload_dir.string(),
-                         "", "io_error");
+          throw ApiError(500, "server_error",
+                         "cannot write the upload to " + job->upload_dir.string(), "", "io_error");
         }
       }
     } else {
@@ -528,7 +529,8 @@ struct Server::Impl {
       // Keep the last 1000 jobs that are over.
       while (job_order.size() > 1000) {
         auto it = jobs.find(job_order.front());
-        if (it != jobs.end() && (it->second->status == "queued" || it->second->status == "running")) break;
+        if (it != jobs.end() && (it->second->status == "queued" || it->second->status == "running"))
+          break;
         if (it != jobs.end()) jobs.erase(it);
         job_order.pop_front();
       }
@@ -645,9 +647,9 @@ struct Server::Impl {
   void routes() {
     using H = void (Impl::*)(const httplib::Request&, httplib::Response&);
     auto method_not_allowed = [](const httplib::Request& req, httplib::Response& res) {
-      send_error(res, ApiError(405, "invalid_request_error",
-                               req.method + " is not allowed on " + req.path, "",
-                               "method_not_allowed"));
+      send_error(
+          res, ApiError(405, "invalid_request_error", req.method + " is not allowed on " + req.path,
+                        "", "method_not_allowed"));
     };
     struct Route {
       const char* pattern;
@@ -686,24 +688,26 @@ struct Server::Impl {
     });
     // Statuses httplib sets itself (no route, body too large, bad request line) get the
     // OpenAI error object too.
-    http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req,
-                              httplib::Response& res) -> httplib::Server::HandlerResponse {
-      if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-      if (res.status == 413) {
-        send_error(res, ApiError(413, "invalid_request_error",
-                                 "the request body is larger than the limit (--max-body-mb)", "",
-                                 "body_too_large"));
-      } else if (res.status == 404) {
-        send_error(res, ApiError(404, "not_found_error", "no route " + req.method + " " + req.path,
-                                 "", "unknown_route"));
-      } else {
-        send_error(res, ApiError(res.status, "invalid_request_error",
-                                 "the request could not be read (HTTP " +
-                                     std::to_string(res.status) + ")",
-                                 "", "bad_request"));
-      }
-      return httplib::Server::HandlerResponse::Handled;
-    }));
+    http.set_error_handler(httplib::Server::HandlerWithResponse(
+        [](const httplib::Request& req,
+           httplib::Response& res) -> httplib::Server::HandlerResponse {
+          if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+          if (res.status == 413) {
+            send_error(res, ApiError(413, "invalid_request_error",
+                                     "the request body is larger than the limit (--max-body-mb)",
+                                     "", "body_too_large"));
+          } else if (res.status == 404) {
+            send_error(
+                res, ApiError(404, "not_found_error", "no route " + req.method + " " + req.path, "",
+                              "unknown_route"));
+          } else {
+            send_error(res, ApiError(res.status, "invalid_request_error",
+                                     "the request could not be read (HTTP " +
+                                         std::to_string(res.status) + ")",
+                                     "", "bad_request"));
+          }
+          return httplib::Server::HandlerResponse::Handled;
+        }));
     http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
       metrics.request(route_of(req.method, req.path), res.status, seconds_since(t_request_start));
     });
@@ -742,11 +746,13 @@ Status Server::Create(const ServeOptions& o, std::unique_ptr<Server>* server) {
   Impl& s = *impl;
   auto bad = [](const std::string& m) { return Status::InvalidArgument(m); };
   if (o.collections.empty()) return bad("no collection given (--db NAME=DIR)");
-  if (o.max_queue < 1) return bad("--max-queue " + std::to_string(o.max_queue) + ": must be at least 1");
+  if (o.max_queue < 1)
+    return bad("--max-queue " + std::to_string(o.max_queue) + ": must be at least 1");
   if (o.max_batch < 1 || o.max_batch > 256) {
     return bad("--max-batch " + std::to_string(o.max_batch) + ": must be between 1 and 256");
   }
-  if (o.max_jobs < 1) return bad("--max-jobs " + std::to_string(o.max_jobs) + ": must be at least 1");
+  if (o.max_jobs < 1)
+    return bad("--max-jobs " + std::to_string(o.max_jobs) + ": must be at least 1");
   if (o.port < 0 || o.port > 65535) return bad("--port " + std::to_string(o.port) + ": not a port");
   if (o.max_body_bytes < 1024) return bad("--max-body-mb: too small");
   s.limits.max_tokens = o.max_tokens;
@@ -785,7 +791,8 @@ Status Server::Create(const ServeOptions& o, std::unique_ptr<Server>* server) {
         return Status::InvalidArgument("collection " + name + " (" + dir + "): " + st.ToString());
       }
       Result<EngineStats> es = probe->Stats();
-      if (!es.ok()) return Status::InvalidArgument("collection " + name + ": " + es.status().ToString());
+      if (!es.ok())
+        return Status::InvalidArgument("collection " + name + ": " + es.status().ToString());
       model_dir = es->model_dir;
     }
     std::error_code ec;
@@ -806,7 +813,8 @@ Status Server::Create(const ServeOptions& o, std::unique_ptr<Server>* server) {
     }
     c->model = mit->second;
     Status st = Engine::Open(eo, c->model, &c->engine);
-    if (!st.ok()) return Status::InvalidArgument("collection " + name + " (" + dir + "): " + st.ToString());
+    if (!st.ok())
+      return Status::InvalidArgument("collection " + name + " (" + dir + "): " + st.ToString());
     s.collections.emplace(name, std::move(c));
   }
   s.routes();
@@ -830,7 +838,8 @@ Result<int> Server::Bind() {
   }
   if (s.listen_fd >= 0) ::listen(s.listen_fd, 1024);
   if (s.opt.print) {
-    const std::string host = s.opt.host.find(':') != std::string::npos ? "[" + s.opt.host + "]" : s.opt.host;
+    const std::string host =
+        s.opt.host.find(':') != std::string::npos ? "[" + s.opt.host + "]" : s.opt.host;
     s.opt.print("cocom serve: listening on http://" + host + ":" + std::to_string(port));
     for (const auto& [name, c] : s.collections) {
       Result<EngineStats> st = c->engine->Stats();
@@ -841,8 +850,10 @@ Result<int> Server::Bind() {
       }
       s.opt.print(line);
     }
-    s.opt.print(s.keys ? "  API keys: " + std::to_string(s.keys->keys.size()) + " from " + s.opt.api_keys_file
-                       : "  no --api-keys: the server is open to anyone who can reach this address");
+    s.opt.print(s.keys
+                    ? "  API keys: " + std::to_string(s.keys->keys.size()) + " from " +
+                          s.opt.api_keys_file
+                    : "  no --api-keys: the server is open to anyone who can reach this address");
     s.opt.print("  answers: at most " + std::to_string(s.opt.max_queue) + " in flight, " +
                 std::to_string(s.opt.max_batch) + " per decoder step");
   }
@@ -864,8 +875,9 @@ Status Server::Serve() {
 
 void Server::Stop() {
   Impl& s = *impl_;
-  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                           std::chrono::duration<double>(s.opt.shutdown_grace_seconds));
+  const auto deadline =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                         std::chrono::duration<double>(s.opt.shutdown_grace_seconds));
   s.stop_deadline_ns = deadline.time_since_epoch().count();
   s.stopping = true;
   s.jobs_cv.notify_all();

@@ -17,7 +17,7 @@ namespace cocom::serve {
 struct ServeOptions {
   std::vector<std::pair<std::string, std::string>> collections;  // name, store directory
   std::string host = "127.0.0.1";
-  int port = 8080;  // 0: any free port
+  int port = 8080;            // 0: any free port
   std::string api_keys_file;  // empty: open server (loopback only)
   int max_queue = 64;         // answers admitted at once (waiting or decoding); more: 429
   int max_batch = 8;          // answers per decoder step
@@ -28,8 +28,8 @@ struct ServeOptions {
   size_t max_body_bytes = size_t(64) << 20;
   int max_tokens = 4096;  // the largest max_tokens a request may ask
   size_t top_k = 5;
-  bool web = true;                      // serve the page at /
-  double shutdown_grace_seconds = 5;    // answers in flight may finish this long after a stop
+  bool web = true;                    // serve the page at /
+  double shutdown_grace_seconds = 5;  // answers in flight may finish this long after a stop
   std::function<void(const std::string&)> print;  // start-up lines (stdout); null = none
 };
 

@@ -24,8 +24,8 @@ ApiError error_of(F&& f) {
 }
 
 std::string chat(const std::string& extra) {
-  return R"({"model": "docs", "messages": [{"role": "user", "content": "What is zstd?"}])" +
-         extra + "}";
+  return R"({"model": "docs", "messages": [{"role": "user", "content": "What is zstd?"}])" + extra +
+         "}";
 }
 
 }  // namespace
@@ -66,7 +66,8 @@ TEST(ServeApi, TheQuestionIsTheLastUserMessage) {
       {"role": "assistant", "content": "ignored"}]})");
   EXPECT_EQ(r.question, "second\npart");
   // max_completion_tokens is the newer name of max_tokens.
-  EXPECT_EQ(parse_chat_request(chat(R"(, "max_completion_tokens": 9)")).generation.max_new_tokens, 9);
+  EXPECT_EQ(parse_chat_request(chat(R"(, "max_completion_tokens": 9)")).generation.max_new_tokens,
+            9);
 }
 
 TEST(ServeApi, BadChatRequestsNameTheField) {
@@ -140,9 +141,9 @@ TEST(ServeApi, HostileBodiesAreRefusedNotCrashed) {
   small.max_question_bytes = 8;
   EXPECT_EQ(error_of([&] { parse_chat_request(chat(""), small); }).param, "messages[0].content");
   // Brackets inside strings do not count as nesting.
-  EXPECT_NO_THROW(parse_chat_request(
-      R"({"model": "m", "messages": [{"role": "user", "content": ")" + std::string(500, '[') +
-      R"("}]})"));
+  EXPECT_NO_THROW(
+      parse_chat_request(R"({"model": "m", "messages": [{"role": "user", "content": ")" +
+                         std::string(500, '[') + R"("}]})"));
 }
 
 TEST(ServeApi, SearchRequests) {
@@ -160,13 +161,16 @@ TEST(ServeApi, SearchRequests) {
   EXPECT_FALSE(r.filter.matches(p));
   EXPECT_EQ(parse_search_request(R"({"model": "d", "query": "q"})").k, 5u);
   EXPECT_EQ(error_of([] { parse_search_request(R"({"model": "d"})"); }).param, "query");
-  EXPECT_EQ(error_of([] { parse_search_request(R"({"model": "d", "query": "q", "k": 101})"); }).param, "k");
+  EXPECT_EQ(
+      error_of([] { parse_search_request(R"({"model": "d", "query": "q", "k": 101})"); }).param,
+      "k");
   EXPECT_EQ(error_of([] {
               parse_search_request(R"({"model": "d", "query": "q", "filter": {"author": "x"}})");
             }).param,
             "filter.author");
-  EXPECT_EQ(error_of([] { parse_search_request(R"({"model": "d", "query": "q", "filter": []})"); }).param,
-            "filter");
+  EXPECT_EQ(
+      error_of([] { parse_search_request(R"({"model": "d", "query": "q", "filter": []})"); }).param,
+      "filter");
 }
 
 TEST(ServeApi, Documents) {
@@ -176,17 +180,24 @@ TEST(ServeApi, Documents) {
   EXPECT_EQ(docs[0].title, "A");
   EXPECT_EQ(docs[1].id, "b");
   EXPECT_EQ(error_of([] { parse_documents(R"({"documents": []})"); }).param, "documents");
-  EXPECT_EQ(error_of([] { parse_documents(R"({"documents": [{"text": "x"}]})"); }).param, "documents[0].id");
-  EXPECT_EQ(error_of([] { parse_documents(R"({"documents": [{"id": "a", "text": "x"}, {"id": "b"}]})"); }).param,
+  EXPECT_EQ(error_of([] { parse_documents(R"({"documents": [{"text": "x"}]})"); }).param,
+            "documents[0].id");
+  EXPECT_EQ(error_of([] {
+              parse_documents(R"({"documents": [{"id": "a", "text": "x"}, {"id": "b"}]})");
+            }).param,
             "documents[1].text");
   Limits few;
   few.max_documents = 1;
-  EXPECT_EQ(error_of([&] { parse_documents(R"({"documents": [{"id": "a", "text": "x"}, {"id": "b", "text": "y"}]})", few); }).param,
+  EXPECT_EQ(error_of([&] {
+              parse_documents(
+                  R"({"documents": [{"id": "a", "text": "x"}, {"id": "b", "text": "y"}]})", few);
+            }).param,
             "documents");
 }
 
 TEST(ServeApi, ErrorObjectAndStatuses) {
-  const cocom::serve::Json j = error_json(ApiError(400, "invalid_request_error", "k: bad", "k", "invalid_field"));
+  const cocom::serve::Json j =
+      error_json(ApiError(400, "invalid_request_error", "k: bad", "k", "invalid_field"));
   EXPECT_EQ(j["error"]["message"], "k: bad");
   EXPECT_EQ(j["error"]["type"], "invalid_request_error");
   EXPECT_EQ(j["error"]["param"], "k");
@@ -198,7 +209,8 @@ TEST(ServeApi, ErrorObjectAndStatuses) {
 }
 
 TEST(ServeApi, ApiKeys) {
-  ApiKeys k = parse_api_keys(R"({"keys": {"key-aaaaaaaa": ["a"], "key-admin-1": ["*"]}})", "keys.json");
+  ApiKeys k =
+      parse_api_keys(R"({"keys": {"key-aaaaaaaa": ["a"], "key-admin-1": ["*"]}})", "keys.json");
   EXPECT_TRUE(k.allows("key-aaaaaaaa", "a"));
   EXPECT_FALSE(k.allows("key-aaaaaaaa", "b"));
   EXPECT_TRUE(k.allows("key-admin-1", "b"));
@@ -214,8 +226,10 @@ TEST(ServeApi, ApiKeys) {
   EXPECT_NE(message("{").find("keys.json: not valid JSON"), std::string::npos);
   EXPECT_NE(message(R"({"keys": []})").find("\"keys\""), std::string::npos);
   EXPECT_NE(message(R"({"keys": {"short": ["a"]}})").find("fewer than 8"), std::string::npos);
-  EXPECT_NE(message(R"({"keys": {"key-aaaaaaaa": []}})").find("keys[\"key-aaaaaaaa\"]"), std::string::npos);
-  EXPECT_NE(message(R"({"keys": {"key-aaaaaaaa": [1]}})").find("non-empty strings"), std::string::npos);
+  EXPECT_NE(message(R"({"keys": {"key-aaaaaaaa": []}})").find("keys[\"key-aaaaaaaa\"]"),
+            std::string::npos);
+  EXPECT_NE(message(R"({"keys": {"key-aaaaaaaa": [1]}})").find("non-empty strings"),
+            std::string::npos);
   EXPECT_NE(message(R"({"keys": {}})").find("empty"), std::string::npos);
   EXPECT_NE(message(std::string(10000, '[')).find("deeper"), std::string::npos);
   EXPECT_EQ(bearer_key("Bearer abc"), "abc");
@@ -227,7 +241,8 @@ TEST(ServeApi, ApiKeys) {
 TEST(ServeApi, StopSequencesAcrossPieces) {
   StopText s({"END", "\n\n"});
   std::string shown;
-  for (const char* piece : {"The ans", "wer is 4", "2 E", "N", "D and more"}) shown += s.push(piece);
+  for (const char* piece : {"The ans", "wer is 4", "2 E", "N", "D and more"})
+    shown += s.push(piece);
   EXPECT_TRUE(s.hit());
   EXPECT_EQ(shown, "The answer is 42 ");
   EXPECT_EQ(s.text(), "The answer is 42 ");
@@ -248,7 +263,8 @@ TEST(ServeApi, StopSequencesAcrossPieces) {
 
 TEST(ServeApi, Excerpts) {
   EXPECT_EQ(excerpt_of("short", 300), "short");
-  const std::string text = std::string(290, 'a') + " " + "\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9";
+  const std::string text =
+      std::string(290, 'a') + " " + "\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9";
   const std::string e = excerpt_of(text, 296);
   // Cut at the space (near the limit), never inside the two-byte characters.
   EXPECT_EQ(e, std::string(290, 'a') + "\u2026");

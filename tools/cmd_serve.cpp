@@ -5,8 +5,8 @@
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <cerrno>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <stdexcept>
 #include <thread>
@@ -49,7 +49,8 @@ int cmd_serve(const GlobalOptions& g, const ServeArgs& a) {
   o.threads = g.threads;
   o.decoder_tokenizer = a.decoder_tokenizer;
   o.compressor_tokenizer = a.compressor_tokenizer;
-  if (a.max_body_mb < 1 || a.max_body_mb > 4096) fail("--max-body-mb ", a.max_body_mb, ": must be 1..4096");
+  if (a.max_body_mb < 1 || a.max_body_mb > 4096)
+    fail("--max-body-mb ", a.max_body_mb, ": must be 1..4096");
   o.max_body_bytes = size_t(a.max_body_mb) << 20;
   if (a.k < 1 || a.k > 50) fail("--k ", a.k, ": must be 1..50");
   o.top_k = size_t(a.k);
@@ -159,7 +160,8 @@ void add_bench_serve_command(CLI::App& bench, const GlobalOptions& g, int& rc) {
   c->callback([&g, &rc] {
     o.weights = weights_flag(weights);
     o.threads = g.threads;
-    if (no_compress && compressed_only) fail("--no-compress and --compressed-only exclude each other");
+    if (no_compress && compressed_only)
+      fail("--no-compress and --compressed-only exclude each other");
     o.compressed = !no_compress;
     o.uncompressed = !compressed_only;
     rc = serve::run_serve_bench(o);
