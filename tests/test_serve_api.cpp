@@ -121,12 +121,13 @@ TEST(ServeApi, BadChatRequestsNameTheField) {
 }
 
 TEST(ServeApi, HostileBodiesAreRefusedNotCrashed) {
+  static const char kWithNul[] = "{\"model\": \"m\x00\", \"messages\": 1}";
   const std::string bodies[] = {"",
                                 "not json",
                                 "[1, 2]",
                                 "null",
                                 "{\"model\": \"m\", \"messages\": [",
-                                std::string("{\"model\": \"m\x00\", \"messages\": 1}", 32),
+                                std::string(kWithNul, sizeof kWithNul - 1),
                                 "\xff\xfe{}",
                                 std::string(100000, '[') + std::string(100000, ']'),
                                 "{\"a\":" + std::string(200, '{') + std::string(200, '}') + "}"};
