@@ -756,7 +756,6 @@ Status Server::Create(const ServeOptions& o, std::unique_ptr<Server>* server) {
   if (o.port < 0 || o.port > 65535) return bad("--port " + std::to_string(o.port) + ": not a port");
   if (o.max_body_bytes < 1024) return bad("--max-body-mb: too small");
   s.limits.max_tokens = o.max_tokens;
-  s.limits.max_k = 50;
   if (!o.api_keys_file.empty()) {
     try {
       s.keys = load_api_keys(o.api_keys_file);
