@@ -1,9 +1,17 @@
 // common/: hashing and JSON field helpers.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <shared_mutex>
+#include <thread>
+#include <vector>
+
 #include "common/error.h"
 #include "common/hash.h"
 #include "common/json_util.h"
+#include "common/rw_lock.h"
 #include "common/utf8.h"
 
 using namespace cocom;
@@ -78,4 +86,85 @@ TEST(Utf8, DecodeRepairAndStreamBoundaries) {
   std::string out;
   append(&out, 0xD800);  // a surrogate is not a code point
   EXPECT_EQ(out, kReplacement);
+}
+
+// Readers that never stop (each takes the shared lock again as soon as it let go, and the
+// readers overlap so the shared count never drops to zero by itself) must not keep a writer
+// out: the writer gets the lock within the test's bound, the readers go on afterwards.
+TEST(WriterPriorityMutex, WriterGetsInUnderReadersThatNeverStop) {
+  cocom::WriterPriorityMutex mu;
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> reads{0};
+  std::atomic<int> inside{0}, max_inside{0};
+  auto reader = [&] {
+    while (!stop.load()) {
+      std::shared_lock<cocom::WriterPriorityMutex> l(mu);
+      const int now = ++inside;
+      int seen = max_inside.load();
+      while (now > seen && !max_inside.compare_exchange_weak(seen, now)) {
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      --inside;
+      ++reads;
+    }
+  };
+  std::vector<std::thread> readers;
+  for (int i = 0; i < 4; ++i) readers.emplace_back(reader);
+  while (reads.load() < 100) std::this_thread::yield();
+  std::atomic<bool> wrote{false};
+  auto writer = std::async(std::launch::async, [&] {
+    for (int i = 0; i < 20; ++i) {
+      std::unique_lock<cocom::WriterPriorityMutex> l(mu);
+      EXPECT_EQ(inside.load(), 0) << "a reader is inside during the write";
+    }
+    wrote = true;
+  });
+  const bool finished = writer.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+  const int64_t reads_at_write = reads.load();
+  // The readers keep going after the writer is done (nobody is left waiting on a closed gate).
+  const auto t0 = std::chrono::steady_clock::now();
+  while (finished && reads.load() < reads_at_write + 100 &&
+         std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30)) {
+    std::this_thread::yield();
+  }
+  const int64_t reads_after = reads.load();
+  stop = true;
+  for (auto& t : readers) t.join();
+  if (!finished) writer.wait();  // the readers stopped, so the writer gets in now
+  EXPECT_TRUE(finished) << "20 writes did not get the lock within 30 s of sustained reads";
+  EXPECT_TRUE(wrote.load());
+  EXPECT_GE(reads_after, reads_at_write + 100);
+  EXPECT_GE(max_inside.load(), 2) << "readers never shared the lock";
+}
+
+TEST(WriterPriorityMutex, TryLockRespectsHoldersAndWaitingWriters) {
+  cocom::WriterPriorityMutex mu;
+  mu.lock_shared();
+  EXPECT_FALSE(mu.try_lock());
+  EXPECT_TRUE(mu.try_lock_shared());  // no writer waits: readers share
+  mu.unlock_shared();
+  std::atomic<bool> got{false};
+  std::thread w([&] {
+    mu.lock();
+    got = true;
+    mu.unlock();
+  });
+  // Once the writer waits, a new reader is turned away although only readers hold the lock.
+  bool refused = false;
+  for (int i = 0; i < 2000 && !refused; ++i) {
+    if (mu.try_lock_shared()) {
+      mu.unlock_shared();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    } else {
+      refused = true;
+    }
+  }
+  EXPECT_TRUE(refused);
+  EXPECT_FALSE(got.load());
+  mu.unlock_shared();
+  w.join();
+  EXPECT_TRUE(got.load());
+  EXPECT_TRUE(mu.try_lock());
+  EXPECT_FALSE(mu.try_lock_shared());
+  mu.unlock();
 }
