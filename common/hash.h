@@ -1,4 +1,5 @@
-// 64-bit FNV-1a, for fingerprints, content hashes and file checksums (not cryptographic).
+// 64-bit FNV-1a, for fingerprints, content hashes and file checksums (not cryptographic), and
+// XXH3 for hashing large files.
 #pragma once
 
 #include <cstddef>
@@ -25,5 +26,9 @@ inline uint64_t fnv1a64(const std::string& s, uint64_t h = kFnv1aOffset) {
 
 // 16 lower-case hex digits.
 std::string hex64(uint64_t v);
+
+// XXH3-64 of a whole file, read in blocks (several GB/s: fast enough for multi-GB
+// checkpoints). Throws cocom::Error naming the file when it cannot be read.
+uint64_t xxh3_file(const std::string& path);
 
 }  // namespace cocom

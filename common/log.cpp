@@ -48,6 +48,9 @@ Level from_spdlog(spdlog::level::level_enum l) {
 // can be swapped at any time (configure()), so the logger itself never changes.
 class DispatchSink : public spdlog::sinks::base_sink<std::mutex> {
  public:
+  // Lines read like the cocom tool's own messages ("cocom: warning: ..."), not like a
+  // service log: people see them in a terminal, between a command's output lines.
+  DispatchSink() { stderr_.set_pattern("cocom: %^%l%$: %v"); }
   void set_target(Sink fn) {
     std::lock_guard<std::mutex> lock(mutex_);
     fn_ = std::move(fn);

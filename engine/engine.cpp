@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include "common/utf8.h"
 #include "engine/api_internal.h"
 #include "engine/knowledge_store.h"
+#include "generate/cocom_generate.h"
 #include "model/runtime.h"
 #include "storage/store.h"
 
@@ -48,6 +50,32 @@ void check_mode(SearchMode m, bool has_dense, const char* option) {
         " search, but the store has no dense retriever; set Options::retriever_dir (--retriever) "
         "when ingesting, or use SearchMode::kBm25 / kAuto (--mode bm25)"));
   }
+}
+
+// Refuses, before retrieval, a question whose compressed prompt with k passages of n slots
+// would not fit the decoder's positions or the prompt memory budget (generate/'s estimate).
+void check_budget(const model::CocomModel& m, const std::string& question, size_t k, int64_t n,
+                  const char* option, const GenerationOptions& gen) {
+  if (n < 1) return;  // an empty store: nothing will be retrieved
+  const int64_t kk = static_cast<int64_t>(std::min<size_t>(k, size_t{1} << 24));
+  const int64_t tokens = generate::qa_prompt_tokens(m, question, kk, n);
+  const int64_t fits = generate::max_prompt_tokens(m, gen.max_new_tokens);
+  if (tokens <= fits) return;
+  const int64_t max_k = generate::max_passages(m, question, n, gen.max_new_tokens);
+  const int64_t question_tokens = generate::qa_prompt_tokens(m, question, 1, n) - n;
+  std::string msg = std::string(option) + " " + std::to_string(k) + ": the prompt would have " +
+                    std::to_string(tokens) + " tokens (" + std::to_string(kk) + " passages x " +
+                    std::to_string(n) + " context embeddings, plus about " +
+                    std::to_string(question_tokens) + " for the question and template), but " +
+                    std::to_string(fits) + " fit (the decoder has " +
+                    std::to_string(m.decoder().config().max_position_embeddings) +
+                    " positions; the prompt memory budget is " +
+                    std::to_string(m.prompt_memory_bytes() >> 20) +
+                    " MB for up to " + std::to_string(gen.max_new_tokens) +
+                    " new tokens, Options::prompt_memory_mb)";
+  msg += max_k > 0 ? "; at most " + std::to_string(max_k) + " passages fit beside this question"
+                   : "; the question alone is too long: shorten it";
+  throw_status(Status::InvalidArgument(msg));
 }
 
 Passage to_passage(const engine::SearchHit& h) {
@@ -127,8 +155,10 @@ void validate_options(const Options& o) {
   auto bad = [](const std::string& m) { throw_status(Status::InvalidArgument(m)); };
   if (o.db_path.empty()) bad("Options::db_path is empty: name the store directory (--db)");
   if (o.top_k == 0) bad("Options::top_k is 0: retrieve at least 1 passage per question (--k)");
-  if (o.top_k > 1000)
-    bad("Options::top_k " + std::to_string(o.top_k) + ": at most 1000 passages per question");
+  if (o.prompt_memory_mb < 1) {
+    bad("Options::prompt_memory_mb " + std::to_string(o.prompt_memory_mb) +
+        ": must be at least 1 (MB)");
+  }
   if (o.threads < 0)
     bad("Options::threads " + std::to_string(o.threads) + ": must be 0 (all cores) or positive");
   if (o.index_factory && o.index_factory->empty())
@@ -276,6 +306,7 @@ Status Engine::Open(const Options& options, std::shared_ptr<Model> model,
       ko.cocom.compressor_tokenizer = o.compressor_tokenizer;
       ko.cocom.device = model::parse_device(o.device);
       ko.cocom.decoder_weights = to_internal(o.weights);
+      ko.cocom.prompt_memory_mb = o.prompt_memory_mb;
     }
     impl->ks = engine::KnowledgeStore::open(ko);
     check_mode(o.search_mode, impl->ks->has_dense(), "Options::search_mode");
@@ -409,9 +440,6 @@ Result<Answer> Engine::Impl::ask(const std::string& question, const TokenCallbac
       throw_status(Status::InvalidArgument("the question is empty"));
     }
     const size_t k = options.k ? options.k : opt.top_k;
-    if (k > 1000)
-      throw_status(
-          Status::InvalidArgument("AskOptions::k " + std::to_string(k) + ": at most 1000"));
     const SearchMode mode = options.mode.value_or(opt.search_mode);
     check_mode(mode, ks->has_dense(), "AskOptions::mode");
     const bool no_compress = options.no_compress.value_or(opt.no_compress);
@@ -419,6 +447,10 @@ Result<Answer> Engine::Impl::ask(const std::string& question, const TokenCallbac
     check_generation(gen, options.generation ? "AskOptions::generation" : "Options::generation");
 
     const model::CocomModel& m = ks->loaded_model();
+    if (!no_compress) {
+      check_budget(m, question, k, ks->store().manifest().embeddings_per_passage,
+                   options.k ? "AskOptions::k" : "Options::top_k", gen);
+    }
     engine::Retrieval r = ks->retrieve(question, k, to_internal(mode, ks->has_dense()),
                                        /*with_embeddings=*/!no_compress);
     if (r.hits.empty()) {

@@ -12,6 +12,7 @@
 #include "compress/compressor.h"
 #include "index/dense_index.h"
 #include "index/retriever.h"
+#include "model/fingerprint.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
 
@@ -28,19 +29,31 @@ double since(std::chrono::steady_clock::time_point t0) {
 // Settings remembered in the store directory so later commands need not repeat them.
 const char* kSettingsFile = "cocom-db.json";
 
-}  // namespace
+// A model (or retriever) that produces non-finite vectors is broken: the ingestion stops
+// rather than skip every document with the same reason, and nothing of it is stored.
+struct ModelFault : Error {
+  explicit ModelFault(const std::string& what) : Error(what, ErrorKind::kFailedPrecondition) {}
+};
 
-std::string cocom_fingerprint(const std::string& model_dir) {
-  uint64_t h = fnv1a64(read_text_file(join_path(model_dir, "config.json")));
-  auto files = model::CheckpointFiles::open(model_dir);
-  for (const auto& n : files->names()) {
-    const auto& ti = files->info(n);
-    h = fnv1a64(n + model::dtype_name(ti.dtype) + model::shape_str(ti.shape), h);
-  }
-  std::string base = fs::path(model_dir).lexically_normal().filename().string();
-  if (base.empty()) base = fs::path(model_dir).lexically_normal().parent_path().filename().string();
-  return base + ":" + hex64(h);
+void check_finite(const at::Tensor& t, const std::string& maker, const std::string& what,
+                  const ingest::Document& doc) {
+  if (at::isfinite(t).all().item<bool>()) return;
+  const at::Tensor bad_rows = at::isfinite(t).flatten(1).all(1).logical_not().nonzero();
+  throw ModelFault(maker + " produced non-finite " + what + " (NaN or infinity) for passage " +
+                   std::to_string(bad_rows[0][0].item<int64_t>()) + " of document '" + doc.id +
+                   "'; its weights are damaged or it is not the model it claims to be. Nothing of "
+                   "the document was stored; the ingestion stopped");
 }
+
+// A checkpoint whose content differs from the one a store's embeddings were made with.
+[[noreturn]] void refuse_other_checkpoint(const std::string& model_dir, const std::string& fp,
+                                          const std::string& db, const std::string& stored_fp) {
+  fail_precondition("--model ", model_dir, ": this checkpoint (", fp,
+                    ") is not the compressor the store at ", db, " was built with (", stored_fp,
+                    "); pass the original --model, or ingest into a new store");
+}
+
+}  // namespace
 
 SearchMode parse_search_mode(const std::string& s) {
   if (s == "dense") return SearchMode::Dense;
@@ -123,38 +136,56 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
   // store made before the manifest kept them), the requested or default ones for a new one.
   storage::Manifest st;  // settings part only
   storage::Manifest stored;
+  // A store that holds nothing yet may still take another model and other settings (a first
+  // ingestion that failed, or was run with the wrong --model, binds nothing), when this open
+  // loads the model that will fill it.
+  const bool asks_change = !opt0.model_dir.empty() || opt.model || opt.embedding_dtype ||
+                           opt.index_factory || opt.context_max_length ||
+                           opt.chunk_overlap_tokens || opt.query_prefix || opt.passage_prefix ||
+                           !opt0.retriever_dir.empty();
+  const bool empty_store = exists && (opt.need_model || asks_change) &&
+                           ks->store_->stats().documents == 0 && ks->store_->stats().passages == 0;
   if (exists) {
     stored = ks->store_->manifest();
     Json legacy = file_exists(settings_path) ? read_json_file(settings_path) : Json::object();
     const std::string& db = opt.db;
+    const bool fixed = !empty_store;  // an empty store takes the settings asked for
     check_setting(db, "Options::index_factory", "--index", opt.index_factory, stored.index_factory,
-                  true);
+                  fixed);
     check_setting(db, "Options::embedding_dtype", "--embedding-dtype", opt.embedding_dtype,
-                  std::string(storage::embedding_dtype_name(stored.embedding_dtype)), true);
+                  std::string(storage::embedding_dtype_name(stored.embedding_dtype)), fixed);
     st = stored;
+    if (opt.index_factory) st.index_factory = *opt.index_factory;
+    if (opt.embedding_dtype) {
+      auto dtype = storage::parse_embedding_dtype(*opt.embedding_dtype);
+      if (!dtype) fail("--embedding-dtype ", *opt.embedding_dtype, ": expected fp16, bf16, fp32 or int8");
+      st.embedding_dtype = *dtype;
+    }
     if (stored.context_max_length <= 0) {
       st.context_max_length = json_int_or(legacy, "context_max_length",
                                           opt.context_max_length.value_or(128), settings_path);
     }
     check_setting(db, "Options::context_max_length", "--context-max-length",
-                  opt.context_max_length, st.context_max_length, true);
+                  opt.context_max_length, st.context_max_length, fixed);
+    if (opt.context_max_length) st.context_max_length = *opt.context_max_length;
     check_setting(db, "Options::chunk_overlap_tokens", "--overlap", opt.chunk_overlap_tokens,
-                  stored.chunk_overlap_tokens, stored.chunk_overlap_tokens >= 0);
-    if (stored.chunk_overlap_tokens < 0) st.chunk_overlap_tokens = opt.chunk_overlap_tokens.value_or(0);
+                  stored.chunk_overlap_tokens, fixed && stored.chunk_overlap_tokens >= 0);
+    if (stored.chunk_overlap_tokens < 0) st.chunk_overlap_tokens = 0;
+    if (opt.chunk_overlap_tokens) st.chunk_overlap_tokens = *opt.chunk_overlap_tokens;
     check_setting(db, "Options::query_prefix", "--query-prefix", opt.query_prefix,
-                  stored.query_prefix, stored.has_prefixes);
+                  stored.query_prefix, fixed && stored.has_prefixes);
     check_setting(db, "Options::passage_prefix", "--passage-prefix", opt.passage_prefix,
-                  stored.passage_prefix, stored.has_prefixes);
-    if (!stored.has_prefixes) {
-      st.has_prefixes = true;
-      st.query_prefix = opt.query_prefix.value_or("");
-      st.passage_prefix = opt.passage_prefix.value_or("");
-    }
+                  stored.passage_prefix, fixed && stored.has_prefixes);
+    if (!stored.has_prefixes) st.query_prefix = st.passage_prefix = "";
+    st.has_prefixes = true;
+    if (opt.query_prefix) st.query_prefix = *opt.query_prefix;
+    if (opt.passage_prefix) st.passage_prefix = *opt.passage_prefix;
     if (st.model_dir.empty()) st.model_dir = json_string_or(legacy, "model", "", settings_path);
     if (st.retriever_dir.empty()) {
       st.retriever_dir = json_string_or(legacy, "retriever", "", settings_path);
     }
     if (opt.model_dir.empty()) opt.model_dir = st.model_dir;
+    if (opt.model_dir.empty() && empty_store) opt.model_dir = DefaultModelDir();
     if (opt.retriever_dir.empty()) opt.retriever_dir = st.retriever_dir;
   } else {
     st.index_factory = opt.index_factory.value_or("Flat");
@@ -202,13 +233,13 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
     // The model is loaded later (loaded_model()); an explicitly named one must still be the
     // one the stored embeddings were made with (a cheap check: no weights are read).
     if (!dir_exists(opt.model_dir)) fail_not_found("--model ", opt.model_dir, ": no such directory");
-    mf.compressor_fingerprint = cocom_fingerprint(opt.model_dir);
+    mf.compressor_fingerprint = model::checkpoint_fingerprint(opt.model_dir);
   }
-  if (opt.need_model || !exists || opt.model) {
+  if (opt.need_model || !exists || opt.model || empty_store) {
     if (opt.model_dir.empty()) fail("--model: this command needs the COCOM checkpoint");
     ks->model_ = opt.model ? opt.model : model::CocomModel::load(opt.model_dir, opt.cocom);
     const int64_t r = ks->model_->config().compr_rate;
-    mf.compressor_fingerprint = cocom_fingerprint(opt.model_dir);
+    mf.compressor_fingerprint = model::checkpoint_fingerprint(opt.model_dir);
     mf.compr_rate = r;
     mf.embeddings_per_passage = (st.context_max_length + r - 1) / r;
     mf.embedding_dim = ks->model_->decoder().config().hidden_size;
@@ -227,7 +258,23 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
   }
   if (!opt.model_dir.empty()) mf.model_dir = absolute_dir(opt.model_dir);
   if (!opt.retriever_dir.empty()) mf.retriever_dir = absolute_dir(opt.retriever_dir);
-  if (exists) {
+  if (exists && !mf.compressor_fingerprint.empty()) {
+    ks->upgrade_legacy_fingerprint(opt.model_dir, mf.compressor_fingerprint);
+  }
+  if (empty_store) {
+    // Everything the store records is what this open asks for (or what it kept).
+    mf.ingest_weights = model::weight_format_name(ks->model_->decoder().weight_format());
+    if (ks->store_->manifest().compressor_fingerprint != mf.compressor_fingerprint) {
+      log::info("{}: an empty store, now bound to the model {}", opt.db, opt.model_dir);
+    }
+    ks->store_->reset_empty(mf);
+  } else if (exists) {
+    // (after a legacy fingerprint was upgraded above)
+    const std::string recorded = ks->store_->manifest().compressor_fingerprint;
+    if (!recorded.empty() && !mf.compressor_fingerprint.empty() &&
+        mf.compressor_fingerprint != recorded) {
+      refuse_other_checkpoint(opt.model_dir, mf.compressor_fingerprint, opt.db, recorded);
+    }
     ks->store_->check(mf);
     const bool changed = mf.context_max_length != stored.context_max_length ||
                          mf.chunk_overlap_tokens != stored.chunk_overlap_tokens ||
@@ -256,6 +303,16 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
   }
   ks->write_settings_view();
   return ks;
+}
+
+void KnowledgeStore::upgrade_legacy_fingerprint(const std::string& model_dir,
+                                                const std::string& fingerprint) const {
+  const std::string stored = store_->manifest().compressor_fingerprint;
+  if (!model::is_legacy_fingerprint(stored) || model_dir.empty()) return;
+  if (model::legacy_checkpoint_fingerprint(model_dir) != stored) return;  // refused later
+  log::info("{}: recording the checkpoint {} by its content ({}, was {})", store_->path(),
+            model_dir, fingerprint, stored);
+  store_->replace_compressor_fingerprint(fingerprint);
 }
 
 void KnowledgeStore::write_settings_view() const {
@@ -307,9 +364,7 @@ bool KnowledgeStore::model_loaded() const { return model() != nullptr; }
 void KnowledgeStore::check_model(const model::CocomModel& m, const std::string& fp) const {
   const storage::Manifest& mf = store_->manifest();
   if (!mf.compressor_fingerprint.empty() && fp != mf.compressor_fingerprint) {
-    fail_precondition("--model ", m.dir(), ": this checkpoint (", fp, ") is not the one the store at ",
-         store_->path(), " was built with (", mf.compressor_fingerprint,
-         "); pass the original --model, or ingest into a new store");
+    refuse_other_checkpoint(m.dir(), fp, store_->path(), mf.compressor_fingerprint);
   }
   const int64_t r = m.config().compr_rate;
   const int64_t n = (*opt_.context_max_length + r - 1) / r;
@@ -331,13 +386,12 @@ std::shared_ptr<const model::CocomModel> KnowledgeStore::shared_model() const {
     fail_not_found("--model ", opt_.model_dir, ": no such directory (the COCOM checkpoint of the store at ",
          store_->path(), "; pass --model DIR if it moved)");
   }
-  const storage::Manifest& mf = store_->manifest();
-  const std::string fp = cocom_fingerprint(opt_.model_dir);
+  const std::string fp = model::checkpoint_fingerprint(opt_.model_dir);
+  upgrade_legacy_fingerprint(opt_.model_dir, fp);
+  const storage::Manifest mf = store_->manifest();
   if (!mf.compressor_fingerprint.empty() && fp != mf.compressor_fingerprint) {
     // Refused before the (possibly long) load.
-    fail_precondition("--model ", opt_.model_dir, ": this checkpoint (", fp, ") is not the one the store at ",
-         store_->path(), " was built with (", mf.compressor_fingerprint,
-         "); pass the original --model, or ingest into a new store");
+    refuse_other_checkpoint(opt_.model_dir, fp, store_->path(), mf.compressor_fingerprint);
   }
   std::shared_ptr<const model::CocomModel> m = model::CocomModel::load(opt_.model_dir, opt_.cocom);
   check_model(*m, fp);
@@ -360,11 +414,11 @@ void KnowledgeStore::rebuild_dense() {
   if (!ids.empty()) fresh->add(ids, vecs);
   const uint64_t seq = store_->sequence();
   {
-    std::unique_lock<std::shared_mutex> lock(mu_);
+    std::unique_lock<WriterPriorityMutex> lock(mu_);
     dense_ = std::move(fresh);
     dense_dirty_ = false;
   }
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<WriterPriorityMutex> lock(mu_);
   dense_->save(index_path_, seq);
 }
 
@@ -375,7 +429,7 @@ void KnowledgeStore::save_index() {
   if (dense_dirty_) {
     rebuild_dense();
   } else {
-    std::shared_lock<std::shared_mutex> lock(mu_);
+    std::shared_lock<WriterPriorityMutex> lock(mu_);
     dense_->save(index_path_, store_->sequence());
   }
 }
@@ -394,7 +448,7 @@ void KnowledgeStore::ingest_one(const ingest::Document& doc,
   if (ps.empty()) {
     // A document that lost all its text: its old passages must not stay searchable.
     if (old) {
-      std::unique_lock<std::shared_mutex> lock(mu_);
+      std::unique_lock<WriterPriorityMutex> lock(mu_);
       if (auto removed = store_->remove_document(doc.id); removed && dense_) dense_->remove(*removed);
     }
     sum->skipped.push_back({doc.source.empty() ? doc.id : doc.source, "no text"});
@@ -405,8 +459,12 @@ void KnowledgeStore::ingest_one(const ingest::Document& doc,
   at::Tensor emb =
       compress::compress_passages(m, texts, *opt_.context_max_length, opt_.compress_batch_size)
           .contiguous();
+  check_finite(emb, "the COCOM model at " + m.dir(), "context embeddings", doc);
   at::Tensor rv;
-  if (retriever_) rv = retriever_->embed_passages(texts).contiguous();
+  if (retriever_) {
+    rv = retriever_->embed_passages(texts).contiguous();
+    check_finite(rv, "the retriever at " + opt_.retriever_dir, "vectors", doc);
+  }
   std::vector<storage::NewPassage> np(ps.size());
   const int64_t per = emb.size(1) * emb.size(2);
   for (size_t i = 0; i < ps.size(); ++i) {
@@ -434,7 +492,7 @@ void KnowledgeStore::ingest_one(const ingest::Document& doc,
   std::vector<uint64_t> ids;
   {
     // The only part of a document's ingestion that readers wait for.
-    std::unique_lock<std::shared_mutex> lock(mu_);
+    std::unique_lock<WriterPriorityMutex> lock(mu_);
     ids = store_->put_document(rec, std::move(np));
     if (dense_) {
       if (old) dense_->remove(old->passage_ids);
@@ -506,6 +564,9 @@ IngestSummary KnowledgeStore::ingest_all(const std::vector<ingest::Document>& do
     // One bad document never stops the batch: it is reported as skipped with the reason.
     try {
       ingest_one(doc, count, co, &sum, &pr);
+    } catch (const ModelFault&) {
+      save_index();
+      throw;
     } catch (const Error& e) {
       sum.skipped.push_back({doc.source.empty() ? doc.id : doc.source, e.what()});
       dense_dirty_ = dense_ != nullptr;
@@ -541,7 +602,7 @@ int64_t KnowledgeStore::remove(const std::string& id_or_path) {
   }
   int64_t n = 0;
   for (const auto& id : ids) {
-    std::unique_lock<std::shared_mutex> lock(mu_);
+    std::unique_lock<WriterPriorityMutex> lock(mu_);
     auto removed = store_->remove_document(id);
     if (!removed) continue;
     if (dense_) dense_->remove(*removed);
@@ -566,7 +627,7 @@ std::vector<SearchHit> KnowledgeStore::search(const std::string& query, size_t k
                                               SearchMode mode) const {
   if (k == 0) fail("--k must be at least 1");
   std::vector<float> qvec = embed_query(query, mode);
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<WriterPriorityMutex> lock(mu_);
   return search_locked(query, qvec, k, mode);
 }
 
@@ -576,7 +637,7 @@ Retrieval KnowledgeStore::retrieve(const std::string& query, size_t k, SearchMod
   auto t0 = std::chrono::steady_clock::now();
   Retrieval r;
   std::vector<float> qvec = embed_query(query, mode);
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<WriterPriorityMutex> lock(mu_);
   r.hits = search_locked(query, qvec, k, mode);
   r.retrieve_seconds = since(t0);
   const storage::Manifest& mf = store_->manifest();
@@ -603,6 +664,8 @@ std::vector<SearchHit> KnowledgeStore::search_locked(const std::string& query,
                                                      const std::vector<float>& qvec, size_t k,
                                                      SearchMode mode) const {
   std::vector<std::pair<uint64_t, double>> ranked;
+  // No more hits than passages: a huge k must not size the searches' result buffers.
+  k = std::min<size_t>(k, static_cast<size_t>(std::max<int64_t>(store_->stats().passages, 1)));
   const size_t wide = std::max<size_t>(k, 20);
   std::vector<std::pair<uint64_t, double>> lexical, dense;
   if (mode != SearchMode::Dense) lexical = store_->bm25_search(storage::analyze(query), mode == SearchMode::Bm25 ? k : wide);
@@ -663,7 +726,7 @@ Json KnowledgeStore::info() const {
   j["embeddings"] = st.embeddings;
   j["bm25_documents"] = st.bm25_documents;
   {
-    std::shared_lock<std::shared_mutex> lock(mu_);
+    std::shared_lock<WriterPriorityMutex> lock(mu_);
     j["index_vectors"] = dense_ ? dense_->size() : 0;
   }
   j["model"] = opt_.model_dir;

@@ -8,11 +8,11 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <string>
 #include <vector>
 
 #include "common/json_util.h"
+#include "common/rw_lock.h"
 #include "ingest/documents.h"
 #include "model/cocom.h"
 #include "storage/store.h"
@@ -132,6 +132,10 @@ class KnowledgeStore {
   KnowledgeStore() = default;
   void save_index();
   void write_settings_view() const;
+  // A store made before fingerprints were content hashes names its checkpoint the legacy
+  // way: when `model_dir` is that checkpoint, the store records `fingerprint` instead.
+  void upgrade_legacy_fingerprint(const std::string& model_dir,
+                                  const std::string& fingerprint) const;
   // Ingestion must use the decoder weight format the stored embeddings were made with.
   void check_ingest_weights(const model::CocomModel& m);
   void rebuild_dense();
@@ -152,14 +156,11 @@ class KnowledgeStore {
   std::unique_ptr<index::DenseIndex> dense_;
   std::string index_path_;
   bool dense_dirty_ = false;
-  // Readers share `mu_`; a writer takes it exclusively around each store + index update.
-  mutable std::shared_mutex mu_;
+  // Readers share `mu_`; a writer takes it exclusively around each store + index update. It
+  // prefers writers, so an ingestion finishes under sustained search traffic.
+  mutable WriterPriorityMutex mu_;
   // Serialises writers (ingest, remove), which also own dense_dirty_ and the index file.
   std::mutex write_mu_;
 };
-
-// Identifies a COCOM checkpoint for the manifest: directory name, config.json and the
-// tensor names/shapes of its safetensors (cheap: no weights are hashed).
-std::string cocom_fingerprint(const std::string& model_dir);
 
 }  // namespace cocom::engine

@@ -10,6 +10,7 @@
 #include "common/json_util.h"
 #include "engine/api_internal.h"
 #include "engine/knowledge_store.h"
+#include "model/fingerprint.h"
 #include "model/runtime.h"
 
 namespace cocom {
@@ -134,7 +135,6 @@ at::Tensor contexts_tensor(const model::CocomModel& m, const ContextEmbeddings& 
   };
   const int64_t H = m.decoder().config().hidden_size;
   if (c.count < 1) bad("holds no passage (count " + std::to_string(c.count) + ")");
-  if (c.count > 1000) bad("holds " + std::to_string(c.count) + " passages: at most 1000");
   if (c.vectors < 1) bad("has " + std::to_string(c.vectors) + " vectors per passage");
   if (c.dim != H) {
     bad("has width " + std::to_string(c.dim) + " but this model's embeddings are " +
@@ -168,7 +168,7 @@ std::shared_ptr<Model> InternalAccess::wrap_model(std::shared_ptr<const model::C
   auto impl = std::make_unique<Model::Impl>();
   ModelInfo& i = impl->info;
   i.model_dir = m->dir();
-  i.fingerprint = engine::cocom_fingerprint(m->dir());
+  i.fingerprint = model::checkpoint_fingerprint(m->dir());
   i.compressor = m->config().light() ? "bert" : "decoder";
   i.compression_rate = m->config().compr_rate;
   i.embedding_dim = m->decoder().config().hidden_size;
@@ -269,6 +269,12 @@ Status Model::Open(const ModelOptions& o, std::shared_ptr<Model>* out) {
     lo.compressor_tokenizer = o.compressor_tokenizer;
     lo.device = device;
     lo.decoder_weights = to_internal(o.weights);
+    if (o.prompt_memory_mb < 1) {
+      throw_status(Status::InvalidArgument("ModelOptions::prompt_memory_mb " +
+                                           std::to_string(o.prompt_memory_mb) +
+                                           ": must be at least 1 (MB)"));
+    }
+    lo.prompt_memory_mb = o.prompt_memory_mb;
     std::shared_ptr<const model::CocomModel> m = model::CocomModel::load(dir, lo);
     std::shared_ptr<Model> wrapped = InternalAccess::wrap_model(m, o.device);
     if (o.max_batch > 0) {

@@ -1,5 +1,6 @@
 #include "generate/cocom_generate.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -134,6 +135,7 @@ Answers generate_answers(const model::CocomModel& m, const at::Tensor& inputs_em
   model::SamplingOptions so = opt;
   const model::Tokenizer& tok = m.decoder_tokenizer();
   if (!so.eos_id && tok.eos_id() >= 0) so.eos_id = tok.eos_id();
+  check_prompt_budget(m, inputs_embeds.size(0), inputs_embeds.size(1), so.max_new_tokens);
   a.generation = model::generate(m.decoder(), inputs_embeds, attention_mask, so, on_token);
   for (int64_t q = 0; q < a.generation.tokens.size(0); ++q) {
     std::vector<int64_t> ids;
@@ -143,6 +145,71 @@ Answers generate_answers(const model::CocomModel& m, const at::Tensor& inputs_em
     a.texts.push_back(tok.decode(ids, /*skip_special_tokens=*/true));
   }
   return a;
+}
+
+double generation_bytes(const model::CocomModel& m, int64_t batch, int64_t prompt_tokens,
+                        int64_t max_new_tokens) {
+  const model::DecoderConfig& c = m.decoder().config();
+  const double B = double(batch), T = double(prompt_tokens), N = T + double(max_new_tokens);
+  const double f = 4;  // the cache, scores and activations are fp32 whatever the weights
+  const double scores = 2 * B * double(c.num_attention_heads) * T * T * f;  // scores + probs
+  const double mask = B * T * T;                                            // bool, per prompt
+  const double cache =
+      2 * double(c.num_hidden_layers) * B * double(c.num_key_value_heads) * N * double(c.head_dim) * f;
+  const double acts =
+      B * T * (3 * double(c.intermediate_size) + 6 * double(c.hidden_size)) * f;  // MLP + residuals
+  return scores + mask + cache + acts;
+}
+
+int64_t max_prompt_tokens(const model::CocomModel& m, int64_t max_new_tokens, int64_t batch) {
+  int64_t hi = m.decoder().config().max_position_embeddings;
+  if (hi < 1) return 0;
+  const double budget = double(m.prompt_memory_bytes());
+  if (generation_bytes(m, batch, hi, max_new_tokens) <= budget) return hi;
+  int64_t lo = 0;  // largest length known to fit
+  while (lo < hi - 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (generation_bytes(m, batch, mid, max_new_tokens) <= budget) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+void check_prompt_budget(const model::CocomModel& m, int64_t batch, int64_t prompt_tokens,
+                         int64_t max_new_tokens, const std::string& what) {
+  const int64_t positions = m.decoder().config().max_position_embeddings;
+  if (prompt_tokens > positions) {
+    fail(what, ": the prompt has ", prompt_tokens, " tokens, but the decoder has ", positions,
+         " positions (max_position_embeddings)");
+  }
+  const double need = generation_bytes(m, batch, prompt_tokens, max_new_tokens);
+  if (need > double(m.prompt_memory_bytes())) {
+    const int64_t fits = max_prompt_tokens(m, max_new_tokens, batch);
+    fail(what, ": ", batch == 1 ? "the prompt has " : "the prompts have ", prompt_tokens,
+         " tokens", batch == 1 ? "" : " each (" + std::to_string(batch) + " of them)",
+         ", needing about ", int64_t(need / double(1 << 20)),
+         " MB to answer, over the prompt memory budget of ", m.prompt_memory_bytes() >> 20,
+         " MB (prompt_memory_mb): at most ", fits, " prompt tokens fit");
+  }
+}
+
+int64_t qa_prompt_tokens(const model::CocomModel& m, const std::string& question, int64_t k,
+                         int64_t n) {
+  const format::Tokens t = m.tokens();
+  const int64_t one = static_cast<int64_t>(
+      m.decoder_tokenizer().encode(format::qa_prompt(t, 1, n, question), false).size());
+  return one + (k - 1) * (n + (t.use_sep ? 1 : 0));
+}
+
+int64_t max_passages(const model::CocomModel& m, const std::string& question, int64_t n,
+                     int64_t max_new_tokens) {
+  const int64_t one = qa_prompt_tokens(m, question, 1, n);
+  const int64_t fits = max_prompt_tokens(m, max_new_tokens);
+  if (fits < one) return 0;
+  return 1 + (fits - one) / (n + (m.tokens().use_sep ? 1 : 0));
 }
 
 std::string uncompressed_prompt(const model::CocomModel& m, const std::vector<std::string>& passages,
@@ -176,11 +243,13 @@ PreparedAnswer prepare_answer(const model::CocomModel& m, const AnswerRequest& r
     const int64_t k = c.size(0), n = c.size(1);
     warn_unusual_k(m, k);
     in = decoder_prompts(m, {req.question}, k, n);
+    check_prompt_budget(m, 1, in.input_ids.size(1), req.sampling.max_new_tokens, "answer");
     p.embeds = embed_with_contexts(m, in, c, k);
   } else {
     in.prompts.push_back(req.passages.empty() ? closed_book_prompt(m, req.question)
                                               : uncompressed_prompt(m, req.passages, req.question));
     encode_prompts(m, &in);
+    check_prompt_budget(m, 1, in.input_ids.size(1), req.sampling.max_new_tokens, "answer");
     p.embeds = m.decoder().embed(in.input_ids);
   }
   p.attention_mask = in.attention_mask;

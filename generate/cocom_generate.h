@@ -61,6 +61,38 @@ std::string closed_book_prompt(const model::CocomModel& m, const std::string& qu
 std::string autoencoding_prompt(const model::CocomModel& m, int64_t mem_per_passage);
 
 // ---------------------------------------------------------------------------------------------
+// The prompt budget
+//
+// A prompt must fit the decoder's positions (max_position_embeddings; the answer may run past
+// them, as with the reference, whose RoPE extends) and the memory the generation may take (CocomModel::prompt_memory_bytes(), from
+// CocomLoadOptions::prompt_memory_mb): the prefill holds every head's attention scores and
+// probabilities (quadratic in the prompt length), the key/value cache grows to prompt + new
+// tokens, and each layer's activations are linear in the prompt. A prompt over either limit is
+// refused before anything is computed (Error, kInvalidArgument), naming both limits and sizes.
+
+// Estimated peak bytes of generating `max_new_tokens` after `batch` prompts of `prompt_tokens`.
+double generation_bytes(const model::CocomModel& m, int64_t batch, int64_t prompt_tokens,
+                        int64_t max_new_tokens);
+
+// The longest prompt, in tokens, that `batch` questions may each have with `max_new_tokens`
+// to generate (0 when even one token does not fit).
+int64_t max_prompt_tokens(const model::CocomModel& m, int64_t max_new_tokens, int64_t batch = 1);
+
+// Throws (kInvalidArgument) when `batch` prompts of `prompt_tokens` do not fit; the message
+// starts with `what` and names the limit that was hit.
+void check_prompt_budget(const model::CocomModel& m, int64_t batch, int64_t prompt_tokens,
+                         int64_t max_new_tokens, const std::string& what = "generate");
+
+// Tokens of the compressed prompt for `question` with k passages of n slots each (computed
+// from the one-passage prompt: every further passage adds its n slots and the separator).
+int64_t qa_prompt_tokens(const model::CocomModel& m, const std::string& question, int64_t k,
+                         int64_t n);
+
+// The most passages of n slots that fit beside `question` (0 when not even one does).
+int64_t max_passages(const model::CocomModel& m, const std::string& question, int64_t n,
+                     int64_t max_new_tokens);
+
+// ---------------------------------------------------------------------------------------------
 // One question
 
 struct AnswerRequest {

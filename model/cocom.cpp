@@ -251,6 +251,9 @@ std::unique_ptr<CocomModel> CocomModel::with_rate(int64_t compr_rate, uint64_t s
 
 std::unique_ptr<CocomModel> CocomModel::load(const std::string& dir, const CocomLoadOptions& opt) {
   auto t0 = std::chrono::steady_clock::now();
+  if (opt.prompt_memory_mb < 1) {
+    fail("prompt_memory_mb ", opt.prompt_memory_mb, ": must be at least 1 (MB)");
+  }
   const std::string cfg_path = join_path(dir, "config.json");
   if (!dir_exists(dir)) fail_not_found("--model ", dir, ": no such directory");
   if (!file_exists(cfg_path)) fail_not_found(dir, ": no config.json (is this a COCOM checkpoint directory?)");
@@ -325,6 +328,7 @@ std::unique_ptr<CocomModel> CocomModel::load(const std::string& dir, const Cocom
            cfg.light() ? "" : " (compr_model_name is null, so no compressor tensors are expected)");
     }
   }
+  m->prompt_memory_bytes_ = opt.prompt_memory_mb << 20;
   m->load_seconds_ =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return m;

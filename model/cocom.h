@@ -47,6 +47,9 @@ struct CocomLoadOptions {
   // Resident format of the decoder's linear layers and lm_head (--weights fp32|bf16|int8);
   // bf16/int8 are CPU only. The COCOM-light BERT compressor and projection stay fp32.
   WeightFormat decoder_weights = WeightFormat::fp32;
+  // The most memory one prompt's prefill may take, by generate/'s estimate (attention scores,
+  // KV cache, activations); longer prompts are refused (generate::check_prompt_budget).
+  int64_t prompt_memory_mb = 8192;
 };
 
 
@@ -91,6 +94,8 @@ class CocomModel {
   // The COCOM tokens of the decoder tokenizer, for the layouts of format/.
   const format::Tokens& tokens() const { return tokens_; }
   double load_seconds() const { return load_seconds_; }
+  // CocomLoadOptions::prompt_memory_mb in bytes (the default for random models).
+  int64_t prompt_memory_bytes() const { return prompt_memory_bytes_; }
 
  private:
   CocomModel() = default;
@@ -104,6 +109,7 @@ class CocomModel {
   std::string decoder_source_, compressor_source_;
   format::Tokens tokens_;  // points into *dec_tok_ (shared by with_rate copies)
   double load_seconds_ = 0;
+  int64_t prompt_memory_bytes_ = int64_t{8192} << 20;
 };
 
 // Where the base model named `name` (config.json + tokenizer files) is found: `flag_dir` when

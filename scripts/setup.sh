@@ -19,6 +19,7 @@ PACKAGES=(
   libsentencepiece-dev sentencepiece
   libspdlog-dev nlohmann-json3-dev libcli11-dev libutf8proc-dev
   libgumbo-dev libpoppler-cpp-dev  # HTML and PDF readers
+  libxxhash-dev         # content hashes of checkpoints (a store knows its model by them)
   libedit-dev           # line editing and history in `cocom console`
   libcpp-httplib-dev    # HTTP for `cocom serve`
   libgtest-dev

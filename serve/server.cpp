@@ -804,6 +804,7 @@ Status Server::Create(const ServeOptions& o, std::unique_ptr<Server>* server) {
       mo.compressor_tokenizer = o.compressor_tokenizer;
       mo.weights = o.weights;
       mo.threads = o.threads;
+      mo.prompt_memory_mb = o.prompt_memory_mb;
       mo.max_batch = o.max_batch;
       std::shared_ptr<Model> m;
       Status st = Model::Open(mo, &m);

@@ -24,6 +24,7 @@ struct ServeOptions {
   int max_jobs = 16;          // ingestion jobs queued per collection; more: 429
   WeightFormat weights = WeightFormat::kFp32;
   int threads = 0;
+  int64_t prompt_memory_mb = 8192;  // ModelOptions::prompt_memory_mb
   std::string decoder_tokenizer, compressor_tokenizer;
   size_t max_body_bytes = size_t(64) << 20;
   int max_tokens = 4096;  // the largest max_tokens a request may ask

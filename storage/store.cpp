@@ -482,6 +482,35 @@ void Store::set_settings(const Manifest& st) {
   assign_settings(&impl_->manifest, m);
 }
 
+void Store::replace_compressor_fingerprint(const std::string& fingerprint) {
+  Manifest m = manifest();
+  m.compressor_fingerprint = fingerprint;
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  rocksdb::Status s =
+      impl_->db->Put(wo, impl_->cf(kManifest), kManifestKey, dump_json(manifest_json(m)));
+  if (!s.ok()) impl_->fail_status("writing the manifest", s);
+  impl_->manifest.compressor_fingerprint = fingerprint;
+}
+
+void Store::reset_empty(const Manifest& wanted) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  const Counters& c = impl_->counters;
+  if (c.documents != 0 || c.passages != 0) {
+    fail_precondition(impl_->path, ": the store holds ", c.documents, " document(s); its model, ",
+                      "embedding shape and dtype are fixed");
+  }
+  Manifest m = wanted;
+  m.schema_version = kSchemaVersion;
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  rocksdb::Status s =
+      impl_->db->Put(wo, impl_->cf(kManifest), kManifestKey, dump_json(manifest_json(m)));
+  if (!s.ok()) impl_->fail_status("writing the manifest", s);
+  impl_->manifest = m;
+}
+
 Manifest Store::manifest() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   return impl_->manifest;

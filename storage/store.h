@@ -97,6 +97,14 @@ class Store {
   // fingerprints, shape or dtype), durably.
   void set_settings(const Manifest& settings);
   const std::string& path() const;
+  // Identity changes: only while the store is not yet shared with other threads (readers use
+  // the identity fields without a lock), as KnowledgeStore::open does. Durable (sync).
+  // The same checkpoint recorded under a new name for it (a legacy fingerprint upgraded to
+  // the content hash).
+  void replace_compressor_fingerprint(const std::string& fingerprint);
+  // A store holding no document takes a whole new manifest (another model, dtype, shape...);
+  // fails naming the store when it holds any.
+  void reset_empty(const Manifest& manifest);
 
   // Adds or replaces a document with all its passages in ONE RocksDB WriteBatch: the
   // document is entirely present or entirely absent after a crash. A replaced document's

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -654,6 +655,53 @@ TEST(ApiConcurrency, ReadersDuringIngestion) {
   fs::remove_all(dir);
 }
 
+// Searches that never stop (four threads, back to back) must not starve a writer: a
+// one-document ingestion finishes while they go on. The bound is the test's own timeout.
+TEST(ApiConcurrency, IngestionFinishesUnderSustainedSearches) {
+  std::string dir = cocom::test::make_temp_dir("api-starve");
+  std::string corpus = make_corpus(dir);
+  cocom::Options o = base_options(dir + "/db");
+  o.search_mode = cocom::SearchMode::kBm25;
+  auto e = open_ok(o);
+  ASSERT_TRUE(e);
+  ASSERT_TRUE(e->Ingest({corpus}).ok());
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> searches{0}, failures{0};
+  auto reader = [&] {
+    while (!stop.load()) {
+      auto h = e->Search("license terms software");
+      if (h.ok()) {
+        ++searches;
+      } else {
+        ++failures;
+      }
+    }
+  };
+  std::vector<std::thread> readers;
+  for (int i = 0; i < 4; ++i) readers.emplace_back(reader);
+  while (searches.load() < 20) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const int64_t before = searches.load();
+  auto writer = std::async(std::launch::async, [&] {
+    return e->IngestDocuments({{"pangolin-note", "Note", "Pangolins eat ants at night.", ""}});
+  });
+  const bool finished = writer.wait_for(std::chrono::seconds(60)) == std::future_status::ready;
+  const int64_t during = searches.load() - before;
+  stop = true;
+  for (auto& t : readers) t.join();
+  auto r = writer.get();
+  EXPECT_TRUE(finished) << "the ingestion was still blocked after 60 s of searches";
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->added, 1);
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_GT(during, 0);
+  auto h = e->Search("pangolins ants", {1, cocom::SearchMode::kBm25});
+  ASSERT_TRUE(h.ok());
+  ASSERT_EQ(h->size(), 1u);
+  EXPECT_EQ((*h)[0].document_id, "pangolin-note");
+  e.reset();
+  fs::remove_all(dir);
+}
+
 TEST_F(ApiStore, QuantisedDecoderAnswersFromTheSameSources) {
   const std::string q = "What does the license require about the copyright notice?";
   std::vector<uint64_t> fp32_sources;
@@ -711,4 +759,231 @@ TEST_F(ApiStore, CliAskJsonAndMissingStore) {
   EXPECT_TRUE(has(out, "NotFound")) << out;
   EXPECT_TRUE(has(out, missing)) << out;
   EXPECT_FALSE(fs::exists(missing));
+}
+
+// The prompt budget: the question and k passages' embeddings must fit the decoder's positions
+// (256 in the fixture model) and the prompt memory budget. Over it, Ask refuses before
+// retrieving, naming the sizes and the largest k that fits.
+int64_t passages_that_fit(const std::string& message) {
+  const std::string key = "at most ";
+  const size_t at = message.rfind(key);
+  if (at == std::string::npos) return -1;
+  return std::stoll(message.substr(at + key.size()));
+}
+
+TEST_F(ApiStore, PromptBudgetRefusesLongQuestionsAndLargeK) {
+  auto e = open_ok(base_options(db_));  // 12 new tokens
+  ASSERT_TRUE(e);
+  std::string big;
+  while (big.size() < 100000) big += "What does the warranty say about the software? ";
+  auto a = e->Ask(big);
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().code(), cocom::Status::Code::kInvalidArgument) << a.status().ToString();
+  EXPECT_TRUE(has(a.status().message(), "Options::top_k 5")) << a.status().ToString();
+  EXPECT_TRUE(has(a.status().message(), "256 positions")) << a.status().ToString();
+  EXPECT_TRUE(has(a.status().message(), "the question alone is too long"))
+      << a.status().ToString();
+
+  const std::string q = "What about the warranty?";
+  cocom::AskOptions ao;
+  ao.k = 1000;
+  a = e->Ask(q, ao);
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().code(), cocom::Status::Code::kInvalidArgument) << a.status().ToString();
+  EXPECT_TRUE(has(a.status().message(), "AskOptions::k 1000")) << a.status().ToString();
+  const int64_t fits = passages_that_fit(a.status().message());
+  // By hand: <s>, then 32 slots + <SEP> per passage (128 tokens / r = 4), then the question
+  // in [INST] (under 40 tokens), within 256 positions.
+  EXPECT_LE(fits, (256 - 1) / 33) << a.status().ToString();
+  EXPECT_GE(fits, (256 - 1 - 40) / 33) << a.status().ToString();
+  // That many passages are read; one more is refused.
+  ao.k = static_cast<size_t>(fits);
+  a = e->Ask(q, ao);
+  EXPECT_TRUE(a.ok()) << a.status().ToString();
+  ao.k = static_cast<size_t>(fits + 1);
+  a = e->Ask(q, ao);
+  EXPECT_EQ(a.status().code(), cocom::Status::Code::kInvalidArgument) << a.status().ToString();
+  // A huge k costs nothing before it is refused (no buffers sized by it) and searches clamp it.
+  ao.k = size_t{1} << 40;
+  a = e->Ask(q, ao);
+  EXPECT_EQ(a.status().code(), cocom::Status::Code::kInvalidArgument) << a.status().ToString();
+  cocom::SearchOptions so;
+  so.k = size_t{1} << 40;
+  auto hits = e->Search("warranty license", so);
+  ASSERT_TRUE(hits.ok()) << hits.status().ToString();
+  EXPECT_LE(hits->size(), 5u);
+
+  // A memory budget of 1 MB: 4 heads' fp32 scores and probabilities over 200 tokens alone take
+  // 2 x 4 x 200^2 x 4 bytes = 1.3 MB, so fewer passages fit than the positions allow.
+  e.reset();
+  cocom::Options small = base_options(db_);
+  small.prompt_memory_mb = 1;
+  e = open_ok(small);
+  ASSERT_TRUE(e);
+  ao.k = static_cast<size_t>(fits);
+  a = e->Ask(q, ao);
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().code(), cocom::Status::Code::kInvalidArgument) << a.status().ToString();
+  EXPECT_TRUE(has(a.status().message(), "budget is 1 MB")) << a.status().ToString();
+  const int64_t fits_small = passages_that_fit(a.status().message());
+  EXPECT_GE(fits_small, 1);
+  EXPECT_LT(fits_small, fits);
+  ao.k = static_cast<size_t>(fits_small);
+  EXPECT_TRUE(e->Ask(q, ao).ok());
+
+  small.prompt_memory_mb = 0;
+  e.reset();
+  cocom::Status s = open_status(small);
+  EXPECT_EQ(s.code(), cocom::Status::Code::kInvalidArgument) << s.ToString();
+  EXPECT_TRUE(has(s.message(), "prompt_memory_mb")) << s.ToString();
+}
+
+// The command line says the same in its own terms: flags, not API names.
+TEST_F(ApiStore, CliRefusesOverBudgetInItsOwnTerms) {
+  std::string out;
+  const std::string bin = cocom::test::cocom_binary();
+  int rc = cocom::test::run_command(
+      bin + " --threads 2 ask --db " + db_ + " --k 1000 'What about the warranty?'", &out);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_TRUE(has(out, "--k 1000")) << out;
+  EXPECT_TRUE(has(out, "passages fit")) << out;
+  EXPECT_TRUE(has(out, "--prompt-memory-mb")) << out;
+  EXPECT_FALSE(has(out, "Options::")) << out;
+
+  rc = cocom::test::run_command(bin + " --version", &out);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_TRUE(has(out, "cocom 0.")) << out;
+
+  // A mistyped store is named without the library's option names, and not created.
+  const std::string missing = dir_ + "/no-store";
+  for (const auto& [cmd, arg] : std::vector<std::pair<std::string, std::string>>{
+           {" search --db ", " warranty"}, {" rm --db ", " faq-1"}, {" info --db ", ""}}) {
+    rc = cocom::test::run_command(bin + cmd + missing + arg, &out);
+    EXPECT_EQ(rc, 1) << cmd << out;
+    EXPECT_FALSE(has(out, "Options::")) << cmd << out;
+    EXPECT_FALSE(fs::exists(missing)) << cmd;
+  }
+}
+
+// Store identity is the checkpoint's content: a renamed byte-identical copy is the same model,
+// a copy with the same directory name but damaged weights is another, and a model that makes
+// non-finite embeddings stores nothing.
+void poison_weights(const std::string& safetensors) {
+  std::string bytes = cocom::read_text_file(safetensors);
+  ASSERT_GT(bytes.size(), 8u);
+  uint64_t header = 0;
+  for (int i = 7; i >= 0; --i) header = (header << 8) | static_cast<unsigned char>(bytes[size_t(i)]);
+  ASSERT_LT(8 + header, bytes.size());
+  std::fill(bytes.begin() + static_cast<std::ptrdiff_t>(8 + header), bytes.end(), '\xff');  // NaN
+  cocom::test::write_bytes(safetensors, bytes);
+}
+
+TEST(ApiIdentity, ContentNotDirectoryNameDecidesTheModel) {
+  const std::string dir = cocom::test::make_temp_dir("api-identity");
+  cocom::test::ScopedEnv cache("COCOM_CACHE_DIR", (dir + "/cache").c_str());
+  const std::string corpus = make_corpus(dir);
+  const std::string model = dir + "/a/model";
+  fs::create_directories(dir + "/a");
+  fs::copy(model_dir(), model, fs::copy_options::recursive);
+  cocom::Options o = base_options(dir + "/db");
+  o.model_dir = model;
+  {
+    auto e = open_ok(o);
+    ASSERT_TRUE(e);
+    auto st = e->Ingest({corpus});
+    ASSERT_TRUE(st.ok()) << st.status().ToString();
+    EXPECT_EQ(st->added, 4);
+  }
+  // Moved and renamed: found by --model without complaint, and it answers.
+  fs::rename(model, dir + "/renamed");
+  o.model_dir = dir + "/renamed";
+  {
+    auto e = open_ok(o);
+    ASSERT_TRUE(e);
+    auto a = e->Ask("What about the warranty?");
+    EXPECT_TRUE(a.ok()) << a.status().ToString();
+  }
+  // The same directory name with NaN weights: another model, refused before loading.
+  const std::string damaged = dir + "/b/model";
+  fs::create_directories(dir + "/b");
+  fs::copy(dir + "/renamed", damaged, fs::copy_options::recursive);
+  poison_weights(damaged + "/model.safetensors");
+  o.model_dir = damaged;
+  {
+    std::unique_ptr<cocom::Engine> e;
+    cocom::Status s = cocom::Engine::Open(o, &e);
+    if (s.ok()) s = e->Ask("What about the warranty?").status();
+    EXPECT_EQ(s.code(), cocom::Status::Code::kFailedPrecondition) << s.ToString();
+    EXPECT_TRUE(has(s.message(), damaged)) << s.ToString();
+  }
+
+  // A new store ingesting with the damaged model: an error naming it, nothing stored.
+  cocom::Options fresh = base_options(dir + "/db2");
+  fresh.model_dir = damaged;
+  {
+    auto e = open_ok(fresh);
+    ASSERT_TRUE(e);
+    auto st = e->Ingest({corpus});
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.status().code(), cocom::Status::Code::kFailedPrecondition)
+        << st.status().ToString();
+    EXPECT_TRUE(has(st.status().message(), "non-finite")) << st.status().ToString();
+    EXPECT_TRUE(has(st.status().message(), damaged)) << st.status().ToString();
+    auto stats = e->Stats();
+    ASSERT_TRUE(stats.ok());
+    EXPECT_EQ(stats->documents, 0);
+    EXPECT_EQ(stats->passages, 0);
+  }
+  // The store holds nothing, so it may still take the good model (and another dtype).
+  fresh.model_dir = dir + "/renamed";
+  fresh.embedding_dtype = cocom::EmbeddingDType::kFp32;
+  {
+    auto e = open_ok(fresh);
+    ASSERT_TRUE(e);
+    auto st = e->Ingest({corpus});
+    ASSERT_TRUE(st.ok()) << st.status().ToString();
+    EXPECT_EQ(st->added, 4);
+    auto a = e->Ask("What about the warranty?");
+    EXPECT_TRUE(a.ok()) << a.status().ToString();
+  }
+  // Once it holds documents, it is bound: the damaged model is refused.
+  fresh.model_dir = damaged;
+  fresh.embedding_dtype.reset();
+  {
+    std::unique_ptr<cocom::Engine> e;
+    cocom::Status s = cocom::Engine::Open(fresh, &e);
+    if (s.ok()) s = e->Ingest({corpus}).status();
+    EXPECT_EQ(s.code(), cocom::Status::Code::kFailedPrecondition) << s.ToString();
+  }
+  fs::remove_all(dir);
+}
+
+// `cocom ingest` with a mistyped document path creates no store; the corrected command
+// (with another --model) then works.
+TEST(ApiIdentity, CliIngestChecksInputsBeforeCreatingTheStore) {
+  const std::string dir = cocom::test::make_temp_dir("api-ingest-cli");
+  const std::string corpus = make_corpus(dir);
+  const std::string bin = cocom::test::cocom_binary();
+  std::string out;
+  int rc = cocom::test::run_command(bin + " --threads 2 ingest --db " + dir + "/db " + dir +
+                                        "/no-such-corpus",
+                                    &out);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_TRUE(has(out, dir + "/no-such-corpus")) << out;
+  EXPECT_FALSE(fs::exists(dir + "/db")) << out;
+
+  // Every input skipped (an unsupported file only): exit 1, said so.
+  cocom::test::write_bytes(dir + "/blob.bin", std::string("\x00\x01\x02\x03", 4));
+  rc = cocom::test::run_command(
+      bin + " --threads 2 ingest --db " + dir + "/db --model " + model_dir() + " " + dir + "/blob.bin",
+      &out);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_TRUE(has(out, "every input was skipped")) << out;
+  EXPECT_FALSE(has(out, "[warning]")) << out;  // no raw log lines
+
+  rc = cocom::test::run_command(
+      bin + " --threads 2 ingest --db " + dir + "/db --model " + model_dir() + " " + corpus, &out);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_TRUE(has(out, "4 added")) << out;
+  fs::remove_all(dir);
 }

@@ -20,6 +20,7 @@
 #include "engine/api_internal.h"
 #include "engine/knowledge_store.h"
 #include "generate/cocom_generate.h"
+#include "model/fingerprint.h"
 #include "storage/store.h"
 #include "tests/test_util.h"
 
@@ -61,7 +62,7 @@ TEST(ModelApi, OpenDescribesTheCheckpoint) {
   EXPECT_EQ(i.max_positions, 256);
   EXPECT_EQ(i.generation_top_k, 5);
   EXPECT_EQ(i.compressor, "decoder");
-  EXPECT_EQ(i.fingerprint, cocom::engine::cocom_fingerprint(fx() + "/cocom"));
+  EXPECT_EQ(i.fingerprint, cocom::model::checkpoint_fingerprint(fx() + "/cocom"));
 
   auto light = open_model(fx() + "/cocom-light");
   ASSERT_TRUE(light);
@@ -461,7 +462,7 @@ TEST(StoreSettings, OlderStoresAreUpgradedFromTheirJsonFile) {
   const std::string db = dir + "/db";
   {
     cocom::storage::Manifest m;  // the identity an older engine wrote, no settings
-    m.compressor_fingerprint = cocom::engine::cocom_fingerprint(fx() + "/cocom");
+    m.compressor_fingerprint = cocom::model::checkpoint_fingerprint(fx() + "/cocom");
     m.compr_rate = 4;
     m.embeddings_per_passage = 8;  // context length 32
     m.embedding_dim = 64;

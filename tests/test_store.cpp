@@ -202,7 +202,7 @@ TEST(Store, DenseAndHybridRetrieval) {
   Json hits = run_json("search --json --db " + db +
                        " --mode dense --k 3 'The program is distributed without any warranty.'");
   ASSERT_FALSE(hits["hits"].empty());
-  EXPECT_EQ(hits["hits"][0]["doc_id"], "faq-1");
+  EXPECT_EQ(hits["hits"][0]["document_id"], "faq-1");  // the same name as ask --json
   hits = run_json("search --json --db " + db + " --k 2 'patent license contributor'");
   EXPECT_EQ(hits["mode"], "hybrid");
   EXPECT_EQ(hits["hits"].size(), 2u);

@@ -1,5 +1,8 @@
 #include "tools/cli_util.h"
 
+#include <regex>
+#include <utility>
+
 #include "common/error.h"
 #include "common/log.h"
 #include "model/runtime.h"
@@ -14,6 +17,79 @@ c10::Device setup_runtime(const GlobalOptions& g) {
   int n = model::init_runtime(ro);
   log::debug("runtime: {} threads, device {}", n, g.device);
   return model::parse_device(g.device);
+}
+
+namespace {
+volatile sig_atomic_t g_sigint = 0;
+void on_sigint(int) { g_sigint = 1; }
+}  // namespace
+
+SigintScope::SigintScope() {
+  g_sigint = 0;
+  struct sigaction sa {};
+  sa.sa_handler = on_sigint;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, &old_);
+}
+SigintScope::~SigintScope() { sigaction(SIGINT, &old_, nullptr); }
+bool SigintScope::interrupted() { return g_sigint != 0; }
+
+std::string cli_terms(const std::string& api_message) {
+  static const std::pair<const char*, const char*> kFlags[] = {
+      {"top_k", "--k"},
+      {"k", "--k"},
+      {"db_path", "--db"},
+      {"model_dir", "--model"},
+      {"retriever_dir", "--retriever"},
+      {"decoder_tokenizer", "--decoder-tokenizer"},
+      {"compressor_tokenizer", "--compressor-tokenizer"},
+      {"weights", "--weights"},
+      {"embedding_dtype", "--embedding-dtype"},
+      {"index_factory", "--index"},
+      {"chunk_overlap_tokens", "--overlap"},
+      {"query_prefix", "--query-prefix"},
+      {"passage_prefix", "--passage-prefix"},
+      {"device", "--device"},
+      {"threads", "--threads"},
+      {"prompt_memory_mb", "--prompt-memory-mb"},
+      {"search_mode", "--mode"},
+      {"mode", "--mode"},
+      {"max_batch", "--max-batch"},
+      {"generation.max_new_tokens", "--max-new-tokens"},
+      {"generation.temperature", "--temperature"},
+      {"generation.top_k", "--top-k"},
+      {"generation.top_p", "--top-p"},
+  };
+  std::string out = api_message;
+  static const std::pair<const char*, const char*> kPhrases[] = {
+      {" (Options::create_if_missing is false)", ""},
+      {"SearchMode::kBm25 / kAuto (--mode bm25)", "--mode bm25"},
+  };
+  for (const auto& [phrase, cli] : kPhrases) {
+    for (size_t at; (at = out.find(phrase)) != std::string::npos;) {
+      out.replace(at, std::char_traits<char>::length(phrase), cli);
+    }
+  }
+  static const std::regex name(R"(\b(?:Ask|Search|Model)?Options::([a-z_]+(?:\.[a-z_]+)?))");
+  std::string result;
+  auto last = out.cbegin();
+  for (std::sregex_iterator it(out.begin(), out.end(), name), end; it != end; ++it) {
+    const std::string field = (*it)[1].str();
+    const char* flag = nullptr;
+    for (const auto& [f, fl] : kFlags) {
+      if (field == f) flag = fl;
+    }
+    result.append(last, (*it)[0].first);
+    result += flag ? flag : (*it)[0].str();
+    last = (*it)[0].second;
+  }
+  result.append(last, out.cend());
+  // "--retriever (--retriever)" and "... (0 = off; --top-k)" after "--top-k": say it once.
+  static const std::regex repeat(R"((--[a-z-]+)([^()]*) \(\1\))");
+  static const std::regex repeat_after(R"((--[a-z-]+)([^()]*) \(([^()]*); \1\))");
+  result = std::regex_replace(result, repeat, "$1$2");
+  result = std::regex_replace(result, repeat_after, "$1$2 ($3)");
+  return result;
 }
 
 AnyModel load_any_model(const std::string& dir, c10::Device device, model::WeightFormat weights) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <signal.h>
 
 #include <chrono>
 #include <memory>
@@ -47,6 +48,26 @@ struct IdBatch {
 IdBatch read_id_batch(const std::string& path);
 
 Json tensor_to_json(const at::Tensor& t);  // 2-D int64 tensor -> nested list
+
+// A message of the public API in the command line's terms: option names such as
+// Options::top_k or AskOptions::k become the flags that set them (--k), and notes that only
+// make sense to a library user are dropped. Names without a flag stay as they are.
+std::string cli_terms(const std::string& api_message);
+
+// While one is alive, Ctrl-C (SIGINT) sets interrupted() instead of ending the process, so a
+// command can stop cleanly (keep what was committed, end a streamed answer); the previous
+// disposition comes back when it ends. Creating one clears the flag.
+class SigintScope {
+ public:
+  SigintScope();
+  ~SigintScope();
+  SigintScope(const SigintScope&) = delete;
+  SigintScope& operator=(const SigintScope&) = delete;
+  static bool interrupted();
+
+ private:
+  struct sigaction old_ {};
+};
 
 class Stopwatch {
  public:

@@ -1,8 +1,6 @@
 // cocom ask: one question against a knowledge store, through the public C++ API only.
-#include <signal.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -16,27 +14,6 @@
 namespace cocom::cli {
 
 namespace {
-
-std::atomic<bool> g_interrupted{false};
-
-void on_sigint(int) { g_interrupted.store(true); }
-
-// Restores the previous SIGINT disposition when the streamed answer is over.
-class SigintScope {
- public:
-  SigintScope() {
-    struct sigaction sa {};
-    sa.sa_handler = on_sigint;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_);
-  }
-  ~SigintScope() { sigaction(SIGINT, &old_, nullptr); }
-  SigintScope(const SigintScope&) = delete;
-  SigintScope& operator=(const SigintScope&) = delete;
-
- private:
-  struct sigaction old_ {};
-};
 
 // The passage on one line: whitespace runs collapsed, cut at `max_bytes` on a UTF-8
 // character boundary.
@@ -67,7 +44,7 @@ SearchMode parse_mode(const std::string& m) {
 }
 
 int report(const Status& s) {
-  std::fprintf(stderr, "cocom: error: %s\n", s.ToString().c_str());
+  std::fprintf(stderr, "cocom: error: %s\n", cli_terms(s.ToString()).c_str());
   return 1;
 }
 
@@ -85,6 +62,7 @@ int cmd_ask(const GlobalOptions& g, const AskArgs& a) {
   opt.create_if_missing = false;  // asking never creates a store
   opt.device = g.device;
   opt.threads = g.threads;
+  opt.prompt_memory_mb = a.prompt_memory_mb;
   opt.verbose = g.verbose;
   if (a.k < 1)
     return report(Status::InvalidArgument("--k " + std::to_string(a.k) + ": must be at least 1"));
@@ -108,12 +86,11 @@ int cmd_ask(const GlobalOptions& g, const AskArgs& a) {
   const bool stream = !a.json && ::isatty(1);
   Result<Answer> r = Status::Internal("not asked");
   if (stream) {
-    g_interrupted.store(false);
     SigintScope sigint;
     r = engine->AskStreaming(a.question, [](const std::string& piece) {
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
-      return !g_interrupted.load();
+      return !SigintScope::interrupted();
     });
   } else {
     r = engine->Ask(a.question);

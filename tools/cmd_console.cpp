@@ -11,10 +11,12 @@
 #include <langinfo.h>
 #include <locale.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -94,12 +96,29 @@ int read_char_interruptible(EditLine*, wchar_t* out) {
 // ---------------------------------------------------------------------------------------------
 // Formatting
 
-// Cuts s to at most `max` bytes on a UTF-8 character boundary.
-std::string utf8_prefix(const std::string& s, size_t max) {
-  if (s.size() <= max) return s;
-  size_t n = max;
-  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
-  return s.substr(0, n);
+// Columns of the terminal on stdout; else $COLUMNS; else 100. At least 40.
+size_t terminal_columns() {
+  struct winsize ws {};
+  size_t cols = 0;
+  if (::isatty(1) && ::ioctl(1, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) {
+    cols = ws.ws_col;
+  } else if (const char* c = std::getenv("COLUMNS")) {
+    cols = static_cast<size_t>(std::strtoul(c, nullptr, 10));
+  }
+  if (cols == 0) cols = 100;
+  return std::max<size_t>(cols, 40);
+}
+
+// Cuts s to at most `max` characters (UTF-8 code points, about one column each), adding
+// "..." within the limit when it cuts.
+std::string fit_columns(const std::string& s, size_t max) {
+  size_t chars = 0, cut = std::string::npos;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if ((static_cast<unsigned char>(s[i]) & 0xC0) == 0x80) continue;
+    if (chars == max - 3) cut = i;
+    if (++chars > max) return s.substr(0, cut) + "...";
+  }
+  return s;
 }
 
 std::string one_line(const std::string& s) {
@@ -312,7 +331,7 @@ class Console {
     std::clearerr(stdout);
     if (wrote && !ends_with_newline) std::fputc('\n', stdout);
     if (!r.ok()) {
-      error(r.status().ToString());
+      error(cli_terms(r.status().ToString()));
       *failed = true;
       return;
     }
@@ -336,12 +355,16 @@ class Console {
     for (size_t i = 0; i < a.sources.size(); ++i) {
       const Passage& p = a.sources[i];
       std::string title = p.title.empty() ? p.document_id : p.title;
-      std::printf("  [%zu] %s -- %s (passage %lld, score %.4g)\n", i + 1, title.c_str(),
-                  p.source.empty() ? p.document_id.c_str() : p.source.c_str(),
-                  static_cast<long long>(p.index), p.score);
-      std::string excerpt = one_line(p.text);
-      std::string cut = utf8_prefix(excerpt, 150);
-      std::printf("      %s%s\n", cut.c_str(), cut.size() < excerpt.size() ? "..." : "");
+      // Each source takes two lines fitted to the terminal, so a long title or passage
+      // never wraps into the next answer.
+      const size_t cols = terminal_columns();
+      char tail[96];
+      std::snprintf(tail, sizeof tail, " (passage %lld, score %.4g)",
+                    static_cast<long long>(p.index), p.score);
+      const std::string head = "  [" + std::to_string(i + 1) + "] " + one_line(title) + " -- " +
+                               (p.source.empty() ? p.document_id : p.source);
+      std::printf("%s%s\n", fit_columns(head, cols - std::strlen(tail)).c_str(), tail);
+      std::printf("      %s\n", fit_columns(one_line(p.text), cols - 6).c_str());
     }
     const Timings& t = a.timings;
     std::printf(
@@ -374,7 +397,7 @@ class Console {
   void print_stats() {
     Result<EngineStats> r = engine_->Stats();
     if (!r.ok()) {
-      error(r.status().ToString());
+      error(cli_terms(r.status().ToString()));
       return;
     }
     const EngineStats& s = *r;
@@ -529,6 +552,7 @@ int cmd_console(const GlobalOptions& g, const ConsoleArgs& a) {
   o.load_model_eagerly = true;  // the first answer should not wait for the model
   o.device = g.device;
   o.threads = g.threads;
+  o.prompt_memory_mb = a.prompt_memory_mb;
   o.verbose = g.verbose;
   o.top_k = static_cast<size_t>(a.k);
   o.no_compress = a.no_compress;
@@ -537,7 +561,7 @@ int cmd_console(const GlobalOptions& g, const ConsoleArgs& a) {
   std::unique_ptr<Engine> engine;
   Status s = Engine::Open(o, &engine);
   if (!s.ok()) {
-    std::fprintf(stderr, "cocom console: %s\n", s.ToString().c_str());
+    std::fprintf(stderr, "cocom console: %s\n", cli_terms(s.ToString()).c_str());
     return 1;
   }
   Console console(engine.get(), a, interactive);

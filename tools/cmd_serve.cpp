@@ -47,6 +47,7 @@ int cmd_serve(const GlobalOptions& g, const ServeArgs& a) {
   o.max_jobs = a.max_jobs;
   o.weights = weights_flag(a.weights);
   o.threads = g.threads;
+  o.prompt_memory_mb = a.prompt_memory_mb;
   o.decoder_tokenizer = a.decoder_tokenizer;
   o.compressor_tokenizer = a.compressor_tokenizer;
   if (a.max_body_mb < 1 || a.max_body_mb > 4096)
@@ -124,6 +125,10 @@ void add_serve_command(CLI::App& app, const GlobalOptions& g, ServeArgs& a, int&
   c->add_option("--grace", a.grace,
                 "seconds answers in flight may run on after SIGINT/SIGTERM before they are "
                 "cancelled")
+      ->capture_default_str();
+  c->add_option("--prompt-memory-mb", a.prompt_memory_mb,
+                "the most memory (MB) one answer's prompt may take: longer prompts (question + "
+                "k passages) are refused with 400, naming the largest k that fits")
       ->capture_default_str();
   c->add_flag("--no-web", a.no_web, "do not serve the web page at /");
   c->callback([&] { rc = cmd_serve(g, a); });

@@ -19,7 +19,7 @@ namespace {
 
 // A failed call of the public API ends the command with its message.
 void check(const Status& s) {
-  if (!s.ok()) fail(s.ToString());
+  if (!s.ok()) fail(cli_terms(s.ToString()));
 }
 template <class T>
 T value_of(Result<T> r) {
@@ -137,6 +137,11 @@ void print_storage_estimate(const Json& info, int64_t context_tokens,
 
 int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
   if (a.paths.empty()) fail("ingest: give at least one file or directory");
+  // A mistyped path is an error before anything is opened, so it never creates a store.
+  for (const auto& p : a.paths) {
+    std::error_code ec;
+    if (!std::filesystem::exists(p, ec)) fail("ingest: ", p, ": no such file or directory");
+  }
   Options o = store_options(g, a.store);
   o.load_model_eagerly = true;  // fail before reading anything when the model cannot load
   if (a.overlap >= 0) o.chunk_overlap_tokens = static_cast<int>(a.overlap);
@@ -148,7 +153,10 @@ int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
   io.include = a.include;
   io.exclude = a.exclude;
   const bool tty = ::isatty(2) && !a.json && !a.progress_lines;
+  // Ctrl-C stops after the document being written; what was committed stays.
+  SigintScope sigint;
   io.progress = [&](const IngestProgress& p) {
+    if (SigintScope::interrupted()) return false;
     if (!tty && !a.progress_lines) return true;
     double rate = p.seconds > 0 ? double(p.passages_done) / p.seconds : 0;
     double per_doc = p.documents_done ? p.seconds / double(p.documents_done) : 0;
@@ -162,7 +170,13 @@ int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
   };
   IngestStats s = value_of(engine->Ingest(a.paths, io));
   if (tty) std::fprintf(stderr, "\n");
-  for (const auto& w : s.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  for (const auto& w : s.warnings) std::fprintf(stderr, "cocom: warning: %s\n", w.c_str());
+  if (s.stopped_early) {
+    std::fprintf(stderr, "cocom: interrupted: the documents committed before Ctrl-C are kept\n");
+  }
+  // Every named input skipped (nothing readable, every file filtered out): a failure.
+  const bool nothing = s.added + s.unchanged + s.replaced == 0 && !s.skipped.empty();
+  const int rc = s.stopped_early ? 130 : nothing ? 1 : 0;
   if (a.json) {
     Json j;
     j["added"] = s.added;
@@ -174,9 +188,10 @@ int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
     for (const auto& k : s.skipped) sk.push_back({{"path", k.path}, {"reason", k.reason}});
     j["skipped"] = sk;
     j["warnings"] = s.warnings;
+    j["stopped_early"] = s.stopped_early;
     j["store"] = stats_json(*engine);
     std::cout << j.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
-    return 0;
+    return rc;
   }
   std::string skipped;
   for (const auto& k : s.skipped) skipped += "\n  skipped " + k.path + ": " + k.reason;
@@ -186,7 +201,8 @@ int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
       static_cast<long long>(s.added), static_cast<long long>(s.unchanged),
       static_cast<long long>(s.replaced), s.skipped.size(), static_cast<long long>(s.passages),
       s.seconds, s.seconds > 0 ? double(s.passages) / s.seconds : 0.0, skipped.c_str());
-  return 0;
+  if (nothing) std::fprintf(stderr, "cocom: error: nothing ingested: every input was skipped\n");
+  return rc;
 }
 
 int cmd_search(const GlobalOptions& g, const SearchArgs& a) {
@@ -213,7 +229,7 @@ int cmd_search(const GlobalOptions& g, const SearchArgs& a) {
     for (const auto& h : hits) {
       arr.push_back({{"passage_id", h.id},
                      {"score", h.score},
-                     {"doc_id", h.document_id},
+                     {"document_id", h.document_id},
                      {"title", h.title},
                      {"source", h.source},
                      {"index", h.index},

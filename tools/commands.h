@@ -110,6 +110,7 @@ struct AskArgs {
   double top_p = 1.0;
   int64_t top_k = 0;
   uint64_t seed = 0;
+  int64_t prompt_memory_mb = 8192;
   bool json = false;
   bool no_compress = false;
   std::string weights = "fp32";  // --weights: decoder resident format
@@ -139,6 +140,7 @@ struct ConsoleArgs {
   std::string mode;  // dense, bm25, hybrid; empty = auto
   int64_t k = 5;
   int64_t max_new_tokens = 64;
+  int64_t prompt_memory_mb = 8192;
   bool no_compress = false;
   std::string weights = "fp32";  // --weights: decoder resident format
 };
@@ -161,6 +163,7 @@ struct ServeArgs {
   std::string weights = "fp32";
   std::string decoder_tokenizer, compressor_tokenizer;
   double grace = 5;
+  int64_t prompt_memory_mb = 8192;
   bool no_web = false;
 };
 int cmd_serve(const GlobalOptions& g, const ServeArgs& a);

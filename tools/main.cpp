@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
       "info --db), COCOM answering from passages (generate, compress), the model runtime "
       "(info, tokenize, forward, complete, model init), conformance and benchmarks"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("cocom ") + COCOM_VERSION);
   GlobalOptions g;
   app.add_option("--threads", g.threads, "compute threads (0 = all cores)")->capture_default_str();
   app.add_option("--device", g.device, "cpu, cuda or cuda:N")->capture_default_str();
@@ -269,6 +270,10 @@ int main(int argc, char** argv) {
                     "dense, bm25 or hybrid (default: hybrid with a retriever, else bm25)");
   c_ask->add_option("--max-new-tokens", ask.max_new_tokens, "tokens of the answer at most")
       ->capture_default_str();
+  c_ask->add_option("--prompt-memory-mb", ask.prompt_memory_mb,
+                    "the most memory (MB) one answer's prompt may take: longer prompts (question + k "
+                    "passages) are refused, naming the largest --k that fits")
+      ->capture_default_str();
   c_ask->add_option("--temperature", ask.temperature, "sampling temperature (0 = greedy)")
       ->capture_default_str();
   c_ask->add_option("--top-p", ask.top_p, "nucleus sampling mass (1 = off)")->capture_default_str();
@@ -307,6 +312,10 @@ int main(int argc, char** argv) {
                     "dense, bm25 or hybrid (default: hybrid with a "
                     "retriever, else bm25)");
   c_con->add_option("--max-new-tokens", con.max_new_tokens, "tokens per answer at most")
+      ->capture_default_str();
+  c_con->add_option("--prompt-memory-mb", con.prompt_memory_mb,
+                    "the most memory (MB) one answer's prompt may take: longer prompts (question + k "
+                    "passages) are refused, naming the largest --k that fits")
       ->capture_default_str();
   c_con->add_flag("--no-compress", con.no_compress,
                   "answer from the passages' text instead of their context embeddings");

@@ -211,7 +211,14 @@ struct Options {
   // libtorch's own default can be a single thread). The setting is process-wide (libtorch
   // has one pool), applied by every Open.
   int threads = 0;
-  // Passages retrieved per question (the published models were trained with 5).
+  // The most memory one answer's prompt may take, in MB, by the engine's estimate (every
+  // head's attention scores over the prompt, the key/value cache, the layer activations). A
+  // question whose prompt (question + k passages' embeddings) needs more, or more positions
+  // than the decoder has, is refused with InvalidArgument naming the sizes and the largest k
+  // that fits. An Engine on a shared Model uses the Model's ModelOptions::prompt_memory_mb.
+  int64_t prompt_memory_mb = 8192;
+  // Passages retrieved per question (the published models were trained with 5). The most
+  // that fit follows from the prompt budget above (Ask refuses more).
   size_t top_k = 5;
   SearchMode search_mode = SearchMode::kAuto;
   GenerationOptions generation;
@@ -248,6 +255,7 @@ struct ModelOptions {
   std::string device = "cpu";
   WeightFormat weights = WeightFormat::kFp32;  // see Options::weights
   int threads = 0;               // 0 = all cores; process-wide
+  int64_t prompt_memory_mb = 8192;  // see Options::prompt_memory_mb
   std::optional<LogLevel> log_level;
   LogCallback log_callback;
   // Continuous batching. 0 (default): every Generate/Ask decodes in its calling thread, on its
