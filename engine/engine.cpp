@@ -70,9 +70,8 @@ void check_budget(const model::CocomModel& m, const std::string& question, size_
                     std::to_string(fits) + " fit (the decoder has " +
                     std::to_string(m.decoder().config().max_position_embeddings) +
                     " positions; the prompt memory budget is " +
-                    std::to_string(m.prompt_memory_bytes() >> 20) +
-                    " MB for up to " + std::to_string(gen.max_new_tokens) +
-                    " new tokens, Options::prompt_memory_mb)";
+                    std::to_string(m.prompt_memory_bytes() >> 20) + " MB for up to " +
+                    std::to_string(gen.max_new_tokens) + " new tokens, Options::prompt_memory_mb)";
   msg += max_k > 0 ? "; at most " + std::to_string(max_k) + " passages fit beside this question"
                    : "; the question alone is too long: shorten it";
   throw_status(Status::InvalidArgument(msg));
@@ -155,6 +154,10 @@ void validate_options(const Options& o) {
   auto bad = [](const std::string& m) { throw_status(Status::InvalidArgument(m)); };
   if (o.db_path.empty()) bad("Options::db_path is empty: name the store directory (--db)");
   if (o.top_k == 0) bad("Options::top_k is 0: retrieve at least 1 passage per question (--k)");
+  if (o.passages_per_batch < 1) {
+    bad("Options::passages_per_batch " + std::to_string(o.passages_per_batch) +
+        ": must be at least 1");
+  }
   if (o.prompt_memory_mb < 1) {
     bad("Options::prompt_memory_mb " + std::to_string(o.prompt_memory_mb) +
         ": must be at least 1 (MB)");
@@ -281,6 +284,7 @@ Status Engine::Open(const Options& options, std::shared_ptr<Model> model,
     if (o.chunk_overlap_tokens) ko.chunk_overlap_tokens = *o.chunk_overlap_tokens;
     ko.query_prefix = o.query_prefix;
     ko.passage_prefix = o.passage_prefix;
+    ko.passages_per_batch = o.passages_per_batch;
     ko.need_model = o.load_model_eagerly;
     if (model) {
       std::shared_ptr<const model::CocomModel> m = InternalAccess::cocom_model(*model);

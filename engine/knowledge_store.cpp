@@ -5,9 +5,9 @@
 #include <filesystem>
 #include <set>
 
+#include "cocom/cocom.h"
 #include "common/error.h"
 #include "common/hash.h"
-#include "cocom/cocom.h"
 #include "common/log.h"
 #include "compress/compressor.h"
 #include "index/dense_index.h"
@@ -158,15 +158,16 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
     if (opt.index_factory) st.index_factory = *opt.index_factory;
     if (opt.embedding_dtype) {
       auto dtype = storage::parse_embedding_dtype(*opt.embedding_dtype);
-      if (!dtype) fail("--embedding-dtype ", *opt.embedding_dtype, ": expected fp16, bf16, fp32 or int8");
+      if (!dtype)
+        fail("--embedding-dtype ", *opt.embedding_dtype, ": expected fp16, bf16, fp32 or int8");
       st.embedding_dtype = *dtype;
     }
     if (stored.context_max_length <= 0) {
       st.context_max_length = json_int_or(legacy, "context_max_length",
                                           opt.context_max_length.value_or(128), settings_path);
     }
-    check_setting(db, "Options::context_max_length", "--context-max-length",
-                  opt.context_max_length, st.context_max_length, fixed);
+    check_setting(db, "Options::context_max_length", "--context-max-length", opt.context_max_length,
+                  st.context_max_length, fixed);
     if (opt.context_max_length) st.context_max_length = *opt.context_max_length;
     check_setting(db, "Options::chunk_overlap_tokens", "--overlap", opt.chunk_overlap_tokens,
                   stored.chunk_overlap_tokens, fixed && stored.chunk_overlap_tokens >= 0);
@@ -209,7 +210,8 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
     }
   }
   if (st.context_max_length < 8 || st.context_max_length > 8192) {
-    fail("context_max_length ", st.context_max_length, " (--context-max-length): must be between 8 and 8192");
+    fail("context_max_length ", st.context_max_length,
+         " (--context-max-length): must be between 8 and 8192");
   }
   if (st.chunk_overlap_tokens < 0 || st.chunk_overlap_tokens >= st.context_max_length) {
     fail("chunk_overlap_tokens ", st.chunk_overlap_tokens,
@@ -232,7 +234,8 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
   if (!opt.need_model && exists && !opt0.model_dir.empty()) {
     // The model is loaded later (loaded_model()); an explicitly named one must still be the
     // one the stored embeddings were made with (a cheap check: no weights are read).
-    if (!dir_exists(opt.model_dir)) fail_not_found("--model ", opt.model_dir, ": no such directory");
+    if (!dir_exists(opt.model_dir))
+      fail_not_found("--model ", opt.model_dir, ": no such directory");
     mf.compressor_fingerprint = model::checkpoint_fingerprint(opt.model_dir);
   }
   if (opt.need_model || !exists || opt.model || empty_store) {
@@ -294,7 +297,8 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
       try {
         ks->dense_ = index::DenseIndex::load(ks->index_path_, ks->retriever_->dim());
         fresh = ks->dense_->saved_sequence() == seq;
-        if (!fresh) log::info("{}: stale (store moved on); rebuilding from RocksDB", ks->index_path_);
+        if (!fresh)
+          log::info("{}: stale (store moved on); rebuilding from RocksDB", ks->index_path_);
       } catch (const Error& e) {
         log::warn("{}; rebuilding the dense index from RocksDB", e.what());
       }
@@ -349,8 +353,10 @@ void KnowledgeStore::check_ingest_weights(const model::CocomModel& m) {
   }
   if (mf.ingest_weights != w) {
     fail("the embeddings of the store at ", store_->path(), " were made with ", mf.ingest_weights,
-         " decoder weights; ingesting with ", w, " would mix embeddings of two models "
-         "(Options::weights / --weights ", mf.ingest_weights, ")");
+         " decoder weights; ingesting with ", w,
+         " would mix embeddings of two models "
+         "(Options::weights / --weights ",
+         mf.ingest_weights, ")");
   }
 }
 
@@ -380,11 +386,13 @@ std::shared_ptr<const model::CocomModel> KnowledgeStore::shared_model() const {
   std::lock_guard<std::mutex> lock(model_mu_);
   if (model_) return model_;
   if (opt_.model_dir.empty()) {
-    fail_precondition(store_->path(), ": the store does not remember its COCOM checkpoint; pass --model DIR");
+    fail_precondition(store_->path(),
+                      ": the store does not remember its COCOM checkpoint; pass --model DIR");
   }
   if (!dir_exists(opt_.model_dir)) {
-    fail_not_found("--model ", opt_.model_dir, ": no such directory (the COCOM checkpoint of the store at ",
-         store_->path(), "; pass --model DIR if it moved)");
+    fail_not_found("--model ", opt_.model_dir,
+                   ": no such directory (the COCOM checkpoint of the store at ", store_->path(),
+                   "; pass --model DIR if it moved)");
   }
   const std::string fp = model::checkpoint_fingerprint(opt_.model_dir);
   upgrade_legacy_fingerprint(opt_.model_dir, fp);
@@ -434,28 +442,11 @@ void KnowledgeStore::save_index() {
   }
 }
 
-void KnowledgeStore::ingest_one(const ingest::Document& doc,
-                                const std::function<int64_t(const std::string&)>& count,
-                                const ingest::ChunkOptions& co, IngestSummary* sum, IngestProgress* pr) {
-  const model::CocomModel& m = loaded_model();
-  const std::string hash = ingest::content_hash(doc);
-  std::optional<storage::DocumentRecord> old = store_->get_document(doc.id);
-  if (old && old->content_hash == hash) {
-    ++sum->unchanged;
-    return;
-  }
-  std::vector<ingest::Passage> ps = ingest::chunk_document(doc, co, count);
-  if (ps.empty()) {
-    // A document that lost all its text: its old passages must not stay searchable.
-    if (old) {
-      std::unique_lock<WriterPriorityMutex> lock(mu_);
-      if (auto removed = store_->remove_document(doc.id); removed && dense_) dense_->remove(*removed);
-    }
-    sum->skipped.push_back({doc.source.empty() ? doc.id : doc.source, "no text"});
-    return;
-  }
+std::vector<storage::NewPassage> KnowledgeStore::make_passages(
+    const model::CocomModel& m, const ingest::Document& doc, const std::vector<ingest::Passage>& ps,
+    size_t begin, size_t end, std::vector<float>* retriever_flat) const {
   std::vector<std::string> texts;
-  for (const auto& p : ps) texts.push_back(p.text);
+  for (size_t i = begin; i < end; ++i) texts.push_back(ps[i].text);
   at::Tensor emb =
       compress::compress_passages(m, texts, *opt_.context_max_length, opt_.compress_batch_size)
           .contiguous();
@@ -465,21 +456,49 @@ void KnowledgeStore::ingest_one(const ingest::Document& doc,
     rv = retriever_->embed_passages(texts).contiguous();
     check_finite(rv, "the retriever at " + opt_.retriever_dir, "vectors", doc);
   }
-  std::vector<storage::NewPassage> np(ps.size());
+  std::vector<storage::NewPassage> np(texts.size());
   const int64_t per = emb.size(1) * emb.size(2);
-  for (size_t i = 0; i < ps.size(); ++i) {
+  for (size_t i = 0; i < np.size(); ++i) {
+    const ingest::Passage& p = ps[begin + i];
     np[i].record.doc_id = doc.id;
-    np[i].record.index = ps[i].index;
-    np[i].record.text = ps[i].text;
-    np[i].record.char_begin = ps[i].char_begin;
-    np[i].record.char_end = ps[i].char_end;
+    np[i].record.index = p.index;
+    np[i].record.text = p.text;
+    np[i].record.char_begin = p.char_begin;
+    np[i].record.char_end = p.char_end;
     const float* e = emb.data_ptr<float>() + int64_t(i) * per;
     np[i].embeddings.assign(e, e + per);
     if (rv.defined()) {
       const float* v = rv.data_ptr<float>() + int64_t(i) * rv.size(1);
       np[i].retriever_vector.assign(v, v + rv.size(1));
     }
-    np[i].terms = storage::analyze(ps[i].text);
+    np[i].terms = storage::analyze(p.text);
+  }
+  retriever_flat->clear();
+  if (rv.defined()) retriever_flat->assign(rv.data_ptr<float>(), rv.data_ptr<float>() + rv.numel());
+  return np;
+}
+
+bool KnowledgeStore::ingest_one(const ingest::Document& doc,
+                                const std::function<int64_t(const std::string&)>& count,
+                                const ingest::ChunkOptions& co, IngestSummary* sum,
+                                IngestProgress* pr, const IngestProgressFn& progress) {
+  const model::CocomModel& m = loaded_model();
+  const std::string hash = ingest::content_hash(doc);
+  std::optional<storage::DocumentRecord> old = store_->get_document(doc.id);
+  if (old && old->content_hash == hash) {
+    ++sum->unchanged;
+    return true;
+  }
+  std::vector<ingest::Passage> ps = ingest::chunk_document(doc, co, count);
+  if (ps.empty()) {
+    // A document that lost all its text: its old passages must not stay searchable.
+    if (old) {
+      std::unique_lock<WriterPriorityMutex> lock(mu_);
+      if (auto removed = store_->remove_document(doc.id); removed && dense_)
+        dense_->remove(*removed);
+    }
+    sum->skipped.push_back({doc.source.empty() ? doc.id : doc.source, "no text"});
+    return true;
   }
   storage::DocumentRecord rec;
   rec.id = doc.id;
@@ -487,10 +506,11 @@ void KnowledgeStore::ingest_one(const ingest::Document& doc,
   rec.title = doc.title;
   rec.content_hash = hash;
   rec.meta_json = doc.meta_json;
+  const size_t part = static_cast<size_t>(std::max<int64_t>(opt_.passages_per_batch, 1));
   std::vector<float> flat;
-  if (rv.defined()) flat.assign(rv.data_ptr<float>(), rv.data_ptr<float>() + rv.numel());
   std::vector<uint64_t> ids;
-  {
+  if (ps.size() <= part) {
+    std::vector<storage::NewPassage> np = make_passages(m, doc, ps, 0, ps.size(), &flat);
     // The only part of a document's ingestion that readers wait for.
     std::unique_lock<WriterPriorityMutex> lock(mu_);
     ids = store_->put_document(rec, std::move(np));
@@ -498,17 +518,61 @@ void KnowledgeStore::ingest_one(const ingest::Document& doc,
       if (old) dense_->remove(old->passage_ids);
       dense_->add(ids, flat);
     }
+    pr->passages_done += static_cast<int64_t>(ids.size());
+  } else {
+    // In parts: each one compressed, then written in its own batch; readers skip the staged
+    // passages (no document lists them) until the commit makes them the document at once.
+    store_->begin_staging(doc.id);
+    std::vector<uint64_t> staged;
+    bool stopped = false;
+    try {
+      for (size_t b = 0; b < ps.size() && !stopped; b += part) {
+        const size_t e = std::min(ps.size(), b + part);
+        std::vector<storage::NewPassage> np = make_passages(m, doc, ps, b, e, &flat);
+        std::vector<uint64_t> part_ids;
+        {
+          std::unique_lock<WriterPriorityMutex> lock(mu_);
+          part_ids = store_->stage_passages(std::move(np));
+          if (dense_) dense_->add(part_ids, flat);
+        }
+        staged.insert(staged.end(), part_ids.begin(), part_ids.end());
+        pr->passages_done += static_cast<int64_t>(part_ids.size());
+        if (e < ps.size() && progress && !progress(*pr)) stopped = true;
+      }
+      if (!stopped) {
+        std::unique_lock<WriterPriorityMutex> lock(mu_);
+        ids = store_->commit_staging(rec);
+        if (dense_ && old) dense_->remove(old->passage_ids);
+      }
+    } catch (...) {
+      drop_staged(staged);
+      throw;
+    }
+    if (stopped) {
+      drop_staged(staged);
+      pr->passages_done -= static_cast<int64_t>(staged.size());
+      return false;
+    }
   }
   sum->passages += static_cast<int64_t>(ids.size());
-  pr->passages_done += static_cast<int64_t>(ids.size());
   if (old) {
     ++sum->replaced;
   } else {
     ++sum->added;
   }
+  return true;
 }
 
-IngestSummary KnowledgeStore::ingest(const std::vector<std::string>& paths, const ingest::ReadOptions& ro,
+void KnowledgeStore::drop_staged(const std::vector<uint64_t>& staged) {
+  {
+    std::unique_lock<WriterPriorityMutex> lock(mu_);
+    if (dense_) dense_->remove(staged);
+  }
+  store_->abort_staging();
+}
+
+IngestSummary KnowledgeStore::ingest(const std::vector<std::string>& paths,
+                                     const ingest::ReadOptions& ro,
                                      const std::function<void(const IngestProgress&)>& progress) {
   IngestProgressFn fn;
   if (progress) {
@@ -542,8 +606,8 @@ IngestSummary KnowledgeStore::ingest_documents(const std::vector<ingest::Documen
   return sum;
 }
 
-IngestSummary KnowledgeStore::ingest_all(const std::vector<ingest::Document>& docs, IngestSummary sum,
-                                         const IngestProgressFn& progress) {
+IngestSummary KnowledgeStore::ingest_all(const std::vector<ingest::Document>& docs,
+                                         IngestSummary sum, const IngestProgressFn& progress) {
   std::lock_guard<std::mutex> writer(write_mu_);
   auto t0 = std::chrono::steady_clock::now();
   const model::CocomModel& m = loaded_model();
@@ -563,7 +627,10 @@ IngestSummary KnowledgeStore::ingest_all(const std::vector<ingest::Document>& do
   for (const ingest::Document& doc : docs) {
     // One bad document never stops the batch: it is reported as skipped with the reason.
     try {
-      ingest_one(doc, count, co, &sum, &pr);
+      if (!ingest_one(doc, count, co, &sum, &pr, progress)) {
+        sum.stopped_early = true;
+        break;
+      }
     } catch (const ModelFault&) {
       save_index();
       throw;
@@ -615,7 +682,8 @@ int64_t KnowledgeStore::remove(const std::string& id_or_path) {
 std::vector<float> KnowledgeStore::embed_query(const std::string& query, SearchMode mode) const {
   if (query.find_first_not_of(" \t\r\n") == std::string::npos) fail("search: the query is empty");
   if (mode != SearchMode::Bm25 && !retriever_) {
-    fail_precondition("this store has no dense retriever (ingest with --retriever DIR); use --mode bm25");
+    fail_precondition(
+        "this store has no dense retriever (ingest with --retriever DIR); use --mode bm25");
   }
   if (mode == SearchMode::Bm25) return {};
   // The retriever never changes after open: no lock needed for the query embedding.
@@ -668,7 +736,8 @@ std::vector<SearchHit> KnowledgeStore::search_locked(const std::string& query,
   k = std::min<size_t>(k, static_cast<size_t>(std::max<int64_t>(store_->stats().passages, 1)));
   const size_t wide = std::max<size_t>(k, 20);
   std::vector<std::pair<uint64_t, double>> lexical, dense;
-  if (mode != SearchMode::Dense) lexical = store_->bm25_search(storage::analyze(query), mode == SearchMode::Bm25 ? k : wide);
+  if (mode != SearchMode::Dense)
+    lexical = store_->bm25_search(storage::analyze(query), mode == SearchMode::Bm25 ? k : wide);
   if (mode != SearchMode::Bm25) {
     for (const auto& [id, s] : dense_->search(qvec, mode == SearchMode::Dense ? k : wide)) {
       dense.push_back({id, double(s)});
@@ -688,14 +757,16 @@ std::vector<SearchHit> KnowledgeStore::search_locked(const std::string& query,
   for (const auto& [id, score] : ranked) {
     auto p = store_->get_passage(id);
     if (!p) continue;  // the index may lag RocksDB after a failed write
+    // Only passages their document lists: not those of a document still being written in
+    // parts, nor the retired ones of a replaced document awaiting deletion.
+    auto d = store_->get_document(p->doc_id);
+    if (!d || !std::binary_search(d->passage_ids.begin(), d->passage_ids.end(), id)) continue;
     SearchHit h;
     h.passage_id = id;
     h.score = score;
     h.passage = *p;
-    if (auto d = store_->get_document(p->doc_id)) {
-      h.title = d->title;
-      h.source = d->source;
-    }
+    h.title = d->title;
+    h.source = d->source;
     hits.push_back(std::move(h));
     if (hits.size() == k) break;
   }

@@ -32,12 +32,15 @@ struct KnowledgeStoreOptions {
   std::string db;             // store directory
   std::string model_dir;      // COCOM checkpoint; empty = where the store last found it
   std::string retriever_dir;  // dense retriever (optional; BM25 works without)
-  std::optional<std::string> index_factory;    // default "Flat"
-  std::optional<std::string> embedding_dtype;  // fp16 | bf16 | fp32 | int8; default fp16
-  std::optional<int64_t> context_max_length;   // default 128
+  std::optional<std::string> index_factory;     // default "Flat"
+  std::optional<std::string> embedding_dtype;   // fp16 | bf16 | fp32 | int8; default fp16
+  std::optional<int64_t> context_max_length;    // default 128
   std::optional<int64_t> chunk_overlap_tokens;  // default 0
   std::optional<std::string> query_prefix, passage_prefix;  // retriever prefixes; default ""
   int64_t compress_batch_size = 8;
+  // A document of more passages is compressed and written in parts of this many (memory
+  // bounded by the part, not the document), and made visible only once complete.
+  int64_t passages_per_batch = 256;
   model::CocomLoadOptions cocom;
   bool need_model = true;  // false for search/rm/info: the COCOM model is not loaded
   // A model already loaded (and shared with other stores): used instead of loading model_dir,
@@ -53,7 +56,8 @@ struct IngestProgress {
   double seconds = 0;
 };
 
-// Called after every document; return false to stop after it (what is stored stays stored).
+// Called after every document and after every part of a long document; return false to
+// stop (what is committed stays; a long document cut in the middle is dropped whole).
 using IngestProgressFn = std::function<bool(const IngestProgress&)>;
 
 struct IngestSummary {
@@ -139,8 +143,19 @@ class KnowledgeStore {
   // Ingestion must use the decoder weight format the stored embeddings were made with.
   void check_ingest_weights(const model::CocomModel& m);
   void rebuild_dense();
-  void ingest_one(const ingest::Document& doc, const std::function<int64_t(const std::string&)>& count,
-                  const ingest::ChunkOptions& co, IngestSummary* sum, IngestProgress* pr);
+  // Removes a long document's staged passages from the index and the store (ingestion cut).
+  void drop_staged(const std::vector<uint64_t>& staged);
+  // Returns false when `progress` asked to stop in the middle of a long document (dropped).
+  bool ingest_one(const ingest::Document& doc,
+                  const std::function<int64_t(const std::string&)>& count,
+                  const ingest::ChunkOptions& co, IngestSummary* sum, IngestProgress* pr,
+                  const IngestProgressFn& progress);
+  // Compresses passages [begin, end) of `ps` into rows for the store.
+  std::vector<storage::NewPassage> make_passages(const model::CocomModel& m,
+                                                 const ingest::Document& doc,
+                                                 const std::vector<ingest::Passage>& ps,
+                                                 size_t begin, size_t end,
+                                                 std::vector<float>* retriever_flat) const;
   IngestSummary ingest_all(const std::vector<ingest::Document>& docs, IngestSummary sum,
                            const IngestProgressFn& progress);
   std::vector<SearchHit> search_locked(const std::string& query, const std::vector<float>& qvec,

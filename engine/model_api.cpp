@@ -318,8 +318,7 @@ namespace {
 // `fill` completes the request (contexts or passages) once the question is known to be good.
 Result<Generation> generate_with(const char* what, const model::CocomModel& m,
                                  generate::Batcher* batcher, const std::string& question,
-                                 const GenerationOptions& options,
-                                 const TokenCallback& on_token,
+                                 const GenerationOptions& options, const TokenCallback& on_token,
                                  const std::function<void(generate::AnswerRequest*)>& fill) {
   Generation g;
   Status s = guard(what, [&] {
@@ -330,8 +329,7 @@ Result<Generation> generate_with(const char* what, const model::CocomModel& m,
     generate::AnswerRequest req;
     req.question = question;
     fill(&req);
-    AnswerRun run =
-        run_answer(m, std::move(req), options, on_token ? &on_token : nullptr, batcher);
+    AnswerRun run = run_answer(m, std::move(req), options, on_token ? &on_token : nullptr, batcher);
     g.text = std::move(run.text);
     g.cancelled = run.cancelled;
     g.timings = run.timings;
@@ -346,17 +344,17 @@ Result<Generation> Model::Generate(const std::string& question, const ContextEmb
                                    const GenerationOptions& options,
                                    const TokenCallback& on_token) const {
   const model::CocomModel& m = *impl_->m;
-  return generate_with("Generate", m, impl_->batcher.get(), question, options, on_token, [&](generate::AnswerRequest* r) {
-    r->contexts = contexts_tensor(m, contexts, "contexts");
-  });
+  return generate_with(
+      "Generate", m, impl_->batcher.get(), question, options, on_token,
+      [&](generate::AnswerRequest* r) { r->contexts = contexts_tensor(m, contexts, "contexts"); });
 }
 
 Result<Generation> Model::GenerateFromText(const std::string& question,
                                            const std::vector<std::string>& passages,
                                            const GenerationOptions& options,
                                            const TokenCallback& on_token) const {
-  return generate_with("GenerateFromText", *impl_->m, impl_->batcher.get(), question, options, on_token,
-                       [&](generate::AnswerRequest* r) { r->passages = passages; });
+  return generate_with("GenerateFromText", *impl_->m, impl_->batcher.get(), question, options,
+                       on_token, [&](generate::AnswerRequest* r) { r->passages = passages; });
 }
 
 ContextEmbeddings ContextEmbeddings::Slice(int64_t first, int64_t n) const {

@@ -36,8 +36,9 @@ bool blank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std:
 void warn_unusual_k(const model::CocomModel& m, int64_t k) {
   static std::atomic<bool> warned{false};
   if (k != m.config().generation_top_k && !warned.exchange(true)) {
-    log::warn("{} passages per question, but this checkpoint was trained with generation_top_k = {}",
-              k, m.config().generation_top_k);
+    log::warn(
+        "{} passages per question, but this checkpoint was trained with generation_top_k = {}", k,
+        m.config().generation_top_k);
   }
 }
 
@@ -52,8 +53,8 @@ int64_t check_contexts(const model::CocomModel& m,
   if (k == 0) fail("generate: question 0 has no contexts");
   for (size_t q = 0; q < contexts.size(); ++q) {
     if (contexts[q].size() != k) {
-      fail("generate: question ", q, " has ", contexts[q].size(), " contexts but question 0 has ", k,
-           "; every question of a batch needs the same number");
+      fail("generate: question ", q, " has ", contexts[q].size(), " contexts but question 0 has ",
+           k, "; every question of a batch needs the same number");
     }
   }
   warn_unusual_k(m, static_cast<int64_t>(k));
@@ -97,13 +98,13 @@ at::Tensor embed_with_contexts(const model::CocomModel& m, const DecoderInputs& 
                                const at::Tensor& compressed, int64_t k) {
   const int64_t Q = in.input_ids.size(0);
   if (compressed.dim() != 3 || compressed.size(0) != Q * k) {
-    fail("generate: expected context embeddings [", Q * k, ", n, ", m.decoder().config().hidden_size,
-         "], got ", model::shape_str(compressed.sizes()));
+    fail("generate: expected context embeddings [", Q * k, ", n, ",
+         m.decoder().config().hidden_size, "], got ", model::shape_str(compressed.sizes()));
   }
   const int64_t n = compressed.size(1);
   if (compressed.size(2) != m.decoder().config().hidden_size) {
-    fail("generate: context embeddings have width ", compressed.size(2), " but the decoder's hidden size is ",
-         m.decoder().config().hidden_size);
+    fail("generate: context embeddings have width ", compressed.size(2),
+         " but the decoder's hidden size is ", m.decoder().config().hidden_size);
   }
   at::Tensor embeds = m.decoder().embed(in.input_ids).clone();
   const format::Tokens t = m.tokens();
@@ -154,8 +155,8 @@ double generation_bytes(const model::CocomModel& m, int64_t batch, int64_t promp
   const double f = 4;  // the cache, scores and activations are fp32 whatever the weights
   const double scores = 2 * B * double(c.num_attention_heads) * T * T * f;  // scores + probs
   const double mask = B * T * T;                                            // bool, per prompt
-  const double cache =
-      2 * double(c.num_hidden_layers) * B * double(c.num_key_value_heads) * N * double(c.head_dim) * f;
+  const double cache = 2 * double(c.num_hidden_layers) * B * double(c.num_key_value_heads) * N *
+                       double(c.head_dim) * f;
   const double acts =
       B * T * (3 * double(c.intermediate_size) + 6 * double(c.hidden_size)) * f;  // MLP + residuals
   return scores + mask + cache + acts;
@@ -188,11 +189,11 @@ void check_prompt_budget(const model::CocomModel& m, int64_t batch, int64_t prom
   const double need = generation_bytes(m, batch, prompt_tokens, max_new_tokens);
   if (need > double(m.prompt_memory_bytes())) {
     const int64_t fits = max_prompt_tokens(m, max_new_tokens, batch);
-    fail(what, ": ", batch == 1 ? "the prompt has " : "the prompts have ", prompt_tokens,
-         " tokens", batch == 1 ? "" : " each (" + std::to_string(batch) + " of them)",
-         ", needing about ", int64_t(need / double(1 << 20)),
-         " MB to answer, over the prompt memory budget of ", m.prompt_memory_bytes() >> 20,
-         " MB (prompt_memory_mb): at most ", fits, " prompt tokens fit");
+    fail(what, ": ", batch == 1 ? "the prompt has " : "the prompts have ", prompt_tokens, " tokens",
+         batch == 1 ? "" : " each (" + std::to_string(batch) + " of them)", ", needing about ",
+         int64_t(need / double(1 << 20)), " MB to answer, over the prompt memory budget of ",
+         m.prompt_memory_bytes() >> 20, " MB (prompt_memory_mb): at most ", fits,
+         " prompt tokens fit");
   }
 }
 
@@ -212,7 +213,8 @@ int64_t max_passages(const model::CocomModel& m, const std::string& question, in
   return 1 + (fits - one) / (n + (m.tokens().use_sep ? 1 : 0));
 }
 
-std::string uncompressed_prompt(const model::CocomModel& m, const std::vector<std::string>& passages,
+std::string uncompressed_prompt(const model::CocomModel& m,
+                                const std::vector<std::string>& passages,
                                 const std::string& question) {
   return format::uncompressed_prompt(m.tokens(), passages, question);
 }

@@ -48,7 +48,8 @@ Answers generate_answers(const model::CocomModel& m, const at::Tensor& inputs_em
                          const model::TokenCallback& on_token = nullptr);
 
 // The uncompressed baseline prompt: the same decoder reads the passages' text.
-std::string uncompressed_prompt(const model::CocomModel& m, const std::vector<std::string>& passages,
+std::string uncompressed_prompt(const model::CocomModel& m,
+                                const std::vector<std::string>& passages,
                                 const std::string& question);
 
 // The closed-book baseline prompt: the compressed prompt without passages,
@@ -64,11 +65,12 @@ std::string autoencoding_prompt(const model::CocomModel& m, int64_t mem_per_pass
 // The prompt budget
 //
 // A prompt must fit the decoder's positions (max_position_embeddings; the answer may run past
-// them, as with the reference, whose RoPE extends) and the memory the generation may take (CocomModel::prompt_memory_bytes(), from
-// CocomLoadOptions::prompt_memory_mb): the prefill holds every head's attention scores and
-// probabilities (quadratic in the prompt length), the key/value cache grows to prompt + new
-// tokens, and each layer's activations are linear in the prompt. A prompt over either limit is
-// refused before anything is computed (Error, kInvalidArgument), naming both limits and sizes.
+// them, as with the reference, whose RoPE extends) and the memory the generation may take
+// (CocomModel::prompt_memory_bytes(), from CocomLoadOptions::prompt_memory_mb): the prefill holds
+// every head's attention scores and probabilities (quadratic in the prompt length), the key/value
+// cache grows to prompt + new tokens, and each layer's activations are linear in the prompt. A
+// prompt over either limit is refused before anything is computed (Error, kInvalidArgument), naming
+// both limits and sizes.
 
 // Estimated peak bytes of generating `max_new_tokens` after `batch` prompts of `prompt_tokens`.
 double generation_bytes(const model::CocomModel& m, int64_t batch, int64_t prompt_tokens,

@@ -12,7 +12,6 @@
 
 namespace cocom::model {
 
-
 CocomConfig CocomConfig::from_json(const Json& j, const std::string& origin) {
   if (!j.is_object()) fail(origin, ": expected a JSON object at the top level");
   CocomConfig c;
@@ -97,7 +96,8 @@ std::vector<std::string> hub_caches() {
   if (const char* c = std::getenv("HF_HUB_CACHE")) out.push_back(c);
   if (const char* h = std::getenv("HF_HOME")) out.push_back(join_path(h, "hub"));
   if (const char* x = std::getenv("XDG_CACHE_HOME")) out.push_back(join_path(x, "huggingface/hub"));
-  if (const char* home = std::getenv("HOME")) out.push_back(join_path(home, ".cache/huggingface/hub"));
+  if (const char* home = std::getenv("HOME"))
+    out.push_back(join_path(home, ".cache/huggingface/hub"));
   return out;
 }
 
@@ -129,8 +129,9 @@ std::string resolve_base_model_dir(const std::string& checkpoint_dir, const std:
   };
   if (!flag_dir.empty()) {
     if (try_dir(flag_dir)) return flag_dir;
-    fail(flag, " ", flag_dir, ": not a usable ", kind, " directory (", describe_missing(flag_dir, kind),
-         "); it needs config.json and ", kind == "decoder" ? "tokenizer.model" : "vocab.txt");
+    fail(flag, " ", flag_dir, ": not a usable ", kind, " directory (",
+         describe_missing(flag_dir, kind), "); it needs config.json and ",
+         kind == "decoder" ? "tokenizer.model" : "vocab.txt");
   }
   if (!name.empty() && name[0] != '/' && try_dir(join_path(checkpoint_dir, name))) {
     return join_path(checkpoint_dir, name);
@@ -152,7 +153,9 @@ std::string resolve_base_model_dir(const std::string& checkpoint_dir, const std:
     std::string ref = join_path(base, "refs/main");
     if (file_exists(ref)) {
       std::string h = read_text_file(ref);
-      h.erase(std::remove_if(h.begin(), h.end(), [](char c) { return std::isspace(static_cast<unsigned char>(c)); }), h.end());
+      h.erase(std::remove_if(h.begin(), h.end(),
+                             [](char c) { return std::isspace(static_cast<unsigned char>(c)); }),
+              h.end());
       if (!h.empty()) order.push_back(h);
     }
     for (const auto& s : list_dir(snaps)) {
@@ -164,12 +167,14 @@ std::string resolve_base_model_dir(const std::string& checkpoint_dir, const std:
   }
   std::string list;
   for (const auto& t : tried) list += "\n  - " + t;
-  fail_not_found("cannot find the ", kind, " model '", name, "' named in ", join_path(checkpoint_dir, "config.json"),
-       " (it provides the tokenizer and the base config.json, which COCOM checkpoints do not include). "
-       "Looked in:",
-       list, "\nPass ", flag, " DIR (a directory with config.json and ",
-       kind == "decoder" ? "tokenizer.model" : "vocab.txt",
-       "), or download the model into the Hugging Face cache.");
+  fail_not_found("cannot find the ", kind, " model '", name, "' named in ",
+                 join_path(checkpoint_dir, "config.json"),
+                 " (it provides the tokenizer and the base config.json, which COCOM checkpoints do "
+                 "not include). "
+                 "Looked in:",
+                 list, "\nPass ", flag, " DIR (a directory with config.json and ",
+                 kind == "decoder" ? "tokenizer.model" : "vocab.txt",
+                 "), or download the model into the Hugging Face cache.");
 }
 
 namespace {
@@ -184,8 +189,10 @@ std::string decoder_prefix(const CheckpointFiles& files) {
       return n.substr(0, n.size() - key.size());
     }
   }
-  fail(files.dir(), ": no decoder embedding tensor ('decoder.base_model.model.model.embed_tokens.weight' ",
-       "or 'decoder.model.embed_tokens.weight'); this is not a COCOM checkpoint in the reference layout");
+  fail(files.dir(),
+       ": no decoder embedding tensor ('decoder.base_model.model.model.embed_tokens.weight' ",
+       "or 'decoder.model.embed_tokens.weight'); this is not a COCOM checkpoint in the reference "
+       "layout");
 }
 
 }  // namespace
@@ -230,8 +237,7 @@ std::unique_ptr<CocomModel> CocomModel::random(const RandomCocomSpec& spec) {
   } else {
     m->cfg_.compr_model_name.reset();
   }
-  m->load_seconds_ =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  m->load_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return m;
 }
 
@@ -256,16 +262,16 @@ std::unique_ptr<CocomModel> CocomModel::load(const std::string& dir, const Cocom
   }
   const std::string cfg_path = join_path(dir, "config.json");
   if (!dir_exists(dir)) fail_not_found("--model ", dir, ": no such directory");
-  if (!file_exists(cfg_path)) fail_not_found(dir, ": no config.json (is this a COCOM checkpoint directory?)");
+  if (!file_exists(cfg_path))
+    fail_not_found(dir, ": no config.json (is this a COCOM checkpoint directory?)");
   std::unique_ptr<CocomModel> m(new CocomModel());
   m->dir_ = dir;
   m->cfg_ = CocomConfig::load(cfg_path);
   const CocomConfig& cfg = m->cfg_;
 
   // Decoder tokenizer: the base model's, plus the COCOM tokens, pad := bos (as the reference).
-  m->set_decoder_tokenizer(resolve_base_model_dir(dir, cfg.decoder_model_name,
-                                                   opt.decoder_tokenizer, "decoder",
-                                                   "--decoder-tokenizer"));
+  m->set_decoder_tokenizer(resolve_base_model_dir(
+      dir, cfg.decoder_model_name, opt.decoder_tokenizer, "decoder", "--decoder-tokenizer"));
 
   auto files = CheckpointFiles::open(dir);
   const std::string prefix = decoder_prefix(*files);
@@ -276,7 +282,8 @@ std::unique_ptr<CocomModel> CocomModel::load(const std::string& dir, const Cocom
   if (rows != m->dec_tok_->size()) {
     fail(files->file_of(emb.name), ": tensor '", emb.name, "' has ", rows,
          " rows but the decoder tokenizer from ", m->decoder_source_, " has ", m->dec_tok_->size(),
-         " tokens after adding <MEM> <AE> <ENC> <SEP>; the tokenizer does not belong to this checkpoint");
+         " tokens after adding <MEM> <AE> <ENC> <SEP>; the tokenizer does not belong to this "
+         "checkpoint");
   }
   if (rows != dcfg.vocab_size) {
     log::debug("decoder vocabulary resized from {} to {} (COCOM tokens)", dcfg.vocab_size, rows);
@@ -298,8 +305,9 @@ std::unique_ptr<CocomModel> CocomModel::load(const std::string& dir, const Cocom
 
   std::vector<std::string> known_prefixes = {prefix};
   if (cfg.light()) {
-    m->compressor_source_ = resolve_base_model_dir(dir, *cfg.compr_model_name, opt.compressor_tokenizer,
-                                                   "compressor", "--compressor-tokenizer");
+    m->compressor_source_ =
+        resolve_base_model_dir(dir, *cfg.compr_model_name, opt.compressor_tokenizer, "compressor",
+                               "--compressor-tokenizer");
     m->enc_tok_ = load_tokenizer(m->compressor_source_);
     BertConfig bcfg = BertConfig::load(join_path(m->compressor_source_, "config.json"));
     WeightSource bsrc(*files, "compr.model.", {});
@@ -308,7 +316,8 @@ std::unique_ptr<CocomModel> CocomModel::load(const std::string& dir, const Cocom
     const int64_t H = dcfg.hidden_size, Hb = bcfg.hidden_size;
     const int64_t in = cfg.compr_linear_type == "concat" ? cfg.compr_rate * Hb : Hb;
     const std::string wname = "compr.linear.weight";
-    if (!files->has(wname)) fail(dir, ": missing tensor '", wname, "' (the COCOM-light projection)");
+    if (!files->has(wname))
+      fail(dir, ": missing tensor '", wname, "' (the COCOM-light projection)");
     const TensorInfo& wi = files->info(wname);
     if (wi.shape != std::vector<int64_t>{H, in}) {
       fail(files->file_of(wname), ": tensor '", wname, "' has shape ", shape_str(wi.shape),
@@ -317,7 +326,8 @@ std::unique_ptr<CocomModel> CocomModel::load(const std::string& dir, const Cocom
     }
     WeightSource lsrc(*files, "compr.linear.", {});
     m->proj_w_ = lsrc.get("weight", {H, in}, opt.device);
-    m->proj_b_ = lsrc.has("bias") ? lsrc.get("bias", {H}, opt.device) : at::zeros({H}, at::TensorOptions().device(opt.device));
+    m->proj_b_ = lsrc.has("bias") ? lsrc.get("bias", {H}, opt.device)
+                                  : at::zeros({H}, at::TensorOptions().device(opt.device));
     known_prefixes.push_back("compr.");
   }
   for (const auto& n : files->names()) {
@@ -329,8 +339,7 @@ std::unique_ptr<CocomModel> CocomModel::load(const std::string& dir, const Cocom
     }
   }
   m->prompt_memory_bytes_ = opt.prompt_memory_mb << 20;
-  m->load_seconds_ =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  m->load_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return m;
 }
 

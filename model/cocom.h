@@ -52,7 +52,6 @@ struct CocomLoadOptions {
   int64_t prompt_memory_mb = 8192;
 };
 
-
 // An in-memory COCOM model with random weights of a named shape (bench efficiency): the
 // tokenizers are real (read from directories), the decoder's vocabulary is the shape's plus
 // the COCOM tokens (at least the tokenizer's size). COCOM-light when `bert` is set.

@@ -190,6 +190,14 @@ const char* const kCfNames[kNumCf] = {"documents", "passages",    "embeddings", 
                                       "postings",  "passage_len", "sources",    "manifest"};
 const char kManifestKey[] = "manifest";
 const char kStatsKey[] = "stats";
+// A document being written in parts: {"doc_id": ..., "first_id": N}. Its passages are the ids
+// from first_id up to the counters' next_passage_id (staging allocates every id meanwhile).
+const char kStagingKey[] = "staging";
+// Retired passages still to delete: their 8-byte big-endian ids, concatenated.
+const char kGarbageKey[] = "garbage";
+// A replaced or removed document with more passages than this is retired (made invisible in
+// one small batch) and its rows deleted in bounded batches afterwards.
+constexpr size_t kInlineDeletePassages = 256;
 
 bool has_nul(const std::string& s) { return s.find('\0') != std::string::npos; }
 
@@ -205,13 +213,31 @@ struct Store::Impl {
   std::vector<rocksdb::ColumnFamilyHandle*> handles;  // all opened, ours first (kNumCf)
   mutable std::mutex mu;                              // serialises writers; guards counters
   Counters counters;
+  // The document being written in parts (begin_staging .. commit_staging / abort_staging).
+  struct Staging {
+    std::string doc_id;
+    uint64_t first_id = 0;
+  };
+  std::optional<Staging> staging;
 
   ~Impl() {
     if (!db) return;
+    // Memtables to SST files, so the write-ahead logs are obsolete and deleted now rather
+    // than left behind (as large as the data written) until the next open.
+    rocksdb::FlushOptions fo;
+    fo.wait = true;
+    std::vector<rocksdb::ColumnFamilyHandle*> ours(handles.begin(), handles.begin() + kNumCf);
+    if (!ours.empty()) db->Flush(fo, ours).PermitUncheckedError();
     for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
-    db->Close();
+    db->Close().PermitUncheckedError();
     delete db;
   }
+
+  // Adds the rows of new passages of `doc_id` to `batch` (ids from c->next_passage_id).
+  std::vector<uint64_t> add_passages(const std::string& doc_id, std::vector<NewPassage>* passages,
+                                     rocksdb::WriteBatch* batch, Counters* c) const;
+  // Moves the staged passages to the garbage list and drops the marker (mu held).
+  void abort_staging_locked();
 
   rocksdb::ColumnFamilyHandle* cf(Cf c) const { return handles[c]; }
 
@@ -240,33 +266,52 @@ struct Store::Impl {
     return decode_document(v, path + ": document '" + id + "'");
   }
 
-  // Adds to `batch` the deletion of everything `doc` owns; updates `c`.
-  void delete_document(const DocumentRecord& doc, rocksdb::WriteBatch* batch, Counters* c) const {
-    for (uint64_t id : doc.passage_ids) {
-      const std::string key = id_key(id);
-      std::string v;
-      if (!get(kPassages, key, &v)) {
-        fail(path, ": passage ", id, " of document '", doc.id,
-             "' is missing (the store is damaged)");
+  // Adds to `batch` the deletion of a passage's rows (record, embeddings, vector, length,
+  // postings); updates `c`.
+  void delete_passage(uint64_t id, const std::string& value, rocksdb::WriteBatch* batch,
+                      Counters* c) const {
+    const std::string key = id_key(id);
+    StoredPassage p = decode_passage(id, value, passage_what(id));
+    batch->Delete(cf(kPassages), key);
+    c->passages -= 1;
+    if (p.has_embeddings) {
+      batch->Delete(cf(kEmbeddings), key);
+      c->embeddings -= 1;
+    }
+    if (p.has_retriever) batch->Delete(cf(kRetriever), key);
+    if (p.length > 0) {
+      batch->Delete(cf(kPassageLen), key);
+      c->bm25_documents -= 1;
+      c->total_terms -= static_cast<int64_t>(p.length);
+    }
+    for (const auto& t : p.terms) batch->Delete(cf(kPostings), t + std::string(1, '\0') + key);
+  }
+
+  // Adds to `batch` the deletion of everything `doc` owns; updates `c`. A document with many
+  // passages is retired instead: its record goes now (readers no longer see it) and its
+  // passages join the garbage list, deleted in bounded batches by collect_garbage(). Returns
+  // true when it was retired.
+  bool delete_document(const DocumentRecord& doc, rocksdb::WriteBatch* batch, Counters* c) const {
+    const bool retire = doc.passage_ids.size() > kInlineDeletePassages;
+    if (retire) {
+      std::string garbage;
+      get(kManifest, kGarbageKey, &garbage);
+      for (uint64_t id : doc.passage_ids) garbage += id_key(id);
+      batch->Put(cf(kManifest), kGarbageKey, garbage);
+    } else {
+      for (uint64_t id : doc.passage_ids) {
+        std::string v;
+        if (!get(kPassages, id_key(id), &v)) {
+          fail(path, ": passage ", id, " of document '", doc.id,
+               "' is missing (the store is damaged)");
+        }
+        delete_passage(id, v, batch, c);
       }
-      StoredPassage p = decode_passage(id, v, passage_what(id));
-      batch->Delete(cf(kPassages), key);
-      c->passages -= 1;
-      if (p.has_embeddings) {
-        batch->Delete(cf(kEmbeddings), key);
-        c->embeddings -= 1;
-      }
-      if (p.has_retriever) batch->Delete(cf(kRetriever), key);
-      if (p.length > 0) {
-        batch->Delete(cf(kPassageLen), key);
-        c->bm25_documents -= 1;
-        c->total_terms -= static_cast<int64_t>(p.length);
-      }
-      for (const auto& t : p.terms) batch->Delete(cf(kPostings), t + std::string(1, '\0') + key);
     }
     batch->Delete(cf(kSources), doc.source + std::string(1, '\0') + doc.id);
     batch->Delete(cf(kDocuments), doc.id);
     c->documents -= 1;
+    return retire;
   }
 
   void write(rocksdb::WriteBatch* batch, const Counters& c, const std::string& doing) {
@@ -311,9 +356,10 @@ std::string show(const T& v) {
 template <typename T>
 void check_field(const std::string& path, const char* field, const T& stored, const T& wanted) {
   if (stored == wanted) return;
-  fail_precondition(path, ": the store was built with ", field, " ", show(stored), ", not ", show(wanted),
-       " (its embeddings would be mixed with incompatible ones); use another --db or the "
-       "original model");
+  fail_precondition(
+      path, ": the store was built with ", field, " ", show(stored), ", not ", show(wanted),
+      " (its embeddings would be mixed with incompatible ones); use another --db or the "
+      "original model");
 }
 
 // Every field `w` sets must equal the stored one (`m`).
@@ -325,8 +371,7 @@ void check_manifest(const std::string& path, const Manifest& m, const Manifest& 
   }
   if (w.compr_rate != 0) check_field(path, "compression rate", m.compr_rate, w.compr_rate);
   if (w.embeddings_per_passage != 0) {
-    check_field(path, "embeddings per passage", m.embeddings_per_passage,
-                w.embeddings_per_passage);
+    check_field(path, "embeddings per passage", m.embeddings_per_passage, w.embeddings_per_passage);
   }
   if (w.embedding_dim != 0) {
     check_field(path, "embedding dim", m.embedding_dim, w.embedding_dim);
@@ -363,6 +408,9 @@ std::unique_ptr<Store::Impl> open_impl(const std::string& path, const Manifest* 
   opt.create_if_missing = !has_db;
   opt.create_missing_column_families = !has_db;
   opt.keep_log_file_num = 4;
+  // Bounds the write-ahead logs during a long ingestion: past this, the column families
+  // whose memtables pin the oldest log are flushed and the log deleted.
+  opt.max_total_wal_size = 64 << 20;
   // Column families: ours, then "default", then any extra ones an existing database holds.
   std::vector<std::string> names(kCfNames, kCfNames + kNumCf);
   names.push_back(rocksdb::kDefaultColumnFamilyName);
@@ -372,8 +420,8 @@ std::unique_ptr<Store::Impl> open_impl(const std::string& path, const Manifest* 
     if (!st.ok()) fail_open(path, st);
     for (int i = 0; i < kNumCf; ++i) {
       if (std::find(existing.begin(), existing.end(), kCfNames[i]) == existing.end()) {
-        fail_corrupt(path, ": not a cocom store (RocksDB database without the column family '", kCfNames[i],
-             "'; it has ", cf_list(existing), ")");
+        fail_corrupt(path, ": not a cocom store (RocksDB database without the column family '",
+                     kCfNames[i], "'; it has ", cf_list(existing), ")");
       }
     }
     for (const auto& e : existing) {
@@ -442,7 +490,9 @@ Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Store::~Store() = default;
 
 std::unique_ptr<Store> Store::open(const std::string& path, const Manifest& manifest) {
-  return std::unique_ptr<Store>(new Store(open_impl(path, &manifest)));
+  std::unique_ptr<Store> s(new Store(open_impl(path, &manifest)));
+  if (s->impl_->manifest.schema_version != 0) s->recover();
+  return s;
 }
 
 std::unique_ptr<Store> Store::open_existing(const std::string& path) {
@@ -517,59 +567,67 @@ Manifest Store::manifest() const {
 }
 const std::string& Store::path() const { return impl_->path; }
 
-std::vector<uint64_t> Store::put_document(DocumentRecord doc, std::vector<NewPassage> passages) {
-  Impl& im = *impl_;
-  const Manifest& m = im.manifest;
-  if (doc.id.empty()) fail(im.path, ": a document needs a non-empty id");
-  if (has_nul(doc.id)) fail(im.path, ": document id contains a NUL byte");
-  if (has_nul(doc.source)) fail(im.path, ": document '", doc.id, "': source contains a NUL byte");
+namespace {
+
+// Refuses passages that do not fit the store (embedding shape, retriever dim, terms).
+void check_new_passages(const std::string& path, const Manifest& m, const std::string& doc_id,
+                        const std::vector<NewPassage>& passages) {
   const int64_t per = m.embeddings_per_passage * m.embedding_dim;
   for (size_t i = 0; i < passages.size(); ++i) {
     const NewPassage& p = passages[i];
     if (!p.embeddings.empty() && per > 0 && static_cast<int64_t>(p.embeddings.size()) != per) {
-      fail(im.path, ": document '", doc.id, "' passage ", i, " has ", p.embeddings.size(),
+      fail(path, ": document '", doc_id, "' passage ", i, " has ", p.embeddings.size(),
            " embedding values; the store holds ", m.embeddings_per_passage, " x ", m.embedding_dim,
            " = ", per);
     }
     if (!p.retriever_vector.empty() && m.retriever_dim > 0 &&
         static_cast<int64_t>(p.retriever_vector.size()) != m.retriever_dim) {
-      fail(im.path, ": document '", doc.id, "' passage ", i, " has a retriever vector of ",
+      fail(path, ": document '", doc_id, "' passage ", i, " has a retriever vector of ",
            p.retriever_vector.size(), " values; the store's retriever dim is ", m.retriever_dim);
     }
     for (const auto& t : p.terms) {
       if (t.empty() || has_nul(t)) {
-        fail(im.path, ": document '", doc.id, "' passage ", i,
+        fail(path, ": document '", doc_id, "' passage ", i,
              " has an empty term or one with a NUL byte");
       }
     }
   }
+}
 
-  std::lock_guard<std::mutex> lock(im.mu);
-  Counters c = im.counters;
-  rocksdb::WriteBatch batch;
-  if (auto old = im.read_document(doc.id)) im.delete_document(*old, &batch, &c);
+void check_document_id(const std::string& path, const DocumentRecord& doc) {
+  if (doc.id.empty()) fail(path, ": a document needs a non-empty id");
+  if (has_nul(doc.id)) fail(path, ": document id contains a NUL byte");
+  if (has_nul(doc.source)) fail(path, ": document '", doc.id, "': source contains a NUL byte");
+}
 
+}  // namespace
+
+std::vector<uint64_t> Store::Impl::add_passages(const std::string& doc_id,
+                                                std::vector<NewPassage>* passages,
+                                                rocksdb::WriteBatch* batch, Counters* c) const {
+  const Manifest& m = manifest;
+  const int64_t per = m.embeddings_per_passage * m.embedding_dim;
   std::vector<uint64_t> ids;
-  ids.reserve(passages.size());
-  for (NewPassage& np : passages) {
-    const uint64_t id = c.next_passage_id++;
+  ids.reserve(passages->size());
+  for (NewPassage& np : *passages) {
+    const uint64_t id = c->next_passage_id++;
     ids.push_back(id);
     const std::string key = id_key(id);
     StoredPassage sp;
     sp.rec = std::move(np.record);
     sp.rec.id = id;
-    sp.rec.doc_id = doc.id;
+    sp.rec.doc_id = doc_id;
     std::map<std::string, uint64_t> tf;
     for (const auto& t : np.terms) ++tf[t];
     sp.length = np.terms.size();
     for (const auto& [t, n] : tf) {
       sp.terms.push_back(t);
-      batch.Put(im.cf(kPostings), t + std::string(1, '\0') + key, u32_value(n));
+      batch->Put(cf(kPostings), t + std::string(1, '\0') + key, u32_value(n));
     }
     if (sp.length > 0) {
-      batch.Put(im.cf(kPassageLen), key, u32_value(sp.length));
-      c.bm25_documents += 1;
-      c.total_terms += static_cast<int64_t>(sp.length);
+      batch->Put(cf(kPassageLen), key, u32_value(sp.length));
+      c->bm25_documents += 1;
+      c->total_terms += static_cast<int64_t>(sp.length);
     }
     if (!np.embeddings.empty()) {
       std::vector<int64_t> shape;
@@ -578,40 +636,198 @@ std::vector<uint64_t> Store::put_document(DocumentRecord doc, std::vector<NewPas
       } else {
         shape = {static_cast<int64_t>(np.embeddings.size())};
       }
-      batch.Put(im.cf(kEmbeddings), key, encode_embedding(np.embeddings, shape, m.embedding_dtype));
+      batch->Put(cf(kEmbeddings), key, encode_embedding(np.embeddings, shape, m.embedding_dtype));
       sp.has_embeddings = true;
-      c.embeddings += 1;
+      c->embeddings += 1;
     }
     if (!np.retriever_vector.empty()) {
-      batch.Put(
-          im.cf(kRetriever), key,
+      batch->Put(
+          cf(kRetriever), key,
           encode_embedding(np.retriever_vector, {static_cast<int64_t>(np.retriever_vector.size())},
                            EmbeddingDType::F32));
       sp.has_retriever = true;
     }
-    batch.Put(im.cf(kPassages), key, encode_passage(sp));
-    c.passages += 1;
+    batch->Put(cf(kPassages), key, encode_passage(sp));
+    c->passages += 1;
   }
-  doc.passage_ids = ids;
-  batch.Put(im.cf(kDocuments), doc.id, encode_document(doc));
-  batch.Put(im.cf(kSources), doc.source + std::string(1, '\0') + doc.id, "");
-  c.documents += 1;
-  c.sequence += 1;
-  im.write(&batch, c, "writing document '" + doc.id + "'");
+  return ids;
+}
+
+std::vector<uint64_t> Store::put_document(DocumentRecord doc, std::vector<NewPassage> passages) {
+  Impl& im = *impl_;
+  check_document_id(im.path, doc);
+  check_new_passages(im.path, im.manifest, doc.id, passages);
+  bool retired = false;
+  std::vector<uint64_t> ids;
+  {
+    std::lock_guard<std::mutex> lock(im.mu);
+    if (im.staging) {
+      fail(im.path, ": document '", doc.id, "' cannot be written while '", im.staging->doc_id,
+           "' is being written in parts");
+    }
+    Counters c = im.counters;
+    rocksdb::WriteBatch batch;
+    if (auto old = im.read_document(doc.id)) retired = im.delete_document(*old, &batch, &c);
+    ids = im.add_passages(doc.id, &passages, &batch, &c);
+    doc.passage_ids = ids;
+    batch.Put(im.cf(kDocuments), doc.id, encode_document(doc));
+    batch.Put(im.cf(kSources), doc.source + std::string(1, '\0') + doc.id, "");
+    c.documents += 1;
+    c.sequence += 1;
+    im.write(&batch, c, "writing document '" + doc.id + "'");
+  }
+  if (retired) collect_garbage();
   return ids;
 }
 
 std::optional<std::vector<uint64_t>> Store::remove_document(const std::string& doc_id) {
   Impl& im = *impl_;
+  std::optional<DocumentRecord> old;
+  bool retired = false;
+  {
+    std::lock_guard<std::mutex> lock(im.mu);
+    old = im.read_document(doc_id);
+    if (!old) return std::nullopt;
+    Counters c = im.counters;
+    rocksdb::WriteBatch batch;
+    retired = im.delete_document(*old, &batch, &c);
+    c.sequence += 1;
+    im.write(&batch, c, "removing document '" + doc_id + "'");
+  }
+  if (retired) collect_garbage();
+  return old->passage_ids;
+}
+
+// ---------------------------------------------------------------------------------------
+// Documents written in parts
+
+void Store::begin_staging(const std::string& doc_id) {
+  Impl& im = *impl_;
+  if (doc_id.empty() || has_nul(doc_id))
+    fail(im.path, ": a document needs an id without NUL bytes");
+  {
+    std::lock_guard<std::mutex> lock(im.mu);
+    if (im.staging) {
+      fail(im.path, ": document '", im.staging->doc_id, "' is already being written in parts");
+    }
+    Counters c = im.counters;
+    rocksdb::WriteBatch batch;
+    Json j = {{"doc_id", doc_id}, {"first_id", c.next_passage_id}};
+    batch.Put(im.cf(kManifest), kStagingKey, dump_json(j));
+    im.write(&batch, c, "starting document '" + doc_id + "'");
+    im.staging = Impl::Staging{doc_id, c.next_passage_id};
+  }
+}
+
+std::vector<uint64_t> Store::stage_passages(std::vector<NewPassage> part) {
+  Impl& im = *impl_;
   std::lock_guard<std::mutex> lock(im.mu);
-  auto old = im.read_document(doc_id);
-  if (!old) return std::nullopt;
+  if (!im.staging) fail(im.path, ": stage_passages without begin_staging");
+  const std::string doc_id = im.staging->doc_id;
+  check_new_passages(im.path, im.manifest, doc_id, part);
   Counters c = im.counters;
   rocksdb::WriteBatch batch;
-  im.delete_document(*old, &batch, &c);
+  std::vector<uint64_t> ids = im.add_passages(doc_id, &part, &batch, &c);
   c.sequence += 1;
-  im.write(&batch, c, "removing document '" + doc_id + "'");
-  return old->passage_ids;
+  im.write(&batch, c, "writing part of document '" + doc_id + "'");
+  return ids;
+}
+
+std::vector<uint64_t> Store::commit_staging(DocumentRecord doc) {
+  Impl& im = *impl_;
+  check_document_id(im.path, doc);
+  bool retired = false;
+  std::vector<uint64_t> ids;
+  {
+    std::lock_guard<std::mutex> lock(im.mu);
+    if (!im.staging || im.staging->doc_id != doc.id) {
+      fail(im.path, ": document '", doc.id, "' is not being written in parts");
+    }
+    Counters c = im.counters;
+    rocksdb::WriteBatch batch;
+    if (auto old = im.read_document(doc.id)) retired = im.delete_document(*old, &batch, &c);
+    for (uint64_t id = im.staging->first_id; id < c.next_passage_id; ++id) ids.push_back(id);
+    doc.passage_ids = ids;
+    batch.Put(im.cf(kDocuments), doc.id, encode_document(doc));
+    batch.Put(im.cf(kSources), doc.source + std::string(1, '\0') + doc.id, "");
+    batch.Delete(im.cf(kManifest), kStagingKey);
+    c.documents += 1;
+    c.sequence += 1;
+    im.write(&batch, c, "completing document '" + doc.id + "'");
+    im.staging.reset();
+  }
+  if (retired) collect_garbage();
+  return ids;
+}
+
+void Store::abort_staging() {
+  Impl& im = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(im.mu);
+    if (!im.staging) return;
+    im.abort_staging_locked();
+  }
+  collect_garbage();
+}
+
+void Store::Impl::abort_staging_locked() {
+  Counters c = counters;
+  std::string garbage;
+  get(kManifest, kGarbageKey, &garbage);
+  for (uint64_t id = staging->first_id; id < c.next_passage_id; ++id) garbage += id_key(id);
+  rocksdb::WriteBatch batch;
+  batch.Put(cf(kManifest), kGarbageKey, garbage);
+  batch.Delete(cf(kManifest), kStagingKey);
+  c.sequence += 1;
+  write(&batch, c, "dropping the parts of document '" + staging->doc_id + "'");
+  staging.reset();
+}
+
+int64_t Store::collect_garbage(size_t per_batch) {
+  Impl& im = *impl_;
+  per_batch = std::max<size_t>(per_batch, 1);
+  int64_t deleted = 0;
+  for (;;) {
+    std::lock_guard<std::mutex> lock(im.mu);
+    std::string garbage;
+    if (!im.get(kManifest, kGarbageKey, &garbage)) return deleted;
+    if (garbage.size() % 8 != 0) fail_corrupt(im.path, ": damaged garbage list");
+    const size_t n = garbage.size() / 8;  // 0: only the empty list left to delete
+    const size_t take = std::min(n, per_batch);
+    Counters c = im.counters;
+    rocksdb::WriteBatch batch;
+    for (size_t i = n - take; i < n; ++i) {
+      const uint64_t id = key_id(garbage.data() + i * 8);
+      std::string v;
+      if (!im.get(kPassages, id_key(id), &v)) continue;  // deleted before a crash
+      im.delete_passage(id, v, &batch, &c);
+      ++deleted;
+    }
+    garbage.resize((n - take) * 8);
+    if (garbage.empty()) {
+      batch.Delete(im.cf(kManifest), kGarbageKey);
+    } else {
+      batch.Put(im.cf(kManifest), kGarbageKey, garbage);
+    }
+    c.sequence += 1;
+    im.write(&batch, c, "deleting retired passages");
+  }
+}
+
+void Store::recover() {
+  Impl& im = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(im.mu);
+    std::string text;
+    if (im.get(kManifest, kStagingKey, &text)) {
+      const std::string origin = im.path + " (staging marker)";
+      const Json j = parse_json_text(text, origin);
+      im.staging =
+          Impl::Staging{json_string_or(j, "doc_id", "", origin), j.value("first_id", uint64_t{0})};
+      im.abort_staging_locked();  // a document cut off while being written in parts
+    }
+  }
+  collect_garbage();
 }
 
 std::optional<DocumentRecord> Store::get_document(const std::string& doc_id) const {
@@ -660,7 +876,8 @@ void Store::for_each_retriever_vector(
   std::unique_ptr<rocksdb::Iterator> it(
       im.db->NewIterator(rocksdb::ReadOptions(), im.cf(kRetriever)));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
-    if (it->key().size() != 8) fail_corrupt(im.path, ": damaged key in the retriever column family");
+    if (it->key().size() != 8)
+      fail_corrupt(im.path, ": damaged key in the retriever column family");
     const uint64_t id = key_id(it->key().data());
     fn(id, decode_embedding(it->value().ToString(), nullptr,
                             im.passage_what(id) + " retriever vector"));

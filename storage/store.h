@@ -33,9 +33,9 @@ struct Manifest {
   // The store's settings, fixed when it is created; the engine refuses an open that asks for
   // other values. Stores made before they were kept here read as unknown (0, -1, false,
   // empty) until the engine fills them in (set_settings).
-  int64_t context_max_length = 0;    // compressor tokens per passage
-  int64_t chunk_overlap_tokens = -1;  // tokens repeated between consecutive passages
-  bool has_prefixes = false;          // query_prefix / passage_prefix are known
+  int64_t context_max_length = 0;            // compressor tokens per passage
+  int64_t chunk_overlap_tokens = -1;         // tokens repeated between consecutive passages
+  bool has_prefixes = false;                 // query_prefix / passage_prefix are known
   std::string query_prefix, passage_prefix;  // the retriever's prompt prefixes
   std::string ingest_weights;  // decoder weight format that made the embeddings ("" = none yet)
   // Where the checkpoint and the retriever were last found (hints: identity is the
@@ -108,12 +108,28 @@ class Store {
 
   // Adds or replaces a document with all its passages in ONE RocksDB WriteBatch: the
   // document is entirely present or entirely absent after a crash. A replaced document's
-  // old passages, embeddings and postings are deleted in the same batch. Returns the new
-  // passage ids (in order).
+  // old passages, embeddings and postings are deleted in the same batch (more than 256 of
+  // them: retired in that batch, deleted by collect_garbage() before this returns). Returns
+  // the new passage ids (in order).
   std::vector<uint64_t> put_document(DocumentRecord doc, std::vector<NewPassage> passages);
-  // Removes a document and everything it owns (one WriteBatch). Returns its passage ids,
-  // or nullopt when no such document.
+  // Removes a document and everything it owns (one WriteBatch, or retired as above). Returns
+  // its passage ids, or nullopt when no such document.
   std::optional<std::vector<uint64_t>> remove_document(const std::string& doc_id);
+
+  // A long document written in parts, each one bounded batch, visible only once complete:
+  //   begin_staging(id); stage_passages(part)...; commit_staging(record) or abort_staging().
+  // Staged passages are stored (text, embeddings, vectors, postings) but belong to no
+  // document: readers must skip a passage whose document record does not list it (the
+  // engine does). commit_staging makes them the document in one small batch (an old version
+  // is retired); abort_staging, or open() after a crash in the middle, retires them. One
+  // staging at a time; put_document fails meanwhile. Counters include staged passages.
+  void begin_staging(const std::string& doc_id);
+  std::vector<uint64_t> stage_passages(std::vector<NewPassage> part);  // new ids, in order
+  std::vector<uint64_t> commit_staging(DocumentRecord doc);            // all the document's ids
+  void abort_staging();
+  // Deletes retired passages, `per_batch` per WriteBatch, until none are left; returns how
+  // many. Safe after a crash in the middle (ids already gone are skipped).
+  int64_t collect_garbage(size_t per_batch = 256);
 
   std::optional<DocumentRecord> get_document(const std::string& doc_id) const;
   std::vector<DocumentRecord> documents_by_source(const std::string& source) const;
@@ -141,6 +157,8 @@ class Store {
 
  private:
   explicit Store(std::unique_ptr<Impl> impl);
+  // Finishes what a crash interrupted: an unfinished staging is dropped, garbage deleted.
+  void recover();
   std::unique_ptr<Impl> impl_;
 };
 

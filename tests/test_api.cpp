@@ -781,8 +781,7 @@ TEST_F(ApiStore, PromptBudgetRefusesLongQuestionsAndLargeK) {
   EXPECT_EQ(a.status().code(), cocom::Status::Code::kInvalidArgument) << a.status().ToString();
   EXPECT_TRUE(has(a.status().message(), "Options::top_k 5")) << a.status().ToString();
   EXPECT_TRUE(has(a.status().message(), "256 positions")) << a.status().ToString();
-  EXPECT_TRUE(has(a.status().message(), "the question alone is too long"))
-      << a.status().ToString();
+  EXPECT_TRUE(has(a.status().message(), "the question alone is too long")) << a.status().ToString();
 
   const std::string q = "What about the warranty?";
   cocom::AskOptions ao;
@@ -872,7 +871,8 @@ void poison_weights(const std::string& safetensors) {
   std::string bytes = cocom::read_text_file(safetensors);
   ASSERT_GT(bytes.size(), 8u);
   uint64_t header = 0;
-  for (int i = 7; i >= 0; --i) header = (header << 8) | static_cast<unsigned char>(bytes[size_t(i)]);
+  for (int i = 7; i >= 0; --i)
+    header = (header << 8) | static_cast<unsigned char>(bytes[size_t(i)]);
   ASSERT_LT(8 + header, bytes.size());
   std::fill(bytes.begin() + static_cast<std::ptrdiff_t>(8 + header), bytes.end(), '\xff');  // NaN
   cocom::test::write_bytes(safetensors, bytes);
@@ -965,18 +965,17 @@ TEST(ApiIdentity, CliIngestChecksInputsBeforeCreatingTheStore) {
   const std::string corpus = make_corpus(dir);
   const std::string bin = cocom::test::cocom_binary();
   std::string out;
-  int rc = cocom::test::run_command(bin + " --threads 2 ingest --db " + dir + "/db " + dir +
-                                        "/no-such-corpus",
-                                    &out);
+  int rc = cocom::test::run_command(
+      bin + " --threads 2 ingest --db " + dir + "/db " + dir + "/no-such-corpus", &out);
   EXPECT_EQ(rc, 1) << out;
   EXPECT_TRUE(has(out, dir + "/no-such-corpus")) << out;
   EXPECT_FALSE(fs::exists(dir + "/db")) << out;
 
   // Every input skipped (an unsupported file only): exit 1, said so.
   cocom::test::write_bytes(dir + "/blob.bin", std::string("\x00\x01\x02\x03", 4));
-  rc = cocom::test::run_command(
-      bin + " --threads 2 ingest --db " + dir + "/db --model " + model_dir() + " " + dir + "/blob.bin",
-      &out);
+  rc = cocom::test::run_command(bin + " --threads 2 ingest --db " + dir + "/db --model " +
+                                    model_dir() + " " + dir + "/blob.bin",
+                                &out);
   EXPECT_EQ(rc, 1) << out;
   EXPECT_TRUE(has(out, "every input was skipped")) << out;
   EXPECT_FALSE(has(out, "[warning]")) << out;  // no raw log lines
@@ -985,5 +984,59 @@ TEST(ApiIdentity, CliIngestChecksInputsBeforeCreatingTheStore) {
       bin + " --threads 2 ingest --db " + dir + "/db --model " + model_dir() + " " + corpus, &out);
   EXPECT_EQ(rc, 0) << out;
   EXPECT_TRUE(has(out, "4 added")) << out;
+  fs::remove_all(dir);
+}
+
+// A long document is compressed and written in parts of Options::passages_per_batch, with
+// progress after each part; stopping between parts drops it whole.
+TEST(ApiIngest, LongDocumentsInPartsAreWholeOrAbsent) {
+  const std::string dir = cocom::test::make_temp_dir("api-long");
+  std::string text;
+  for (int i = 0; i < 60; ++i) {
+    text += "Sentence " + std::to_string(i) + " of the long record mentions the quokka. ";
+  }
+  cocom::test::write_bytes(dir + "/long.txt", text);
+  cocom::Options o = base_options(dir + "/db");
+  o.passages_per_batch = 2;
+  auto e = open_ok(o);
+  ASSERT_TRUE(e);
+  std::vector<int64_t> seen;
+  cocom::IngestOptions io;
+  io.progress = [&](const cocom::IngestProgress& p) {
+    seen.push_back(p.passages_done);
+    return seen.size() < 2;  // stop after the second part
+  };
+  auto st = e->Ingest({dir + "/long.txt"}, io);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  EXPECT_TRUE(st->stopped_early);
+  EXPECT_EQ(st->added, 0);
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0], 2);  // one part of 2 passages, then two
+  EXPECT_EQ(seen[1], 4);
+  auto stats = e->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->documents, 0);
+  EXPECT_EQ(stats->passages, 0);
+  auto hits = e->Search("quokka");
+  ASSERT_TRUE(hits.ok()) << hits.status().ToString();
+  EXPECT_TRUE(hits->empty());
+
+  seen.clear();
+  io.progress = [&](const cocom::IngestProgress& p) {
+    seen.push_back(p.passages_done);
+    return true;
+  };
+  st = e->Ingest({dir + "/long.txt"}, io);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  EXPECT_EQ(st->added, 1);
+  EXPECT_GT(st->passages, 4);
+  // One call per part but the last, then one for the document.
+  EXPECT_EQ(static_cast<int64_t>(seen.size()), (st->passages + 1) / 2);
+  EXPECT_EQ(seen.back(), st->passages);
+  hits = e->Search("quokka");
+  ASSERT_TRUE(hits.ok());
+  EXPECT_FALSE(hits->empty());
+  stats = e->Stats();
+  EXPECT_EQ(stats->passages, st->passages);
   fs::remove_all(dir);
 }

@@ -838,6 +838,72 @@ TEST(Store, StatsMatchFullScanAfterRandomOperations) {
   EXPECT_EQ(raw_scan(t.db).postings, before.postings);
 }
 
+// A long document written in parts: invisible (no document lists the staged passages) until
+// committed; dropped by abort or, after a crash, by the next open; a retired old version
+// is deleted in bounded batches. The counters always match a full scan.
+TEST(Store, StagedDocumentsAreWholeOrAbsent) {
+  TempDir t;
+  auto parts = [](int n, int from, const std::string& word) {
+    std::vector<NewPassage> ps;
+    for (int i = 0; i < n; ++i)
+      ps.push_back(make_passage(word + " part", from + i, uint64_t(from + i)));
+    return ps;
+  };
+  {
+    auto store = Store::open(t.db, test_manifest());
+    store->begin_staging("long");
+    EXPECT_THROW(store->begin_staging("other"), Error);
+    const auto a = store->stage_passages(parts(3, 0, "quokka"));
+    EXPECT_THROW(store->put_document(make_doc("x", "/x", "x"), parts(1, 0, "x")), Error);
+    const auto b = store->stage_passages(parts(2, 3, "quokka"));
+    EXPECT_EQ(a, (std::vector<uint64_t>{0, 1, 2}));
+    EXPECT_EQ(b, (std::vector<uint64_t>{3, 4}));
+    EXPECT_FALSE(store->get_document("long"));  // not visible yet
+    EXPECT_EQ(store->stats().documents, 0);
+    const auto ids = store->commit_staging(make_doc("long", "/long", "v1"));
+    EXPECT_EQ(ids, (std::vector<uint64_t>{0, 1, 2, 3, 4}));
+    auto d = store->get_document("long");
+    ASSERT_TRUE(d);
+    EXPECT_EQ(d->passage_ids, ids);
+    EXPECT_EQ(store->stats().passages, 5);
+
+    // A new version aborted: the old one stays, the parts are deleted.
+    store->begin_staging("long");
+    store->stage_passages(parts(4, 0, "wombat"));
+    store->abort_staging();
+    EXPECT_EQ(store->get_document("long")->passage_ids, ids);
+    EXPECT_EQ(store->stats().passages, 5);
+    EXPECT_TRUE(store->bm25_search(analyze("wombat"), 10).empty());
+    EXPECT_EQ(store->collect_garbage(), 0);
+
+    // A crash in the middle of a new version (the store closed without commit or abort).
+    store->begin_staging("long");
+    store->stage_passages(parts(2, 0, "wombat"));
+    EXPECT_EQ(store->stats().passages, 7);  // the counters include staged passages
+  }
+  { Store::open(t.db, test_manifest()); }  // recovers: the staged passages are deleted
+  expect_stats_match_scan(t.db);
+  {
+    auto store = Store::open(t.db, test_manifest());
+    EXPECT_EQ(store->stats().passages, 5);
+    EXPECT_TRUE(store->bm25_search(analyze("wombat"), 10).empty());
+    EXPECT_EQ(store->get_document("long")->passage_ids.size(), 5u);
+    // A staging can start again; with 300 passages the old version is retired on replace.
+    store->begin_staging("long");
+    store->stage_passages(parts(150, 0, "wombat"));
+    store->stage_passages(parts(150, 150, "wombat"));
+    const auto v2 = store->commit_staging(make_doc("long", "/long", "v2"));
+    EXPECT_EQ(v2.size(), 300u);
+    EXPECT_EQ(store->stats().passages, 300);
+    EXPECT_TRUE(store->bm25_search(analyze("quokka"), 10).empty());
+    // Replaced by a short version: the 300 are retired, then deleted in batches.
+    store->put_document(make_doc("long", "/long", "v3"), parts(1, 0, "numbat"));
+    EXPECT_EQ(store->stats().passages, 1);
+    EXPECT_EQ(store->stats().documents, 1);
+  }
+  expect_stats_match_scan(t.db);
+}
+
 // ---------------------------------------------------------------------------------------
 // BM25
 

@@ -12,7 +12,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <random>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "common/json_util.h"
 #include "tests/test_util.h"
@@ -69,6 +71,50 @@ void expect_parts_agree(const Json& info, bool dense) {
   if (dense) {
     EXPECT_EQ(info["passages"], info["index_vectors"]) << info.dump();
   }
+}
+
+// Runs `cocom ingest --progress-lines ARGS...` and SIGKILLs it after `kill_after` progress
+// lines (one per finished document or part of a long one): the kill is timed by the child's
+// own progress, not by the clock, since start-up time on a loaded CI machine varies more than
+// the whole ingestion takes. Returns the lines seen (fewer: the child ended first).
+int ingest_and_kill(const std::vector<std::string>& args, int kill_after) {
+  int fds[2];
+  if (pipe(fds) != 0) return -1;
+  std::vector<std::string> argv_s = {test::cocom_binary(), "ingest", "--progress-lines"};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    int devnull = ::open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    dup2(fds[1], 2);
+    close(fds[0]);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  int lines = 0;
+  std::string pending;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
+  while (lines < kill_after && std::chrono::steady_clock::now() < deadline) {
+    pollfd pfd{fds[0], POLLIN, 0};
+    if (poll(&pfd, 1, 100) <= 0) continue;
+    char buf[512];
+    ssize_t n = read(fds[0], buf, sizeof buf);
+    if (n <= 0) break;  // the child ended before that line
+    pending.append(buf, size_t(n));
+    for (size_t nl; (nl = pending.find('\n')) != std::string::npos; pending.erase(0, nl + 1)) {
+      if (pending.compare(0, 8, "ingest: ") == 0) ++lines;
+    }
+  }
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  close(fds[0]);
+  return lines;
 }
 
 // A tiny random sentence-transformers retriever (mean pooling, normalised).
@@ -230,40 +276,8 @@ TEST(Store, SigkillDuringIngestionLosesNothing) {
     // ingestion takes.
     std::uniform_int_distribution<int> after(1, total - 2);
     const int kill_after = after(rng);
-    int fds[2];
-    ASSERT_EQ(pipe(fds), 0);
-    pid_t pid = fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      std::string bin = test::cocom_binary();
-      std::string model = fx() + "/cocom";
-      int devnull = ::open("/dev/null", O_WRONLY);
-      dup2(devnull, 1);
-      dup2(fds[1], 2);
-      close(fds[0]);
-      execl(bin.c_str(), bin.c_str(), "ingest", "--progress-lines", "--db", db.c_str(), "--model",
-            model.c_str(), "--retriever", r.c_str(), corpus.c_str(), static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    close(fds[1]);
-    int lines = 0;
-    std::string pending;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
-    while (lines < kill_after && std::chrono::steady_clock::now() < deadline) {
-      pollfd pfd{fds[0], POLLIN, 0};
-      if (poll(&pfd, 1, 100) <= 0) continue;
-      char buf[512];
-      ssize_t n = read(fds[0], buf, sizeof buf);
-      if (n <= 0) break;  // the child ended before that document
-      pending.append(buf, size_t(n));
-      for (size_t nl; (nl = pending.find('\n')) != std::string::npos; pending.erase(0, nl + 1)) {
-        if (pending.compare(0, 8, "ingest: ") == 0) ++lines;
-      }
-    }
-    kill(pid, SIGKILL);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    close(fds[0]);
+    const int lines = ingest_and_kill(
+        {"--db", db, "--model", fx() + "/cocom", "--retriever", r, corpus}, kill_after);
     ASSERT_GE(lines, kill_after) << "round " << round << ": the ingestion stopped early";
     // After each kill the store opens, and its parts agree.
     Json info = run_json("info --json --db " + db);
@@ -279,4 +293,72 @@ TEST(Store, SigkillDuringIngestionLosesNothing) {
   EXPECT_EQ(info["documents"], bulk + 4);
   expect_parts_agree(info, true);
   EXPECT_EQ(s["added"].get<int64_t>() + s["unchanged"].get<int64_t>(), bulk + 4);
+}
+
+// A long document is written in parts (here 4 passages each): a SIGKILL in the middle leaves
+// no part of it visible, neither of a new document nor of a new version of one (the old
+// version stays whole), and the next open deletes the orphaned parts.
+std::string long_text(const std::string& word, int sentences) {
+  std::string t;
+  for (int i = 0; i < sentences; ++i) {
+    t += "Sentence " + std::to_string(i) + " of the long record mentions " + word +
+         " and the archive. ";
+  }
+  return t;
+}
+
+int64_t hits_for(const std::string& db, const std::string& word) {
+  Json j = run_json("search --json --mode bm25 --k 50 --db " + db + " " + word);
+  return static_cast<int64_t>(j["hits"].size());
+}
+
+TEST(Store, SigkillDuringALongDocumentLeavesNoPartOfIt) {
+  std::string dir = test::make_temp_dir("store-long");
+  std::string r = make_retriever(dir);
+  const std::string db = dir + "/db", doc = dir + "/long.txt";
+  const std::vector<std::string> args = {
+      "--db", db, "--model", fx() + "/cocom", "--retriever", r, "--passages-per-batch", "4", doc};
+  test::write_bytes(doc, long_text("quokka", 300));
+  // CI kills twice per phase; scripts/crash-loop.sh many more times.
+  const char* env_rounds = std::getenv("COCOM_CRASH_ROUNDS");
+  const int rounds = env_rounds ? std::max(1, std::atoi(env_rounds)) : 2;
+  std::mt19937 rng(4321);
+  std::uniform_int_distribution<int> after_parts(1, 8);  // of about 12
+  // Killed after some parts of a new document: nothing of it stays.
+  for (int round = 0; round < rounds; ++round) {
+    const int parts = after_parts(rng);
+    ASSERT_EQ(ingest_and_kill(args, parts), parts);
+    Json info = run_json("info --json --db " + db);
+    EXPECT_EQ(info["documents"], 0) << info.dump();
+    EXPECT_EQ(info["passages"], 0) << info.dump();  // the parts were deleted at open
+    expect_parts_agree(info, true);
+    EXPECT_EQ(hits_for(db, "quokka"), 0);
+  }
+  // Complete: one document of many passages, found.
+  Json s = run_json("ingest --json --db " + db + " --passages-per-batch 4 " + doc);
+  EXPECT_EQ(s["added"], 1);
+  const int64_t v1 = s["passages"].get<int64_t>();
+  EXPECT_GT(v1, 12);  // several parts
+  EXPECT_GT(hits_for(db, "quokka"), 0);
+  // A new version killed in the middle: the old one stays whole, the new one invisible.
+  test::write_bytes(doc, long_text("wombat", 300));
+  for (int round = 0; round < rounds; ++round) {
+    const int parts = after_parts(rng);
+    ASSERT_EQ(ingest_and_kill(args, parts), parts);
+    Json info = run_json("info --json --db " + db);
+    EXPECT_EQ(info["documents"], 1) << info.dump();
+    EXPECT_EQ(info["passages"], v1) << info.dump();
+    expect_parts_agree(info, true);
+    EXPECT_GT(hits_for(db, "quokka"), 0);
+    EXPECT_EQ(hits_for(db, "wombat"), 0);
+  }
+  // Completed, the new version replaces the old at once; the old passages are deleted.
+  s = run_json("ingest --json --db " + db + " --passages-per-batch 4 " + doc);
+  EXPECT_EQ(s["replaced"], 1);
+  Json info = run_json("info --json --db " + db);
+  EXPECT_EQ(info["passages"], s["passages"]) << info.dump();
+  expect_parts_agree(info, true);
+  EXPECT_EQ(hits_for(db, "quokka"), 0);
+  EXPECT_GT(hits_for(db, "wombat"), 0);
+  fs::remove_all(dir);
 }

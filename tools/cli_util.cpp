@@ -47,6 +47,7 @@ std::string cli_terms(const std::string& api_message) {
       {"embedding_dtype", "--embedding-dtype"},
       {"index_factory", "--index"},
       {"chunk_overlap_tokens", "--overlap"},
+      {"passages_per_batch", "--passages-per-batch"},
       {"query_prefix", "--query-prefix"},
       {"passage_prefix", "--passage-prefix"},
       {"device", "--device"},

@@ -11,9 +11,9 @@
 #include <langinfo.h>
 #include <locale.h>
 #include <poll.h>
-#include <sys/ioctl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>

@@ -145,6 +145,10 @@ int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
   Options o = store_options(g, a.store);
   o.load_model_eagerly = true;  // fail before reading anything when the model cannot load
   if (a.overlap >= 0) o.chunk_overlap_tokens = static_cast<int>(a.overlap);
+  if (a.passages_per_batch < 1 || a.passages_per_batch > 1000000) {
+    fail("--passages-per-batch ", a.passages_per_batch, ": must be between 1 and 1000000");
+  }
+  o.passages_per_batch = static_cast<int>(a.passages_per_batch);
   // A setting other than the store's own (dtype, index, overlap, prefixes) is refused by Open.
   std::unique_ptr<Engine> engine = open_engine(o);
   const Json info = stats_json(*engine);

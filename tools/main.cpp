@@ -3,7 +3,6 @@
 
 #include <unistd.h>
 
-
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
@@ -232,6 +231,12 @@ int main(int argc, char** argv) {
   c_ing->add_option("--overlap", ing.overlap,
                     "tokens repeated between consecutive passages (a new store: default 0; an "
                     "existing one keeps its own)");
+  c_ing
+      ->add_option("--passages-per-batch", ing.passages_per_batch,
+                   "a longer document is compressed and written in parts of this many "
+                   "passages (bounded memory, progress per part) and becomes visible once "
+                   "complete; Ctrl-C or a crash in the middle drops it whole")
+      ->capture_default_str();
   c_ing->add_flag("--json", ing.json, "print a JSON summary");
   c_ing->add_flag("--progress-lines", ing.progress_lines,
                   "print one progress line per document to stderr (for logs; a terminal gets a "
@@ -270,9 +275,11 @@ int main(int argc, char** argv) {
                     "dense, bm25 or hybrid (default: hybrid with a retriever, else bm25)");
   c_ask->add_option("--max-new-tokens", ask.max_new_tokens, "tokens of the answer at most")
       ->capture_default_str();
-  c_ask->add_option("--prompt-memory-mb", ask.prompt_memory_mb,
-                    "the most memory (MB) one answer's prompt may take: longer prompts (question + k "
-                    "passages) are refused, naming the largest --k that fits")
+  c_ask
+      ->add_option(
+          "--prompt-memory-mb", ask.prompt_memory_mb,
+          "the most memory (MB) one answer's prompt may take: longer prompts (question + k "
+          "passages) are refused, naming the largest --k that fits")
       ->capture_default_str();
   c_ask->add_option("--temperature", ask.temperature, "sampling temperature (0 = greedy)")
       ->capture_default_str();
@@ -313,9 +320,11 @@ int main(int argc, char** argv) {
                     "retriever, else bm25)");
   c_con->add_option("--max-new-tokens", con.max_new_tokens, "tokens per answer at most")
       ->capture_default_str();
-  c_con->add_option("--prompt-memory-mb", con.prompt_memory_mb,
-                    "the most memory (MB) one answer's prompt may take: longer prompts (question + k "
-                    "passages) are refused, naming the largest --k that fits")
+  c_con
+      ->add_option(
+          "--prompt-memory-mb", con.prompt_memory_mb,
+          "the most memory (MB) one answer's prompt may take: longer prompts (question + k "
+          "passages) are refused, naming the largest --k that fits")
       ->capture_default_str();
   c_con->add_flag("--no-compress", con.no_compress,
                   "answer from the passages' text instead of their context embeddings");

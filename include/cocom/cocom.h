@@ -231,10 +231,15 @@ struct Options {
   // naming both. (The model may move: Options::model_dir may name a new place as long as
   // its fingerprint is the store's.) Ingesting with another `weights` format than the
   // store's embeddings were made with is refused too; asking with another one is allowed.
-  std::optional<std::string> index_factory;    // FAISS factory string; "Flat"
+  std::optional<std::string> index_factory;       // FAISS factory string; "Flat"
   std::optional<EmbeddingDType> embedding_dtype;  // context embeddings on disk; kFp16
-  std::optional<int> context_max_length;       // compressor tokens per passage; 128
-  std::optional<int> chunk_overlap_tokens;     // tokens repeated between passages; 0
+  std::optional<int> context_max_length;          // compressor tokens per passage; 128
+  std::optional<int> chunk_overlap_tokens;        // tokens repeated between passages; 0
+  // A document of more passages than this is compressed and written in parts of this many
+  // (memory bounded by the part, whatever the document's size), each its own write; readers
+  // see the document only once every part is in. Ingest's progress is called after each
+  // part; stopping it in the middle, a crash or a kill drops the unfinished document whole.
+  int passages_per_batch = 256;
   // Retriever prompt prefixes (e5-style models want "query: " / "passage: "); "".
   std::optional<std::string> query_prefix, passage_prefix;
   // The library's log: level and destination. Unset (and no callback): left as it is, which
@@ -254,8 +259,8 @@ struct ModelOptions {
   std::string decoder_tokenizer, compressor_tokenizer;
   std::string device = "cpu";
   WeightFormat weights = WeightFormat::kFp32;  // see Options::weights
-  int threads = 0;               // 0 = all cores; process-wide
-  int64_t prompt_memory_mb = 8192;  // see Options::prompt_memory_mb
+  int threads = 0;                             // 0 = all cores; process-wide
+  int64_t prompt_memory_mb = 8192;             // see Options::prompt_memory_mb
   std::optional<LogLevel> log_level;
   LogCallback log_callback;
   // Continuous batching. 0 (default): every Generate/Ask decodes in its calling thread, on its
@@ -286,8 +291,10 @@ struct IngestProgress {
 
 struct IngestOptions {
   std::vector<std::string> include, exclude;  // fnmatch globs (paths only)
-  // Called after every document. Return false to stop after the current document (what is
-  // stored stays stored; the result's status is then OK and `stopped_early` is set).
+  // Called after every document, and after every part of a long one (see
+  // Options::passages_per_batch). Return false to stop: the documents already complete stay
+  // stored, a long document cut between its parts is dropped whole (an older version of it
+  // stays); the result's status is then OK and `stopped_early` is set.
   std::function<bool(const IngestProgress&)> progress;
   // Ingest(paths) only: the id and source recorded for a file, from its absolute path (a jsonl
   // record's id is "NAME#line" when it has none). Unset: the absolute path. A server that
