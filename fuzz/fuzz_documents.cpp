@@ -1,6 +1,8 @@
 // libFuzzer target: arbitrary bytes as a Markdown and an HTML document, then through the
 // chunker. The readers may only fail with cocom::Error; their text must be valid UTF-8 after
-// repair, and every passage must fit the token budget and lie inside the document.
+// repair, and every passage must lie inside the document. HTML is also read with a small
+// nesting limit, and gumbo's tree of the normalised document must stay within the bound that
+// keeps the reader linear (see ingest/html.cpp).
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -8,6 +10,7 @@
 #include "common/error.h"
 #include "common/utf8.h"
 #include "ingest/documents.h"
+#include "ingest/html.h"
 
 namespace {
 
@@ -43,6 +46,16 @@ void chunk(const std::string& title, const std::string& text) {
   }
 }
 
+// The normalised HTML keeps gumbo's element depth within ~2x the limit (implied <tbody>/<tr>
+// in tables) plus <html>/<body>; 3x + 8 leaves room for reconstructed formatting elements.
+void check_html_depth(const std::string& html) {
+  constexpr int64_t kLimit = 8;
+  const cocom::ingest::detail::NormalizedHtml norm =
+      cocom::ingest::detail::normalize_html(html, kLimit);
+  check(norm.max_depth <= kLimit);
+  check(cocom::ingest::detail::gumbo_element_depth(norm.html) <= 3 * kLimit + 8);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -56,6 +69,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       continue;
     }
     chunk(title, text);
+  }
+  try {
+    check_html_depth(bytes);
+  } catch (const cocom::Error&) {
   }
   return 0;
 }

@@ -17,11 +17,16 @@ struct Document {
   std::string meta_json = "{}";  // jsonl fields other than id/title/text; file size/mtime otherwise
 };
 
+// A file (or line N of a jsonl file: path "FILE:N") that gave no document, and why: "binary
+// file", "unsupported extension .xyz", "invalid UTF-8", "unreadable: ...", "file too large: ...".
 struct SkippedFile {
   std::string path;
-  std::string
-      reason;  // "binary file", "unsupported extension .xyz", "invalid UTF-8", "unreadable: ..."
+  std::string reason;
 };
+
+// Default limits of ReadOptions (see there).
+constexpr int64_t kDefaultMaxFileBytes = int64_t{256} << 20;  // 256 MiB
+constexpr int64_t kDefaultMaxNestingDepth = 256;
 
 struct ReadOptions {
   std::vector<std::string>
@@ -31,6 +36,15 @@ struct ReadOptions {
       true;  // replace invalid sequences with U+FFFD (warning); false = skip the document
   // The id and source recorded for a file, from its absolute path; unset = the path itself.
   std::function<std::string(const std::string& path)> source_name;
+  // A file larger than this (bytes, any format) is skipped before it is read, with a reason
+  // naming the limit and the size; 0 = no limit, < 0 is an error.
+  int64_t max_file_bytes = kDefaultMaxFileBytes;
+  // Nesting bound for hostile input; must be >= 1 (read_paths throws otherwise). HTML: elements
+  // nested deeper are flattened (their tags dropped, their text kept; a warning names the file
+  // and the limit). jsonl: a line whose arrays/objects nest deeper is skipped ("FILE:N").
+  // Markdown and text readers keep no nesting state (line-based), PDF nesting is bounded by
+  // poppler itself.
+  int64_t max_nesting_depth = kDefaultMaxNestingDepth;
 };
 
 struct ReadResult {
@@ -41,22 +55,28 @@ struct ReadResult {
 
 // Reads files (.txt, .md, .markdown, .html, .htm, .pdf, .jsonl) and directories (recursively,
 // sorted, include/exclude globs). One bad document never stops the batch: it is skipped or
-// repaired with a reason. Throws cocom::Error only when a given path does not exist.
+// repaired with a reason. Throws cocom::Error only for a missing path or a bad limit.
 // Details (see read.cpp): files under a directory are ordered by their path relative to
 // it; globs (fnmatch, '*' crosses '/') are matched against that relative path and the base
 // name, excluded directories are pruned, and globs do not filter files named explicitly.
 // Symlinked directories are followed once (loops are cut by device/inode). Duplicate ids:
 // the first document wins, later ones are dropped with a warning. A jsonl record without a
 // "title" gets an empty title; a line's number (1-based) names it in warnings and skips
-// ("path:N"). Texts are normalised: CR LF / CR / FF -> LF, NUL and other C0 controls -> ' '.
+// ("path:N"): every jsonl line that yields no document (invalid JSON, not an object, no string
+// "text", nested deeper than max_nesting_depth, invalid UTF-8 without repair) is one entry of
+// `skipped`. Texts are normalised: CR LF / CR / FF -> LF, NUL and other C0 controls -> ' '.
+// Throws cocom::Error when a given path does not exist, max_nesting_depth < 1 or
+// max_file_bytes < 0.
 ReadResult read_paths(const std::vector<std::string>& paths, const ReadOptions& opt = {});
 
 // Single-format readers (exposed for tests); `path` is used in messages and as source.
 std::string markdown_to_text(const std::string& md, std::string* title);
-std::string html_to_text(const std::string& html, std::string* title);  // gumbo
+// gumbo, in linear time: elements nested deeper than max_depth (>= 1) are flattened (see
+// html.cpp); throws cocom::Error when max_depth < 1.
+std::string html_to_text(const std::string& html, std::string* title,
+                         int64_t max_depth = kDefaultMaxNestingDepth);
 std::string pdf_to_text(const std::string& path,
                         std::string* title);  // poppler-cpp; throws on failure
-// Replaces invalid UTF-8 with U+FFFD; returns the number of replacements.
 
 struct Passage {
   int64_t index = 0;

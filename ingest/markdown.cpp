@@ -1,5 +1,7 @@
 // Markdown to plain text (a line-based stripper): headings, lists, tables, fences, links,
-// emphasis and inline HTML; the first heading becomes the title.
+// emphasis and inline HTML; the first heading becomes the title. No recursion and no nesting
+// state (nested blockquotes and lists are stripped marker by marker), every pass is linear in
+// the line, so deeply nested input needs no depth limit.
 #include "ingest/documents.h"
 
 #include <algorithm>
@@ -394,8 +396,15 @@ std::string markdown_to_text(const std::string& md, std::string* title) {
       }
     }
     std::string t = trim(line);
-    // Blockquote markers.
-    while (!t.empty() && t[0] == '>') t = trim(t.substr(1));
+    // Blockquote markers, any nesting, in one pass (t is trimmed on both sides already).
+    {
+      size_t q = 0;
+      while (q < t.size() && t[q] == '>') {
+        ++q;
+        while (q < t.size() && is_space(static_cast<unsigned char>(t[q]))) ++q;
+      }
+      if (q > 0) t.erase(0, q);
+    }
     if (t.empty()) {
       flush();
       in_table = false;

@@ -19,6 +19,13 @@
 //    errors="replace") with a warning naming the document, or the document is skipped with
 //    reason "invalid UTF-8" (for jsonl the record is skipped; the skip path is "path:line").
 //  - Empty / whitespace-only files are kept as documents (chunk_document gives no passages).
+//  - Limits (ReadOptions): a file over max_file_bytes is skipped from its size before any of it
+//    is read (the size is checked again on the open file, and reading stops past the limit,
+//    should it grow); HTML deeper than max_nesting_depth is flattened (see html.cpp) with a
+//    warning; a jsonl line whose arrays/objects nest deeper is skipped before it is parsed
+//    (nlohmann's parser is iterative, but copying and dumping a value recurse).
+//  - Every jsonl line that yields no document is one `skipped` entry "path:N" with the reason,
+//    so that ingest summaries count them; duplicate ids stay warnings, as for files.
 #include "ingest/documents.h"
 
 #include <dirent.h>
@@ -45,6 +52,7 @@
 #include "common/hash.h"
 #include "common/json_util.h"
 #include "common/utf8.h"
+#include "ingest/html.h"
 #include "ingest/text.h"
 
 namespace cocom::ingest {
@@ -89,8 +97,15 @@ bool supported_extension(const std::string& ext) {
          ext == ".pdf" || ext == ".jsonl";
 }
 
-// Reads a whole regular file; returns false with errno text on failure.
-bool read_file_bytes(const std::string& path, std::string* out, std::string* err) {
+std::string too_large(int64_t size, int64_t limit) {
+  return "file too large: " + std::to_string(size) + " bytes exceeds max_file_bytes (" +
+         std::to_string(limit) + " bytes)";
+}
+
+// Reads a whole regular file of at most `max_bytes` (0 = any size); returns false with errno
+// text on failure, or with the too_large() reason when the file is (or grows) larger.
+bool read_file_bytes(const std::string& path, int64_t max_bytes, std::string* out,
+                     std::string* err) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     *err = errno_text(errno);
@@ -107,6 +122,11 @@ bool read_file_bytes(const std::string& path, std::string* out, std::string* err
     ::close(fd);
     return false;
   }
+  if (max_bytes > 0 && st.st_size > max_bytes) {
+    *err = too_large(static_cast<int64_t>(st.st_size), max_bytes);
+    ::close(fd);
+    return false;
+  }
   out->clear();
   if (st.st_size > 0) out->reserve(static_cast<size_t>(st.st_size));
   char buf[65536];
@@ -120,9 +140,47 @@ bool read_file_bytes(const std::string& path, std::string* out, std::string* err
     }
     if (r == 0) break;
     out->append(buf, static_cast<size_t>(r));
+    if (max_bytes > 0 && static_cast<int64_t>(out->size()) > max_bytes) {  // it grew
+      *err = too_large(static_cast<int64_t>(out->size()), max_bytes) + " (still growing)";
+      ::close(fd);
+      return false;
+    }
   }
   ::close(fd);
   return true;
+}
+
+// True when arrays/objects in the JSON text `s` nest deeper than `limit` (strings skipped;
+// linear, no parsing).
+bool json_nesting_exceeds(const std::string& s, int64_t limit) {
+  int64_t depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return true;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return false;
+}
+
+// nlohmann's message without its "[json.exception.parse_error.101] " prefix, valid UTF-8.
+std::string parse_error_text(const Json::exception& e) {
+  std::string m = e.what();
+  const size_t close = m.find("] ");
+  if (!m.empty() && m[0] == '[' && close != std::string::npos) m.erase(0, close + 2);
+  utf8::repair(&m);
+  return m;
 }
 
 std::string absolute_path(const std::string& p) {
@@ -242,6 +300,11 @@ class Reader {
       res_.skipped.push_back({abs, "not a regular file"});
       return;
     }
+    if (opt_.max_file_bytes > 0 && st.st_size > opt_.max_file_bytes) {
+      res_.skipped.push_back(
+          {abs, too_large(static_cast<int64_t>(st.st_size), opt_.max_file_bytes)});
+      return;
+    }
     Json meta = {{"size", static_cast<int64_t>(st.st_size)},
                  {"mtime", static_cast<int64_t>(st.st_mtime)}};
     if (ext == ".pdf") {
@@ -258,8 +321,9 @@ class Reader {
       return;
     }
     std::string bytes, err;
-    if (!read_file_bytes(abs, &bytes, &err)) {
-      res_.skipped.push_back({abs, "unreadable: " + err});
+    if (!read_file_bytes(abs, opt_.max_file_bytes, &bytes, &err)) {
+      res_.skipped.push_back(
+          {abs, err.rfind("file too large", 0) == 0 ? err : "unreadable: " + err});
       return;
     }
     if (std::memchr(bytes.data(), '\0', std::min<size_t>(bytes.size(), 8192)) != nullptr) {
@@ -275,7 +339,14 @@ class Reader {
     if (ext == ".md" || ext == ".markdown") {
       doc.text = markdown_to_text(bytes, &doc.title);
     } else if (ext == ".html" || ext == ".htm") {
-      doc.text = html_to_text(bytes, &doc.title);
+      int64_t flattened = 0;
+      doc.text = html_to_text_counted(bytes, &doc.title, opt_.max_nesting_depth, &flattened);
+      if (flattened > 0) {
+        res_.warnings.push_back(abs + ": HTML nested deeper than max_nesting_depth (" +
+                                std::to_string(opt_.max_nesting_depth) +
+                                "): " + std::to_string(flattened) +
+                                " element(s) below that depth read as plain text");
+      }
     } else {
       doc.text = std::move(bytes);
     }
@@ -305,18 +376,25 @@ class Reader {
       if (trim(line).empty()) continue;
       std::string where = abs + ":" + std::to_string(line_no);
       if (!check_utf8(&line, where)) continue;
-      Json j = Json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (j.is_discarded()) {
-        res_.warnings.push_back(where + ": invalid JSON, line skipped");
+      if (json_nesting_exceeds(line, opt_.max_nesting_depth)) {
+        res_.skipped.push_back({where, "JSON nested deeper than max_nesting_depth (" +
+                                           std::to_string(opt_.max_nesting_depth) + ")"});
+        continue;
+      }
+      Json j;
+      try {
+        j = Json::parse(line);
+      } catch (const Json::exception& e) {  // parse_error, or out_of_range for 1e99999
+        res_.skipped.push_back({where, "invalid JSON: " + parse_error_text(e)});
         continue;
       }
       if (!j.is_object()) {
-        res_.warnings.push_back(where + ": not a JSON object, line skipped");
+        res_.skipped.push_back({where, "not a JSON object"});
         continue;
       }
       auto text_it = j.find("text");
       if (text_it == j.end() || !text_it->is_string()) {
-        res_.warnings.push_back(where + ": missing string field \"text\", line skipped");
+        res_.skipped.push_back({where, "missing string field \"text\""});
         continue;
       }
       Document doc;
@@ -363,6 +441,12 @@ class Reader {
 }  // namespace
 
 ReadResult read_paths(const std::vector<std::string>& paths, const ReadOptions& opt) {
+  if (opt.max_nesting_depth < 1) {
+    fail("read_paths: max_nesting_depth must be >= 1 (got ", opt.max_nesting_depth, ")");
+  }
+  if (opt.max_file_bytes < 0) {
+    fail("read_paths: max_file_bytes must be >= 0 (0 = no limit; got ", opt.max_file_bytes, ")");
+  }
   // Every given path must exist before anything is read.
   for (const auto& p : paths) {
     struct stat st {};

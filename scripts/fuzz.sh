@@ -17,7 +17,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="$ROOT/build-fuzz"
 CORPUS="$ROOT/fuzz-corpus"
 FIXTURES="$ROOT/tests/data/fixtures"
-ALL_TARGETS=(fuzz_safetensors fuzz_config fuzz_tokenizer fuzz_documents fuzz_serve_api)
+ALL_TARGETS=(fuzz_safetensors fuzz_config fuzz_tokenizer fuzz_documents fuzz_read_paths fuzz_chunker
+             fuzz_serve_api)
 
 seconds=60
 jobs=2
@@ -213,6 +214,44 @@ seed_documents() {
   printf '# T\n\n<b>x</b> [a](b) `c`\n\n| a | b |\n|---|---|\n' >"$dir/seed.md"
   printf '<html><head><title>T</title></head><body><h1>H</h1><p>a<br>b</p></body></html>' \
     >"$dir/seed.html"
+}
+
+# fuzz_read_paths: the first byte picks the format (byte % 5: txt md html jsonl pdf) and the
+# limits, the rest is the file.
+seed_read_paths() {
+  local dir="$CORPUS/fuzz_read_paths"
+  mkdir -p "$dir"
+  local f
+  while IFS= read -r f; do
+    case "$f" in
+      *.md) { printf '\001'; cat "$f"; } >"$dir/$(basename "$f")" ;;
+      *) { printf '\000'; cat "$f"; } >"$dir/$(basename "$f")" ;;
+    esac
+  done < <(find "$ROOT/examples/docs" -type f | sort)
+  printf '\002<html><head><title>T</title></head><body><div><p>a<b>b</p><table><td>c</table>' \
+    >"$dir/seed.html"
+  printf '\003{"id": "a", "title": "A", "text": "x", "m": [[1]]}\n{oops\n[1]\n{"text": 1}\n' \
+    >"$dir/seed.jsonl"
+  printf '\004%s' '%PDF-1.4
+1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj
+2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj
+3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >> endobj
+4 0 obj << /Length 44 >> stream
+BT /F1 24 Tf 72 720 Td (Hello PDF) Tj ET
+endstream endobj
+5 0 obj << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> endobj
+trailer << /Root 1 0 R >>
+%%EOF' >"$dir/seed.pdf"
+}
+
+# fuzz_chunker: bytes 0-2 are max_tokens, overlap and counter/title flags, the rest the text.
+seed_chunker() {
+  local dir="$CORPUS/fuzz_chunker"
+  mkdir -p "$dir"
+  printf '\020\003\200Title\nOne sentence. Another one!\n\nA paragraph "quoted." (x)\n' \
+    >"$dir/words"
+  printf '\010\002\001Hard-split-a-very-long-word-\xc3\xa9\xe2\x98\xba-here. Short.' >"$dir/bytes"
+  printf '\004\000\002\xf0\x9f\x98\x80\xf0\x9f\x98\x80 \xe2\x98\xba. x' >"$dir/code_points"
 }
 
 seed_serve_api() {
