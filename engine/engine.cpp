@@ -252,11 +252,11 @@ Status Engine::Open(const Options& options, std::shared_ptr<Model> model,
     }
     const bool exists = std::filesystem::exists(join_path(o.db_path, "cocom-db.json"));
     if (!exists) {
-      if (!o.create_if_missing) {
-        throw_status(
-            Status::NotFound("no cocom store at " + o.db_path +
-                             " (Options::create_if_missing is false): check the path, or "
-                             "create the store first (cocom ingest --db DIR --model DIR)"));
+      if (!o.create_if_missing || o.read_only) {
+        throw_status(Status::NotFound(
+            "no cocom store at " + o.db_path +
+            (o.read_only ? " (Options::read_only)" : " (Options::create_if_missing is false)") +
+            ": check the path, or create the store first (cocom ingest --db DIR --model DIR)"));
       }
       if (!model && o.model_dir.empty() && DefaultModelDir().empty()) {
         throw_status(Status::InvalidArgument(
@@ -277,6 +277,7 @@ Status Engine::Open(const Options& options, std::shared_ptr<Model> model,
     engine::KnowledgeStoreOptions ko;
     ko.db = o.db_path;
     ko.create_if_missing = o.create_if_missing;
+    ko.read_only = o.read_only;
     ko.retriever_dir = o.retriever_dir;
     ko.index_factory = o.index_factory;
     if (o.embedding_dtype) ko.embedding_dtype = EmbeddingDTypeName(*o.embedding_dtype);
@@ -352,6 +353,18 @@ Result<IngestStats> Engine::Ingest(const std::vector<std::string>& paths,
     ro.include = options.include;
     ro.exclude = options.exclude;
     ro.source_name = options.source_name;
+    if (options.max_file_bytes < 0) {
+      throw_status(Status::InvalidArgument("IngestOptions::max_file_bytes " +
+                                           std::to_string(options.max_file_bytes) +
+                                           ": must be >= 0 (0 = no limit)"));
+    }
+    if (options.max_nesting_depth < 1) {
+      throw_status(Status::InvalidArgument("IngestOptions::max_nesting_depth " +
+                                           std::to_string(options.max_nesting_depth) +
+                                           ": must be at least 1"));
+    }
+    ro.max_file_bytes = options.max_file_bytes;
+    ro.max_nesting_depth = options.max_nesting_depth;
     out = to_stats(impl_->ks->ingest_paths(paths, ro, progress_fn(options)));
   });
   if (!s.ok()) return s;

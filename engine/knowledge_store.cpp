@@ -112,11 +112,15 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
   if (exists) {
     storage::Manifest none;
     none.schema_version = 0;  // no field set: nothing checked, nothing created
-    ks->store_ = storage::Store::open(opt.db, none);
+    ks->store_ = opt.read_only ? storage::Store::open_reader(opt.db, none)
+                               : storage::Store::open(opt.db, none);
     if (ks->store_->manifest().schema_version == 0) {
       ks->store_.reset();  // a creation cut off before its manifest: create it again
       exists = false;
     }
+  }
+  if (!exists && opt.read_only) {
+    fail_not_found("--db ", opt.db, ": no cocom store here (check the path)");
   }
   if (!exists && !opt.create_if_missing) {
     fail_not_found("--db ", opt.db,
@@ -143,7 +147,7 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
                            opt.index_factory || opt.context_max_length ||
                            opt.chunk_overlap_tokens || opt.query_prefix || opt.passage_prefix ||
                            !opt0.retriever_dir.empty();
-  const bool empty_store = exists && (opt.need_model || asks_change) &&
+  const bool empty_store = exists && !opt.read_only && (opt.need_model || asks_change) &&
                            ks->store_->stats().documents == 0 && ks->store_->stats().passages == 0;
   if (exists) {
     stored = ks->store_->manifest();
@@ -261,9 +265,6 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
   }
   if (!opt.model_dir.empty()) mf.model_dir = absolute_dir(opt.model_dir);
   if (!opt.retriever_dir.empty()) mf.retriever_dir = absolute_dir(opt.retriever_dir);
-  if (exists && !mf.compressor_fingerprint.empty()) {
-    ks->upgrade_legacy_fingerprint(opt.model_dir, mf.compressor_fingerprint);
-  }
   if (empty_store) {
     // Everything the store records is what this open asks for (or what it kept).
     mf.ingest_weights = model::weight_format_name(ks->model_->decoder().weight_format());
@@ -272,11 +273,14 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
     }
     ks->store_->reset_empty(mf);
   } else if (exists) {
-    // (after a legacy fingerprint was upgraded above)
-    const std::string recorded = ks->store_->manifest().compressor_fingerprint;
-    if (!recorded.empty() && !mf.compressor_fingerprint.empty() &&
-        mf.compressor_fingerprint != recorded) {
-      refuse_other_checkpoint(opt.model_dir, mf.compressor_fingerprint, opt.db, recorded);
+    if (!mf.compressor_fingerprint.empty()) {
+      const std::string recorded =
+          ks->recorded_fingerprint(opt.model_dir, mf.compressor_fingerprint);
+      if (!recorded.empty() && mf.compressor_fingerprint != recorded) {
+        refuse_other_checkpoint(opt.model_dir, mf.compressor_fingerprint, opt.db, recorded);
+      }
+      // The same checkpoint (recorded in the legacy form when the store is read-only).
+      mf.compressor_fingerprint = ks->store_->manifest().compressor_fingerprint;
     }
     ks->store_->check(mf);
     const bool changed = mf.context_max_length != stored.context_max_length ||
@@ -284,7 +288,8 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
                          mf.has_prefixes != stored.has_prefixes ||
                          mf.model_dir != stored.model_dir ||
                          mf.retriever_dir != stored.retriever_dir;
-    if (changed) ks->store_->set_settings(mf);  // an upgraded store, or a moved checkpoint
+    // An upgraded store, or a moved checkpoint (remembered by the next writer when read-only).
+    if (changed && !opt.read_only) ks->store_->set_settings(mf);
   } else {
     ks->store_ = storage::Store::open(opt.db, mf);
   }
@@ -305,18 +310,29 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
     }
     if (!fresh) ks->rebuild_dense();
   }
-  ks->write_settings_view();
+  if (!opt.read_only) ks->write_settings_view();
   return ks;
 }
 
-void KnowledgeStore::upgrade_legacy_fingerprint(const std::string& model_dir,
-                                                const std::string& fingerprint) const {
+std::string KnowledgeStore::recorded_fingerprint(const std::string& model_dir,
+                                                 const std::string& fingerprint) const {
   const std::string stored = store_->manifest().compressor_fingerprint;
-  if (!model::is_legacy_fingerprint(stored) || model_dir.empty()) return;
-  if (model::legacy_checkpoint_fingerprint(model_dir) != stored) return;  // refused later
-  log::info("{}: recording the checkpoint {} by its content ({}, was {})", store_->path(),
-            model_dir, fingerprint, stored);
-  store_->replace_compressor_fingerprint(fingerprint);
+  if (!model::is_legacy_fingerprint(stored) || model_dir.empty()) return stored;
+  if (model::legacy_checkpoint_fingerprint(model_dir) != stored) return stored;  // another
+  if (!store_->read_only()) {
+    log::info("{}: recording the checkpoint {} by its content ({}, was {})", store_->path(),
+              model_dir, fingerprint, stored);
+    store_->replace_compressor_fingerprint(fingerprint);
+  }
+  return fingerprint;
+}
+
+void KnowledgeStore::check_writable(const char* what) const {
+  if (opt_.read_only) {
+    fail_precondition(store_->path(), ": cannot ", what,
+                      ": the store was opened for reading only (read_only; another process may "
+                      "be writing it)");
+  }
 }
 
 void KnowledgeStore::write_settings_view() const {
@@ -369,8 +385,9 @@ bool KnowledgeStore::model_loaded() const { return model() != nullptr; }
 
 void KnowledgeStore::check_model(const model::CocomModel& m, const std::string& fp) const {
   const storage::Manifest& mf = store_->manifest();
-  if (!mf.compressor_fingerprint.empty() && fp != mf.compressor_fingerprint) {
-    refuse_other_checkpoint(m.dir(), fp, store_->path(), mf.compressor_fingerprint);
+  const std::string recorded = recorded_fingerprint(m.dir(), fp);
+  if (!recorded.empty() && fp != recorded) {
+    refuse_other_checkpoint(m.dir(), fp, store_->path(), recorded);
   }
   const int64_t r = m.config().compr_rate;
   const int64_t n = (*opt_.context_max_length + r - 1) / r;
@@ -395,11 +412,10 @@ std::shared_ptr<const model::CocomModel> KnowledgeStore::shared_model() const {
                    "; pass --model DIR if it moved)");
   }
   const std::string fp = model::checkpoint_fingerprint(opt_.model_dir);
-  upgrade_legacy_fingerprint(opt_.model_dir, fp);
-  const storage::Manifest mf = store_->manifest();
-  if (!mf.compressor_fingerprint.empty() && fp != mf.compressor_fingerprint) {
+  const std::string recorded = recorded_fingerprint(opt_.model_dir, fp);
+  if (!recorded.empty() && fp != recorded) {
     // Refused before the (possibly long) load.
-    refuse_other_checkpoint(opt_.model_dir, fp, store_->path(), mf.compressor_fingerprint);
+    refuse_other_checkpoint(opt_.model_dir, fp, store_->path(), recorded);
   }
   std::shared_ptr<const model::CocomModel> m = model::CocomModel::load(opt_.model_dir, opt_.cocom);
   check_model(*m, fp);
@@ -426,6 +442,7 @@ void KnowledgeStore::rebuild_dense() {
     dense_ = std::move(fresh);
     dense_dirty_ = false;
   }
+  if (opt_.read_only) return;  // rebuilt in memory only; the writer keeps the file
   std::shared_lock<WriterPriorityMutex> lock(mu_);
   dense_->save(index_path_, seq);
 }
@@ -588,6 +605,7 @@ IngestSummary KnowledgeStore::ingest_paths(const std::vector<std::string>& paths
                                            const ingest::ReadOptions& ro,
                                            const IngestProgressFn& progress) {
   auto t0 = std::chrono::steady_clock::now();
+  check_writable("ingest");
   loaded_model();  // fail before reading anything when the model cannot be loaded
   IngestSummary sum;
   ingest::ReadResult rr = ingest::read_paths(paths, ro);
@@ -609,6 +627,7 @@ IngestSummary KnowledgeStore::ingest_documents(const std::vector<ingest::Documen
 IngestSummary KnowledgeStore::ingest_all(const std::vector<ingest::Document>& docs,
                                          IngestSummary sum, const IngestProgressFn& progress) {
   std::lock_guard<std::mutex> writer(write_mu_);
+  check_writable("ingest");
   auto t0 = std::chrono::steady_clock::now();
   const model::CocomModel& m = loaded_model();
   if (!docs.empty()) check_ingest_weights(m);
@@ -656,6 +675,7 @@ IngestSummary KnowledgeStore::ingest_all(const std::vector<ingest::Document>& do
 
 int64_t KnowledgeStore::remove(const std::string& id_or_path) {
   std::lock_guard<std::mutex> writer(write_mu_);
+  check_writable("remove");
   std::vector<std::string> ids;
   if (store_->get_document(id_or_path)) {
     ids.push_back(id_or_path);

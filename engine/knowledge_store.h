@@ -48,6 +48,9 @@ struct KnowledgeStoreOptions {
   std::shared_ptr<const model::CocomModel> model;
   // Fails with "no cocom store at DIR" instead of creating one.
   bool create_if_missing = true;
+  // Opens an existing store without its lock (storage::Store::open_reader): works while
+  // another process ingests, sees what was committed at open; ingest and remove fail.
+  bool read_only = false;
 };
 
 struct IngestProgress {
@@ -136,10 +139,12 @@ class KnowledgeStore {
   KnowledgeStore() = default;
   void save_index();
   void write_settings_view() const;
-  // A store made before fingerprints were content hashes names its checkpoint the legacy
-  // way: when `model_dir` is that checkpoint, the store records `fingerprint` instead.
-  void upgrade_legacy_fingerprint(const std::string& model_dir,
-                                  const std::string& fingerprint) const;
+  void check_writable(const char* what) const;
+  // The fingerprint the store records for its checkpoint. A store made before fingerprints
+  // were content hashes names it the legacy way: when `model_dir` is that checkpoint, its
+  // content hash `fingerprint` is recorded instead (unless read-only) and returned.
+  std::string recorded_fingerprint(const std::string& model_dir,
+                                   const std::string& fingerprint) const;
   // Ingestion must use the decoder weight format the stored embeddings were made with.
   void check_ingest_weights(const model::CocomModel& m);
   void rebuild_dense();

@@ -219,9 +219,19 @@ struct Store::Impl {
     uint64_t first_id = 0;
   };
   std::optional<Staging> staging;
+  // Set for a reader (secondary instance): its private directory; every write fails.
+  std::string reader_dir;
 
   ~Impl() {
     if (!db) return;
+    if (!reader_dir.empty()) {
+      for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+      db->Close().PermitUncheckedError();
+      delete db;
+      std::error_code ec;
+      fs::remove_all(reader_dir, ec);
+      return;
+    }
     // Memtables to SST files, so the write-ahead logs are obsolete and deleted now rather
     // than left behind (as large as the data written) until the next open.
     rocksdb::FlushOptions fo;
@@ -236,6 +246,13 @@ struct Store::Impl {
   // Adds the rows of new passages of `doc_id` to `batch` (ids from c->next_passage_id).
   std::vector<uint64_t> add_passages(const std::string& doc_id, std::vector<NewPassage>* passages,
                                      rocksdb::WriteBatch* batch, Counters* c) const;
+  // Writes the manifest durably (sync; mu held).
+  void put_manifest(const Manifest& m) const {
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    rocksdb::Status s = db->Put(wo, cf(kManifest), kManifestKey, dump_json(manifest_json(m)));
+    if (!s.ok()) fail_status("writing the manifest", s);
+  }
   // Moves the staged passages to the garbage list and drops the marker (mu held).
   void abort_staging_locked();
 
@@ -315,6 +332,9 @@ struct Store::Impl {
   }
 
   void write(rocksdb::WriteBatch* batch, const Counters& c, const std::string& doing) {
+    if (!reader_dir.empty()) {
+      fail_precondition(path, ": ", doing, ": the store was opened for reading only");
+    }
     batch->Put(cf(kManifest), kStatsKey, counters_json(c));
     rocksdb::WriteOptions wo;
     wo.sync = false;        // the WAL reaches the OS before Write returns: process-crash safe
@@ -386,7 +406,10 @@ void check_manifest(const std::string& path, const Manifest& m, const Manifest& 
   if (w.retriever_dim != 0) check_field(path, "retriever dim", m.retriever_dim, w.retriever_dim);
 }
 
-std::unique_ptr<Store::Impl> open_impl(const std::string& path, const Manifest* wanted) {
+// `reader`: a RocksDB secondary instance (read-only, no lock: works while another process
+// writes the store), which sees the state as of its open.
+std::unique_ptr<Store::Impl> open_impl(const std::string& path, const Manifest* wanted,
+                                       bool reader = false) {
   if (path.empty()) fail("store path is empty");
   std::error_code ec;
   const fs::file_status fst = fs::status(path, ec);
@@ -396,7 +419,7 @@ std::unique_ptr<Store::Impl> open_impl(const std::string& path, const Manifest* 
   }
   const bool has_db = exists && fs::exists(fs::path(path) / "CURRENT", ec);
   if (!has_db) {
-    if (!wanted) fail_not_found(path, ": no cocom store here (no RocksDB database)");
+    if (!wanted || reader) fail_not_found(path, ": no cocom store here (no RocksDB database)");
     if (exists && !fs::is_empty(path, ec)) {
       fail(path, ": exists, is not empty and holds no cocom store; use another --db");
     }
@@ -433,8 +456,19 @@ std::unique_ptr<Store::Impl> open_impl(const std::string& path, const Manifest* 
 
   auto impl = std::make_unique<Store::Impl>();
   impl->path = path;
-  rocksdb::Status st =
-      rocksdb::DB::Open(rocksdb::DBOptions(opt), path, descs, &impl->handles, &impl->db);
+  rocksdb::Status st;
+  if (reader) {
+    // The secondary keeps its own info log in a private directory (removed at close).
+    std::string tmpl = (fs::temp_directory_path() / "cocom-reader-XXXXXX").string();
+    if (!mkdtemp(tmpl.data())) fail_io(path, ": cannot create a reader's directory in /tmp");
+    impl->reader_dir = tmpl;
+    rocksdb::DBOptions dbo(opt);
+    dbo.max_open_files = -1;  // required by secondary instances
+    st =
+        rocksdb::DB::OpenAsSecondary(dbo, path, impl->reader_dir, descs, &impl->handles, &impl->db);
+  } else {
+    st = rocksdb::DB::Open(rocksdb::DBOptions(opt), path, descs, &impl->handles, &impl->db);
+  }
   if (!st.ok()) {
     impl->db = nullptr;
     impl->handles.clear();
@@ -442,6 +476,9 @@ std::unique_ptr<Store::Impl> open_impl(const std::string& path, const Manifest* 
   }
 
   std::string mtext;
+  if (reader && !impl->get(kManifest, kManifestKey, &mtext)) {
+    fail_not_found(path, ": no cocom store here yet (its creation is not finished)");
+  }
   if (!impl->get(kManifest, kManifestKey, &mtext)) {
     // A new store (or one whose creation was cut off before its first write: still empty).
     std::unique_ptr<rocksdb::Iterator> it(
@@ -495,6 +532,12 @@ std::unique_ptr<Store> Store::open(const std::string& path, const Manifest& mani
   return s;
 }
 
+std::unique_ptr<Store> Store::open_reader(const std::string& path, const Manifest& manifest) {
+  return std::unique_ptr<Store>(new Store(open_impl(path, &manifest, /*reader=*/true)));
+}
+
+bool Store::read_only() const { return !impl_->reader_dir.empty(); }
+
 std::unique_ptr<Store> Store::open_existing(const std::string& path) {
   return std::unique_ptr<Store>(new Store(open_impl(path, nullptr)));
 }
@@ -524,11 +567,7 @@ void Store::set_settings(const Manifest& st) {
   Manifest m = manifest();
   assign_settings(&m, st);
   std::lock_guard<std::mutex> lock(impl_->mu);
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  rocksdb::Status s =
-      impl_->db->Put(wo, impl_->cf(kManifest), kManifestKey, dump_json(manifest_json(m)));
-  if (!s.ok()) impl_->fail_status("writing the manifest", s);
+  impl_->put_manifest(m);
   assign_settings(&impl_->manifest, m);
 }
 
@@ -536,11 +575,7 @@ void Store::replace_compressor_fingerprint(const std::string& fingerprint) {
   Manifest m = manifest();
   m.compressor_fingerprint = fingerprint;
   std::lock_guard<std::mutex> lock(impl_->mu);
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  rocksdb::Status s =
-      impl_->db->Put(wo, impl_->cf(kManifest), kManifestKey, dump_json(manifest_json(m)));
-  if (!s.ok()) impl_->fail_status("writing the manifest", s);
+  impl_->put_manifest(m);
   impl_->manifest.compressor_fingerprint = fingerprint;
 }
 
@@ -553,11 +588,7 @@ void Store::reset_empty(const Manifest& wanted) {
   }
   Manifest m = wanted;
   m.schema_version = kSchemaVersion;
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  rocksdb::Status s =
-      impl_->db->Put(wo, impl_->cf(kManifest), kManifestKey, dump_json(manifest_json(m)));
-  if (!s.ok()) impl_->fail_status("writing the manifest", s);
+  impl_->put_manifest(m);
   impl_->manifest = m;
 }
 
@@ -907,12 +938,15 @@ std::vector<std::pair<uint64_t, double>> Store::bm25_search(const std::vector<st
     // The counters and the snapshot are taken together so that they describe the same data.
     std::lock_guard<std::mutex> lock(im.mu);
     c = im.counters;
-    snap = im.db->GetSnapshot();
+    // A reader (secondary instance) never changes after its open and has no snapshots.
+    if (im.reader_dir.empty()) snap = im.db->GetSnapshot();
   }
   struct SnapshotRelease {
     rocksdb::DB* db;
     const rocksdb::Snapshot* s;
-    ~SnapshotRelease() { db->ReleaseSnapshot(s); }
+    ~SnapshotRelease() {
+      if (s) db->ReleaseSnapshot(s);
+    }
   } release{im.db, snap};
   if (c.bm25_documents <= 0) return out;
   const double n_docs = static_cast<double>(c.bm25_documents);

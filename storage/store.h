@@ -85,6 +85,12 @@ class Store {
   // existing database to read what it holds (manifest().schema_version is then 0 for a
   // database whose creation was cut off before its manifest was written).
   static std::unique_ptr<Store> open(const std::string& path, const Manifest& manifest);
+  // Opens an existing store for reading only, without its lock, so it works while another
+  // process writes it (a RocksDB secondary instance): it sees what was committed when it
+  // opened (a document written in parts only once complete), checks `manifest` like open(),
+  // and every write fails. Crash leftovers are left for the next open() to finish.
+  static std::unique_ptr<Store> open_reader(const std::string& path, const Manifest& manifest);
+  bool read_only() const;
   // Opens an existing store read-only-ish for inspection (no manifest check).
   static std::unique_ptr<Store> open_existing(const std::string& path);
   ~Store();

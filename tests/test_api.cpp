@@ -261,20 +261,27 @@ TEST(ApiOpen, BadOptionsAreNamed) {
   fs::remove_all(dir);
 }
 
+// A store at DIR/db made with a copy of the fixture model placed at `model`, holding the
+// corpus of make_corpus(DIR) (DIR/corpus). Returns the options that opened it.
+cocom::Options store_with_model_copy(const std::string& dir, const std::string& model) {
+  fs::create_directories(fs::path(model).parent_path());
+  fs::copy(model_dir(), model, fs::copy_options::recursive);
+  const std::string corpus = make_corpus(dir);
+  cocom::Options o = base_options(dir + "/db");
+  o.model_dir = model;
+  auto e = open_ok(o);
+  EXPECT_TRUE(e);
+  if (!e) return o;
+  auto st = e->Ingest({corpus});
+  EXPECT_TRUE(st.ok()) << st.status().ToString();
+  if (st.ok()) EXPECT_EQ(st->added, 4);
+  return o;
+}
+
 TEST(ApiOpen, StoreWhoseModelMovedSearchesButCannotAnswer) {
   std::string dir = cocom::test::make_temp_dir("api-moved");
   const std::string model = dir + "/model";
-  fs::copy(model_dir(), model, fs::copy_options::recursive);
-  std::string corpus = make_corpus(dir);
-  cocom::Options o = base_options(dir + "/db");
-  o.model_dir = model;
-  {
-    auto e = open_ok(o);
-    ASSERT_TRUE(e);
-    auto st = e->Ingest({corpus});
-    ASSERT_TRUE(st.ok()) << st.status().ToString();
-    EXPECT_EQ(st->added, 4);
-  }
+  cocom::Options o = store_with_model_copy(dir, model);
   fs::rename(model, dir + "/model-moved");
   o.model_dir.clear();  // the store remembers the old place
   auto e = open_ok(o);
@@ -881,19 +888,9 @@ void poison_weights(const std::string& safetensors) {
 TEST(ApiIdentity, ContentNotDirectoryNameDecidesTheModel) {
   const std::string dir = cocom::test::make_temp_dir("api-identity");
   cocom::test::ScopedEnv cache("COCOM_CACHE_DIR", (dir + "/cache").c_str());
-  const std::string corpus = make_corpus(dir);
   const std::string model = dir + "/a/model";
-  fs::create_directories(dir + "/a");
-  fs::copy(model_dir(), model, fs::copy_options::recursive);
-  cocom::Options o = base_options(dir + "/db");
-  o.model_dir = model;
-  {
-    auto e = open_ok(o);
-    ASSERT_TRUE(e);
-    auto st = e->Ingest({corpus});
-    ASSERT_TRUE(st.ok()) << st.status().ToString();
-    EXPECT_EQ(st->added, 4);
-  }
+  cocom::Options o = store_with_model_copy(dir, model);
+  const std::string corpus = dir + "/corpus";
   // Moved and renamed: found by --model without complaint, and it answers.
   fs::rename(model, dir + "/renamed");
   o.model_dir = dir + "/renamed";
@@ -979,6 +976,15 @@ TEST(ApiIdentity, CliIngestChecksInputsBeforeCreatingTheStore) {
   EXPECT_EQ(rc, 1) << out;
   EXPECT_TRUE(has(out, "every input was skipped")) << out;
   EXPECT_FALSE(has(out, "[warning]")) << out;  // no raw log lines
+
+  // A file over --max-file-mb is skipped before it is read, the reason naming the limit.
+  cocom::test::write_bytes(dir + "/big.txt", std::string(size_t{3} << 20, 'a'));
+  rc = cocom::test::run_command(bin + " --threads 2 ingest --db " + dir + "/db --model " +
+                                    model_dir() + " --max-file-mb 2 " + dir + "/big.txt",
+                                &out);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_TRUE(has(out, "file too large")) << out;
+  EXPECT_TRUE(has(out, "max_file_bytes")) << out;
 
   rc = cocom::test::run_command(
       bin + " --threads 2 ingest --db " + dir + "/db --model " + model_dir() + " " + corpus, &out);

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <string>
 #include <thread>
@@ -32,9 +33,10 @@ std::string run(const std::string& args, int* rc) {
   return out;
 }
 
+// stdout only: run_command adds 2>&1 after the command, the subshell keeps stderr out.
 Json run_json(const std::string& args) {
-  int rc = 0;
-  std::string out = run(args + " 2>/dev/null", &rc);
+  std::string out;
+  const int rc = test::run_command("(" + test::cocom_binary() + " " + args + " 2>/dev/null)", &out);
   EXPECT_EQ(rc, 0) << args << "\n" << out;
   return parse_json_text(out, args);
 }
@@ -76,8 +78,10 @@ void expect_parts_agree(const Json& info, bool dense) {
 // Runs `cocom ingest --progress-lines ARGS...` and SIGKILLs it after `kill_after` progress
 // lines (one per finished document or part of a long one): the kill is timed by the child's
 // own progress, not by the clock, since start-up time on a loaded CI machine varies more than
-// the whole ingestion takes. Returns the lines seen (fewer: the child ended first).
-int ingest_and_kill(const std::vector<std::string>& args, int kill_after) {
+// the whole ingestion takes. `before_kill` runs first, while the child still ingests (it is
+// stopped meanwhile, so it cannot finish). Returns the lines seen (fewer: the child ended).
+int ingest_and_kill(const std::vector<std::string>& args, int kill_after,
+                    const std::function<void()>& before_kill = nullptr) {
   int fds[2];
   if (pipe(fds) != 0) return -1;
   std::vector<std::string> argv_s = {test::cocom_binary(), "ingest", "--progress-lines"};
@@ -109,6 +113,12 @@ int ingest_and_kill(const std::vector<std::string>& args, int kill_after) {
     for (size_t nl; (nl = pending.find('\n')) != std::string::npos; pending.erase(0, nl + 1)) {
       if (pending.compare(0, 8, "ingest: ") == 0) ++lines;
     }
+  }
+  if (before_kill && lines >= kill_after) {
+    // SIGSTOP holds the writer in the middle of its ingestion (lock held, WAL open) for as
+    // long as the readers take, however slow the machine.
+    kill(pid, SIGSTOP);
+    before_kill();
   }
   kill(pid, SIGKILL);
   int status = 0;
@@ -293,6 +303,46 @@ TEST(Store, SigkillDuringIngestionLosesNothing) {
   EXPECT_EQ(info["documents"], bulk + 4);
   expect_parts_agree(info, true);
   EXPECT_EQ(s["added"].get<int64_t>() + s["unchanged"].get<int64_t>(), bulk + 4);
+}
+
+// Another process reads a store while an ingestion holds it: search, info and ask fall back
+// to a read-only view of what was committed; rm (a writer) is refused, naming the lock.
+TEST(Store, ReadersInOtherProcessesDuringAnIngestion) {
+  std::string dir = test::make_temp_dir("store-readers");
+  std::string corpus = make_corpus(dir, 40);
+  std::string r = make_retriever(dir);
+  const std::string db = dir + "/db";
+  bool checked = false;
+  const int lines =
+      ingest_and_kill({"--db", db, "--model", fx() + "/cocom", "--retriever", r, corpus}, 8, [&] {
+        int rc = 0;
+        std::string out = run("info --json --db " + db, &rc);
+        ASSERT_EQ(rc, 0) << out;
+        EXPECT_NE(out.find("being written by another process"), std::string::npos) << out;
+        Json info = run_json("info --json --db " + db);
+        EXPECT_GE(info["documents"].get<int64_t>(), 8) << info.dump();  // committed before
+        EXPECT_LT(info["documents"].get<int64_t>(), 44) << info.dump();
+        expect_parts_agree(info, true);
+        out = run("search --k 3 --db " + db + " license", &rc);
+        EXPECT_EQ(rc, 0) << out;
+        Json hits = run_json("search --json --k 3 --db " + db + " license");
+        EXPECT_FALSE(hits["hits"].empty()) << hits.dump();
+        out = run("ask --db " + db + " --k 2 --max-new-tokens 3 'What is the license?'", &rc);
+        EXPECT_EQ(rc, 0) << out;
+        out = run("rm --db " + db + " faq-1", &rc);
+        EXPECT_EQ(rc, 1) << out;
+        EXPECT_NE(out.find("locked"), std::string::npos) << out;
+        checked = true;
+      });
+  EXPECT_EQ(lines, 8);
+  EXPECT_TRUE(checked);
+  // The writer gone, the store opens for writing again, whole.
+  Json info = run_json("info --json --db " + db);
+  expect_parts_agree(info, true);
+  int rc = 0;
+  std::string out = run("rm --db " + db + " " + corpus + "/bulk0.txt", &rc);
+  EXPECT_EQ(rc, 0) << out;
+  fs::remove_all(dir);
 }
 
 // A long document is written in parts (here 4 passages each): a SIGKILL in the middle leaves

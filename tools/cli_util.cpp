@@ -48,6 +48,8 @@ std::string cli_terms(const std::string& api_message) {
       {"index_factory", "--index"},
       {"chunk_overlap_tokens", "--overlap"},
       {"passages_per_batch", "--passages-per-batch"},
+      {"max_file_bytes", "--max-file-mb"},
+      {"max_nesting_depth", "--max-nesting-depth"},
       {"query_prefix", "--query-prefix"},
       {"passage_prefix", "--passage-prefix"},
       {"device", "--device"},
@@ -64,6 +66,7 @@ std::string cli_terms(const std::string& api_message) {
   std::string out = api_message;
   static const std::pair<const char*, const char*> kPhrases[] = {
       {" (Options::create_if_missing is false)", ""},
+      {" (Options::read_only)", ""},
       {"SearchMode::kBm25 / kAuto (--mode bm25)", "--mode bm25"},
   };
   for (const auto& [phrase, cli] : kPhrases) {
@@ -71,7 +74,7 @@ std::string cli_terms(const std::string& api_message) {
       out.replace(at, std::char_traits<char>::length(phrase), cli);
     }
   }
-  static const std::regex name(R"(\b(?:Ask|Search|Model)?Options::([a-z_]+(?:\.[a-z_]+)?))");
+  static const std::regex name(R"(\b(?:Ask|Search|Model|Ingest)?Options::([a-z_]+(?:\.[a-z_]+)?))");
   std::string result;
   auto last = out.cbegin();
   for (std::sregex_iterator it(out.begin(), out.end(), name), end; it != end; ++it) {

@@ -80,7 +80,7 @@ int cmd_ask(const GlobalOptions& g, const AskArgs& a) {
   opt.no_compress = a.no_compress;
 
   std::unique_ptr<Engine> engine;
-  Status s = Engine::Open(opt, &engine);
+  Status s = open_for_reading(opt, &engine);
   if (!s.ok()) return report(s);
 
   const bool stream = !a.json && ::isatty(1);

@@ -559,7 +559,7 @@ int cmd_console(const GlobalOptions& g, const ConsoleArgs& a) {
   o.generation.max_new_tokens = static_cast<int>(a.max_new_tokens);
   if (interactive) std::fprintf(stderr, "opening %s ...\n", a.db.c_str());
   std::unique_ptr<Engine> engine;
-  Status s = Engine::Open(o, &engine);
+  Status s = open_for_reading(o, &engine);
   if (!s.ok()) {
     std::fprintf(stderr, "cocom console: %s\n", cli_terms(s.ToString()).c_str());
     return 1;

@@ -29,6 +29,23 @@ T value_of(Result<T> r) {
 
 }  // namespace
 
+Status open_for_reading(Options o, std::unique_ptr<Engine>* engine) {
+  Status s = Engine::Open(o, engine);
+  if (s.ok() || s.code() != Status::Code::kIOError ||
+      s.message().find("is locked") == std::string::npos) {
+    return s;
+  }
+  o.read_only = true;
+  s = Engine::Open(o, engine);
+  if (s.ok()) {
+    std::fprintf(stderr,
+                 "cocom: note: %s is being written by another process; reading what it had "
+                 "committed when this command started\n",
+                 o.db_path.c_str());
+  }
+  return s;
+}
+
 cocom::WeightFormat weights_flag(const std::string& value) {
   const auto f = ParseWeightFormat(value);
   if (!f) fail("--weights ", value, ": expected fp32, bf16, int8 or int8g");
@@ -66,6 +83,12 @@ Options store_options(const GlobalOptions& g, const StoreArgs& a) {
 std::unique_ptr<Engine> open_engine(const Options& o) {
   std::unique_ptr<Engine> e;
   check(Engine::Open(o, &e));
+  return e;
+}
+
+std::unique_ptr<Engine> open_engine_for_reading(const Options& o) {
+  std::unique_ptr<Engine> e;
+  check(open_for_reading(o, &e));
   return e;
 }
 
@@ -156,6 +179,12 @@ int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
   IngestOptions io;
   io.include = a.include;
   io.exclude = a.exclude;
+  if (a.max_file_mb < 0 || a.max_file_mb > (int64_t{1} << 30)) {
+    fail("--max-file-mb ", a.max_file_mb, ": must be between 0 (no limit) and 2^30");
+  }
+  if (a.max_nesting_depth < 1) fail("--max-nesting-depth ", a.max_nesting_depth, ": must be >= 1");
+  io.max_file_bytes = a.max_file_mb << 20;
+  io.max_nesting_depth = a.max_nesting_depth;
   const bool tty = ::isatty(2) && !a.json && !a.progress_lines;
   // Ctrl-C stops after the document being written; what was committed stays.
   SigintScope sigint;
@@ -224,7 +253,7 @@ int cmd_search(const GlobalOptions& g, const SearchArgs& a) {
   } else if (!a.mode.empty()) {
     fail("--mode ", a.mode, ": expected dense, bm25 or hybrid");
   }
-  std::unique_ptr<Engine> engine = open_engine(o);
+  std::unique_ptr<Engine> engine = open_engine_for_reading(o);
   const bool dense = value_of(engine->Stats()).has_dense_retriever;
   const std::string mode_name = a.mode.empty() ? (dense ? "hybrid" : "bm25") : a.mode;
   std::vector<Passage> hits = value_of(engine->Search(a.query, so));
@@ -275,7 +304,7 @@ int cmd_store_info(const GlobalOptions& g, const StoreArgs& a, bool json) {
   Options o = store_options(g, a);
   o.create_if_missing = false;
   if (!dir_exists(a.db)) fail("--db ", a.db, ": no such store");
-  std::unique_ptr<Engine> engine = open_engine(o);
+  std::unique_ptr<Engine> engine = open_engine_for_reading(o);
   Json j = stats_json(*engine);
   if (json) {
     std::cout << j.dump(2) << "\n";

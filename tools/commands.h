@@ -83,6 +83,7 @@ struct IngestArgs {
   std::vector<std::string> paths, include, exclude;
   int64_t overlap = -1;  // -1: unset (the store's, or 0 for a new store)
   int64_t passages_per_batch = 256;
+  int64_t max_file_mb = 256, max_nesting_depth = 256;
   bool json = false;
   bool progress_lines = false;  // one progress line per document, even when stderr is no terminal
 };
@@ -117,6 +118,11 @@ struct AskArgs {
   std::string weights = "fp32";  // --weights: decoder resident format
 };
 int cmd_ask(const GlobalOptions& g, const AskArgs& a);
+
+// Engine::Open for commands that only read (search, info, ask, console): when another
+// process holds the store's lock (an ingestion), opens it read-only instead and says so on
+// stderr.
+Status open_for_reading(Options o, std::unique_ptr<Engine>* engine);
 
 struct GenerateArgs {
   std::string model, in, out, dump_dir, decoder_tokenizer, compressor_tokenizer;

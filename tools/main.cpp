@@ -237,6 +237,15 @@ int main(int argc, char** argv) {
                    "passages (bounded memory, progress per part) and becomes visible once "
                    "complete; Ctrl-C or a crash in the middle drops it whole")
       ->capture_default_str();
+  c_ing
+      ->add_option("--max-file-mb", ing.max_file_mb,
+                   "skip files larger than this many MB, before reading them (0 = no limit)")
+      ->capture_default_str();
+  c_ing
+      ->add_option("--max-nesting-depth", ing.max_nesting_depth,
+                   "HTML elements nested deeper are flattened (text kept); JSON lines nested "
+                   "deeper are skipped")
+      ->capture_default_str();
   c_ing->add_flag("--json", ing.json, "print a JSON summary");
   c_ing->add_flag("--progress-lines", ing.progress_lines,
                   "print one progress line per document to stderr (for logs; a terminal gets a "

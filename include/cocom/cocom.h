@@ -198,6 +198,13 @@ struct Options {
   std::string decoder_tokenizer, compressor_tokenizer;
   // Create the store when db_path has none. False: Open fails with NotFound instead.
   bool create_if_missing = true;
+  // Open an existing store for reading only, without taking its lock, so it works while
+  // another process ingests into it (a RocksDB secondary instance). It sees what was
+  // committed when Open ran (reopen to see later documents; a document being written in
+  // parts only once complete). Search, Ask and Stats work; Ingest and Remove fail with
+  // FailedPrecondition. `cocom search`, `info`, `ask` and `console` fall back to it when the
+  // store is locked by another process.
+  bool read_only = false;
   // Load the COCOM model at Open (true) or on the first Ingest/Ask (false).
   bool load_model_eagerly = false;
   // "cpu" or "cuda" / "cuda:N" (needs a CUDA build of libtorch).
@@ -300,6 +307,12 @@ struct IngestOptions {
   // record's id is "NAME#line" when it has none). Unset: the absolute path. A server that
   // saved an upload to a temporary file names it after the upload.
   std::function<std::string(const std::string& path)> source_name;
+  // Ingest(paths) only: limits for hostile files. A file larger than max_file_bytes (any
+  // format; 0 = no limit) is skipped before it is read, the reason naming the limit and its
+  // size. Nesting deeper than max_nesting_depth (>= 1) is flattened in HTML (tags dropped,
+  // text kept, with a warning) and skips a JSON line ("FILE:N" in `skipped`).
+  int64_t max_file_bytes = int64_t{256} << 20;
+  int64_t max_nesting_depth = 256;
 };
 
 struct SkippedInput {
