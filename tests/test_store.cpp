@@ -389,6 +389,10 @@ TEST(Store, SigkillDuringALongDocumentLeavesNoPartOfIt) {
   EXPECT_EQ(s["added"], 1);
   const int64_t v1 = s["passages"].get<int64_t>();
   EXPECT_GT(v1, 12);  // several parts
+  // Closed cleanly, the store leaves no write-ahead log behind (memtables were flushed).
+  for (const auto& f : fs::directory_iterator(db)) {
+    if (f.path().extension() == ".log") EXPECT_EQ(f.file_size(), 0u) << f.path();
+  }
   EXPECT_GT(hits_for(db, "quokka"), 0);
   // A new version killed in the middle: the old one stays whole, the new one invisible.
   test::write_bytes(doc, long_text("wombat", 300));
