@@ -248,7 +248,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   c_ing->add_flag("--json", ing.json, "print a JSON summary");
   c_ing->add_flag("--progress-lines", ing.progress_lines,
-                  "print one progress line per document to stderr (for logs; a terminal gets a "
+                  "print one progress line per document (and per part of a long one) to stderr "
+                  "(for logs; a terminal gets a "
                   "single updating line without it)");
   c_ing->add_option("paths", ing.paths, "files and directories")->required();
   c_ing->callback([&] { rc = cmd_ingest(g, ing); });
