@@ -58,10 +58,10 @@ void check_budget(const model::CocomModel& m, const std::string& question, size_
                   const char* option, const GenerationOptions& gen) {
   if (n < 1) return;  // an empty store: nothing will be retrieved
   const int64_t kk = static_cast<int64_t>(std::min<size_t>(k, size_t{1} << 24));
+  const int64_t max_k = generate::max_passages(m, question, n, gen.max_new_tokens);
+  if (kk <= max_k) return;
   const int64_t tokens = generate::qa_prompt_tokens(m, question, kk, n);
   const int64_t fits = generate::max_prompt_tokens(m, gen.max_new_tokens);
-  if (tokens <= fits) return;
-  const int64_t max_k = generate::max_passages(m, question, n, gen.max_new_tokens);
   const int64_t question_tokens = generate::qa_prompt_tokens(m, question, 1, n) - n;
   std::string msg = std::string(option) + " " + std::to_string(k) + ": the prompt would have " +
                     std::to_string(tokens) + " tokens (" + std::to_string(kk) + " passages x " +

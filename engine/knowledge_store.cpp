@@ -35,12 +35,14 @@ struct ModelFault : Error {
   explicit ModelFault(const std::string& what) : Error(what, ErrorKind::kFailedPrecondition) {}
 };
 
+// `t` holds one row per passage, the first being passage `first` of `doc`.
 void check_finite(const at::Tensor& t, const std::string& maker, const std::string& what,
-                  const ingest::Document& doc) {
-  if (at::isfinite(t).all().item<bool>()) return;
+                  const ingest::Document& doc, size_t first) {
   const at::Tensor bad_rows = at::isfinite(t).flatten(1).all(1).logical_not().nonzero();
+  if (bad_rows.size(0) == 0) return;
   throw ModelFault(maker + " produced non-finite " + what + " (NaN or infinity) for passage " +
-                   std::to_string(bad_rows[0][0].item<int64_t>()) + " of document '" + doc.id +
+                   std::to_string(first + size_t(bad_rows[0][0].item<int64_t>())) +
+                   " of document '" + doc.id +
                    "'; its weights are damaged or it is not the model it claims to be. Nothing of "
                    "the document was stored; the ingestion stopped");
 }
@@ -383,12 +385,8 @@ const model::CocomModel* KnowledgeStore::model() const {
 
 bool KnowledgeStore::model_loaded() const { return model() != nullptr; }
 
-void KnowledgeStore::check_model(const model::CocomModel& m, const std::string& fp) const {
+void KnowledgeStore::check_shape(const model::CocomModel& m) const {
   const storage::Manifest& mf = store_->manifest();
-  const std::string recorded = recorded_fingerprint(m.dir(), fp);
-  if (!recorded.empty() && fp != recorded) {
-    refuse_other_checkpoint(m.dir(), fp, store_->path(), recorded);
-  }
   const int64_t r = m.config().compr_rate;
   const int64_t n = (*opt_.context_max_length + r - 1) / r;
   const int64_t h = m.decoder().config().hidden_size;
@@ -418,7 +416,7 @@ std::shared_ptr<const model::CocomModel> KnowledgeStore::shared_model() const {
     refuse_other_checkpoint(opt_.model_dir, fp, store_->path(), recorded);
   }
   std::shared_ptr<const model::CocomModel> m = model::CocomModel::load(opt_.model_dir, opt_.cocom);
-  check_model(*m, fp);
+  check_shape(*m);
   model_ = std::move(m);
   return model_;
 }
@@ -467,11 +465,11 @@ std::vector<storage::NewPassage> KnowledgeStore::make_passages(
   at::Tensor emb =
       compress::compress_passages(m, texts, *opt_.context_max_length, opt_.compress_batch_size)
           .contiguous();
-  check_finite(emb, "the COCOM model at " + m.dir(), "context embeddings", doc);
+  check_finite(emb, "the COCOM model at " + m.dir(), "context embeddings", doc, begin);
   at::Tensor rv;
   if (retriever_) {
     rv = retriever_->embed_passages(texts).contiguous();
-    check_finite(rv, "the retriever at " + opt_.retriever_dir, "vectors", doc);
+    check_finite(rv, "the retriever at " + opt_.retriever_dir, "vectors", doc, begin);
   }
   std::vector<storage::NewPassage> np(texts.size());
   const int64_t per = emb.size(1) * emb.size(2);

@@ -169,8 +169,9 @@ class KnowledgeStore {
   KnowledgeStoreOptions opt_;
   mutable std::mutex model_mu_;  // guards model_ (lazy loading)
   mutable std::shared_ptr<const model::CocomModel> model_;
-  // Checks that `m` makes the embeddings this store holds (fingerprint and shape).
-  void check_model(const model::CocomModel& m, const std::string& fingerprint) const;
+  // Checks that `m` makes embeddings of the shape this store holds (its fingerprint was
+  // checked before it was loaded).
+  void check_shape(const model::CocomModel& m) const;
   std::unique_ptr<index::Retriever> retriever_;
   std::unique_ptr<storage::Store> store_;
   std::unique_ptr<index::DenseIndex> dense_;

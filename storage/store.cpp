@@ -224,23 +224,21 @@ struct Store::Impl {
 
   ~Impl() {
     if (!db) return;
-    if (!reader_dir.empty()) {
-      for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
-      db->Close().PermitUncheckedError();
-      delete db;
-      std::error_code ec;
-      fs::remove_all(reader_dir, ec);
-      return;
+    if (reader_dir.empty()) {
+      // Memtables to SST files, so the write-ahead logs are obsolete and deleted now rather
+      // than left behind (as large as the data written) until the next open.
+      rocksdb::FlushOptions fo;
+      fo.wait = true;
+      std::vector<rocksdb::ColumnFamilyHandle*> ours(handles.begin(), handles.begin() + kNumCf);
+      if (!ours.empty()) db->Flush(fo, ours).PermitUncheckedError();
     }
-    // Memtables to SST files, so the write-ahead logs are obsolete and deleted now rather
-    // than left behind (as large as the data written) until the next open.
-    rocksdb::FlushOptions fo;
-    fo.wait = true;
-    std::vector<rocksdb::ColumnFamilyHandle*> ours(handles.begin(), handles.begin() + kNumCf);
-    if (!ours.empty()) db->Flush(fo, ours).PermitUncheckedError();
     for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
     db->Close().PermitUncheckedError();
     delete db;
+    if (!reader_dir.empty()) {
+      std::error_code ec;
+      fs::remove_all(reader_dir, ec);
+    }
   }
 
   // Adds the rows of new passages of `doc_id` to `batch` (ids from c->next_passage_id).
@@ -252,6 +250,12 @@ struct Store::Impl {
     wo.sync = true;
     rocksdb::Status s = db->Put(wo, cf(kManifest), kManifestKey, dump_json(manifest_json(m)));
     if (!s.ok()) fail_status("writing the manifest", s);
+  }
+  // Adds passage ids (8-byte keys, concatenated) to the garbage list in `batch` (mu held).
+  void add_garbage(const std::string& keys, rocksdb::WriteBatch* batch) const {
+    std::string garbage;
+    get(kManifest, kGarbageKey, &garbage);
+    batch->Put(cf(kManifest), kGarbageKey, garbage + keys);
   }
   // Moves the staged passages to the garbage list and drops the marker (mu held).
   void abort_staging_locked();
@@ -311,10 +315,9 @@ struct Store::Impl {
   bool delete_document(const DocumentRecord& doc, rocksdb::WriteBatch* batch, Counters* c) const {
     const bool retire = doc.passage_ids.size() > kInlineDeletePassages;
     if (retire) {
-      std::string garbage;
-      get(kManifest, kGarbageKey, &garbage);
-      for (uint64_t id : doc.passage_ids) garbage += id_key(id);
-      batch->Put(cf(kManifest), kGarbageKey, garbage);
+      std::string keys;
+      for (uint64_t id : doc.passage_ids) keys += id_key(id);
+      add_garbage(keys, batch);
     } else {
       for (uint64_t id : doc.passage_ids) {
         std::string v;
@@ -803,11 +806,10 @@ void Store::abort_staging() {
 
 void Store::Impl::abort_staging_locked() {
   Counters c = counters;
-  std::string garbage;
-  get(kManifest, kGarbageKey, &garbage);
-  for (uint64_t id = staging->first_id; id < c.next_passage_id; ++id) garbage += id_key(id);
+  std::string keys;
+  for (uint64_t id = staging->first_id; id < c.next_passage_id; ++id) keys += id_key(id);
   rocksdb::WriteBatch batch;
-  batch.Put(cf(kManifest), kGarbageKey, garbage);
+  add_garbage(keys, &batch);
   batch.Delete(cf(kManifest), kStagingKey);
   c.sequence += 1;
   write(&batch, c, "dropping the parts of document '" + staging->doc_id + "'");

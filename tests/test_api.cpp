@@ -274,7 +274,9 @@ cocom::Options store_with_model_copy(const std::string& dir, const std::string& 
   if (!e) return o;
   auto st = e->Ingest({corpus});
   EXPECT_TRUE(st.ok()) << st.status().ToString();
-  if (st.ok()) EXPECT_EQ(st->added, 4);
+  if (st.ok()) {
+    EXPECT_EQ(st->added, 4);
+  }
   return o;
 }
 
