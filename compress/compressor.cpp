@@ -46,7 +46,7 @@ EncoderInputs encoder_inputs(const model::CocomModel& m, const std::vector<std::
       if (full > context_max_length) {
         ++in.truncated;
         log::debug("compress: passage {} has {} tokens; truncated to {}", i, full,
-                      context_max_length);
+                   context_max_length);
       }
     }
   }
@@ -94,11 +94,17 @@ EncoderInputs encoder_inputs(const model::CocomModel& m, const std::vector<std::
 }
 
 at::Tensor compress(const model::CocomModel& m, const EncoderInputs& in) {
+  return compress_on_device(m, in).to(at::kCPU);
+}
+
+at::Tensor compress_on_device(const model::CocomModel& m, const EncoderInputs& in,
+                              const model::ForwardHooks* hooks) {
   const int64_t N = in.input_ids.size(0), n = in.mem_per_passage;
   if (!m.config().light()) {
     // The reference calls the decoder without position_ids: positions 0..L-1, pads counted.
     model::DecoderForwardOptions fo;
     fo.compute_logits = false;
+    fo.hooks = hooks;
     const model::MistralModel& dec = m.decoder();
     at::Tensor pos = model::MistralModel::arange_positions(in.attention_mask);
     model::DecoderOutput o = dec.forward(in.input_ids, in.attention_mask, pos, nullptr, fo);
@@ -108,18 +114,18 @@ at::Tensor compress(const model::CocomModel& m, const EncoderInputs& in) {
       fail("compress: found ", rows.size(0), " <MEM> positions, expected ", N * n,
            " (does a passage contain the literal text <MEM>?)");
     }
-    return rows.view({N, n, -1}).to(at::kCPU);
+    return rows.view({N, n, -1});
   }
   const model::BertModel& bert = *m.bert();
   // token_type_ids are not passed by the reference: zeros.
-  model::BertOutput o = bert.forward(in.input_ids, in.attention_mask);
+  model::BertOutput o = bert.forward(in.input_ids, in.attention_mask, {}, false, hooks);
   at::Tensor h = o.last_hidden_state;  // [N, L, Hb], padded rows included
   const int64_t r = m.config().compr_rate, Hb = h.size(2);
   if (h.size(1) != n * r) fail("compress: encoder length ", h.size(1), " is not n * compr_rate");
   at::Tensor grouped = h.reshape({N, n, r, Hb});
   at::Tensor feats =
       m.config().compr_linear_type == "concat" ? grouped.reshape({N, n, r * Hb}) : grouped.mean(2);
-  return model::dense(feats, m.projection_weight(), m.projection_bias()).to(at::kCPU);
+  return model::dense(feats, m.projection_weight(), m.projection_bias());
 }
 
 at::Tensor compress_passages(const model::CocomModel& m, const std::vector<std::string>& passages,

@@ -31,8 +31,12 @@ enum class Padding {
 EncoderInputs encoder_inputs(const model::CocomModel& m, const std::vector<std::string>& passages,
                              int64_t context_max_length, Padding padding);
 
-// Context embeddings [N, n, H_decoder] (fp32) for prepared inputs.
+// Context embeddings [N, n, H_decoder] (fp32, on the CPU) for prepared inputs.
 at::Tensor compress(const model::CocomModel& m, const EncoderInputs& in);
+// The same on the model's device; with `hooks` (train/) the forward applies its LoRA
+// adapters and dropout and stays differentiable.
+at::Tensor compress_on_device(const model::CocomModel& m, const EncoderInputs& in,
+                              const model::ForwardHooks* hooks = nullptr);
 
 // Engine regime, in batches of `batch_size`: [N, ceil(context_max_length / r), H].
 at::Tensor compress_passages(const model::CocomModel& m, const std::vector<std::string>& passages,

@@ -98,8 +98,60 @@ std::unique_ptr<BertModel> BertModel::from_weights(const BertConfig& cfg, Tensor
   return m;
 }
 
+NamedTensorList BertModel::parameters() const {
+  NamedTensorList out = {{"embeddings.word_embeddings.weight", word_},
+                         {"embeddings.position_embeddings.weight", pos_},
+                         {"embeddings.token_type_embeddings.weight", type_},
+                         {"embeddings.LayerNorm.weight", emb_ln_w_},
+                         {"embeddings.LayerNorm.bias", emb_ln_b_}};
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const Layer& L = layers_[l];
+    const std::string p = "encoder.layer." + std::to_string(l) + ".";
+    out.insert(out.end(), {{p + "attention.self.qkv.weight", L.wqkv},
+                           {p + "attention.self.qkv.bias", L.bqkv},
+                           {p + "attention.output.dense.weight", L.wo},
+                           {p + "attention.output.dense.bias", L.bo},
+                           {p + "attention.output.LayerNorm.weight", L.ln1_w},
+                           {p + "attention.output.LayerNorm.bias", L.ln1_b},
+                           {p + "intermediate.dense.weight", L.wi},
+                           {p + "intermediate.dense.bias", L.bi},
+                           {p + "output.dense.weight", L.wout},
+                           {p + "output.dense.bias", L.bout},
+                           {p + "output.LayerNorm.weight", L.ln2_w},
+                           {p + "output.LayerNorm.bias", L.ln2_b}});
+  }
+  if (has_pooler()) {
+    out.push_back({"pooler.dense.weight", pooler_w_});
+    out.push_back({"pooler.dense.bias", pooler_b_});
+  }
+  return out;
+}
+
+NamedTensorList BertModel::hf_tensors() const {
+  const int64_t H = cfg_.hidden_size;
+  const std::string stem = "attention.self.qkv.";
+  NamedTensorList out;
+  for (auto& [name, t] : parameters()) {
+    const size_t at = name.find(stem);
+    if (at == std::string::npos) {
+      out.push_back({name, t});
+      continue;
+    }
+    const std::string p = name.substr(0, at) + "attention.self.";
+    const std::string kind = name.substr(at + stem.size());  // weight | bias
+    out.push_back({p + "query." + kind, t.narrow(0, 0, H)});
+    out.push_back({p + "key." + kind, t.narrow(0, H, H)});
+    out.push_back({p + "value." + kind, t.narrow(0, 2 * H, H)});
+  }
+  return out;
+}
+
 BertOutput BertModel::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                              const at::Tensor& token_type_ids, bool output_hidden_states) const {
+                              const at::Tensor& token_type_ids, bool output_hidden_states,
+                              const ForwardHooks* hooks) const {
+  const ForwardHooks none;
+  const ForwardHooks& t = hooks ? *hooks : none;
+  const double p_hidden = t.bert_hidden_dropout, p_attention = t.bert_attention_dropout;
   if (input_ids.dim() != 2) {
     fail("input_ids: expected a [batch, length] tensor, got ", shape_str(input_ids.sizes()));
   }
@@ -137,7 +189,7 @@ BertOutput BertModel::forward(const at::Tensor& input_ids, const at::Tensor& att
   at::Tensor h = at::embedding(word_, ids) + at::embedding(type_, types) +
                  at::embedding(pos_, positions).unsqueeze(0);
   const double eps = cfg_.layer_norm_eps;
-  h = at::layer_norm(h, {H}, emb_ln_w_, emb_ln_b_, eps);
+  h = t.apply_dropout(at::layer_norm(h, {H}, emb_ln_w_, emb_ln_b_, eps), p_hidden);
   BertOutput out;
   if (output_hidden_states) out.hidden_states.push_back(h);
   // Additive mask over keys: 0 for tokens, the lowest float for padding.
@@ -150,10 +202,13 @@ BertOutput BertModel::forward(const at::Tensor& input_ids, const at::Tensor& att
     at::Tensor k = qkv.narrow(-1, H, H).view({B, T, nh, d}).transpose(1, 2);
     at::Tensor v = qkv.narrow(-1, 2 * H, H).view({B, T, nh, d}).transpose(1, 2);
     at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).mul_(scale) + bias;
-    at::Tensor ctx = at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({B, T, H});
-    h = at::layer_norm(dense(ctx, L.wo, L.bo) + h, {H}, L.ln1_w, L.ln1_b, eps);
+    at::Tensor probs = t.apply_dropout(at::softmax(scores, -1), p_attention);
+    at::Tensor ctx = at::matmul(probs, v).transpose(1, 2).reshape({B, T, H});
+    h = at::layer_norm(t.apply_dropout(dense(ctx, L.wo, L.bo), p_hidden) + h, {H}, L.ln1_w, L.ln1_b,
+                       eps);
     at::Tensor inter = at::gelu(dense(h, L.wi, L.bi));  // exact erf GELU
-    h = at::layer_norm(dense(inter, L.wout, L.bout) + h, {H}, L.ln2_w, L.ln2_b, eps);
+    h = at::layer_norm(t.apply_dropout(dense(inter, L.wout, L.bout), p_hidden) + h, {H}, L.ln2_w,
+                       L.ln2_b, eps);
     if (output_hidden_states) out.hidden_states.push_back(h);
   }
   out.last_hidden_state = h;

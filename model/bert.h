@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/forward_hooks.h"
 #include "model/weights.h"
 
 namespace cocom::model {
@@ -30,10 +31,18 @@ class BertModel {
   c10::Device device() const { return device_; }
   bool has_pooler() const { return pooler_w_.defined(); }
 
-  // input_ids / attention_mask [B, T]; token_type_ids may be undefined (zeros).
+  // input_ids / attention_mask [B, T]; token_type_ids may be undefined (zeros). `hooks`
+  // (train/) adds BERT's dropout where Hugging Face applies it.
   BertOutput forward(const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                     const at::Tensor& token_type_ids = {},
-                     bool output_hidden_states = false) const;
+                     const at::Tensor& token_type_ids = {}, bool output_hidden_states = false,
+                     const ForwardHooks* hooks = nullptr) const;
+
+  // The weights as the forward uses them (Hugging Face names relative to BertModel, except the
+  // stacked "encoder.layer.N.attention.self.qkv.weight" / ".bias": query, key, value rows).
+  // The tensors share the model's storage.
+  NamedTensorList parameters() const;
+  // Every tensor under its Hugging Face name (query/key/value as row views), for saving.
+  NamedTensorList hf_tensors() const;
 
   // Sentence embeddings for retrieval: the [CLS] row, or the mean over real tokens.
   static at::Tensor cls_pool(const at::Tensor& last_hidden_state);

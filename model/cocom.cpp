@@ -267,6 +267,13 @@ std::unique_ptr<CocomModel> CocomModel::load(const std::string& dir, const Cocom
   std::unique_ptr<CocomModel> m(new CocomModel());
   m->dir_ = dir;
   m->cfg_ = CocomConfig::load(cfg_path);
+  if (opt.compr_rate > 0 && opt.compr_rate != m->cfg_.compr_rate) {
+    if (m->cfg_.light() && m->cfg_.compr_linear_type == "concat") {
+      fail("--compr-rate ", opt.compr_rate, ": ", dir, " has a concat projection made for rate ",
+           m->cfg_.compr_rate, " (its shape depends on the rate)");
+    }
+    m->cfg_.compr_rate = opt.compr_rate;
+  }
   const CocomConfig& cfg = m->cfg_;
 
   // Decoder tokenizer: the base model's, plus the COCOM tokens, pad := bos (as the reference).
@@ -294,11 +301,13 @@ std::unique_ptr<CocomModel> CocomModel::load(const std::string& dir, const Cocom
     lora.r = cfg.lora_r;
     lora.alpha = 2.0 * static_cast<double>(cfg.lora_r);  // LoraConfig(lora_alpha = 2 * lora_r)
   }
+  lora.merge = !opt.keep_lora_adapters;
   {
     WeightSource src(*files, prefix, lora);
     m->decoder_ = MistralModel::from_weights(dcfg, src, opt.device, opt.decoder_weights);
     src.check_all_used();
-    if (cfg.lora && src.lora_merged() == 0) {
+    m->lora_adapters_ = src.take_adapters();
+    if (cfg.lora && src.lora_merged() == 0 && m->lora_adapters_.empty()) {
       log::warn("{}: config says lora=true but no LoRA adapters were found", cfg_path);
     }
   }

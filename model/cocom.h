@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,6 +51,12 @@ struct CocomLoadOptions {
   // The most memory one prompt's prefill may take, by generate/'s estimate (attention scores,
   // KV cache, activations); longer prompts are refused (generate::check_prompt_budget).
   int64_t prompt_memory_mb = 8192;
+  // Training (train/): > 0 compresses at this rate instead of the saved one (refused for a
+  // COCOM-light `concat` projection, whose shape depends on the rate).
+  int64_t compr_rate = 0;
+  // Training: PEFT adapters are kept apart from their base weights (take_lora_adapters)
+  // instead of merged at load.
+  bool keep_lora_adapters = false;
 };
 
 // An in-memory COCOM model with random weights of a named shape (bench efficiency): the
@@ -93,6 +100,11 @@ class CocomModel {
   // The COCOM tokens of the decoder tokenizer, for the layouts of format/.
   const format::Tokens& tokens() const { return tokens_; }
   double load_seconds() const { return load_seconds_; }
+  // With CocomLoadOptions::keep_lora_adapters: the decoder's adapters by module name
+  // ("model.layers.0.self_attn.q_proj"); moved out (empty afterwards).
+  std::map<std::string, StoredLoraAdapter> take_lora_adapters() {
+    return std::move(lora_adapters_);
+  }
   // CocomLoadOptions::prompt_memory_mb in bytes (the default for random models).
   int64_t prompt_memory_bytes() const { return prompt_memory_bytes_; }
 
@@ -109,6 +121,7 @@ class CocomModel {
   format::Tokens tokens_;  // points into *dec_tok_ (shared by with_rate copies)
   double load_seconds_ = 0;
   int64_t prompt_memory_bytes_ = int64_t{8192} << 20;
+  std::map<std::string, StoredLoraAdapter> lora_adapters_;
 };
 
 // Where the base model named `name` (config.json + tokenizer files) is found: `flag_dir` when

@@ -25,8 +25,8 @@ at::Tensor dense(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) 
   }
   const int64_t rows = x.numel() / in;
   if (rows <= Linear::kGemvMaxRows && x.device().is_cpu() && w.scalar_type() == at::kFloat &&
-      !x.requires_grad() && !w.requires_grad() &&
-      w.is_contiguous() && x.scalar_type() == at::kFloat && (!b.defined() || b.is_contiguous())) {
+      !x.requires_grad() && !w.requires_grad() && w.is_contiguous() &&
+      x.scalar_type() == at::kFloat && (!b.defined() || b.is_contiguous())) {
     // A few rows (a decoder step of several sequences): read the weights once for all.
     at::Tensor x2 = x.reshape({rows, in}).contiguous();
     at::Tensor y = at::empty({rows, w.size(0)}, at::kFloat);
@@ -77,6 +77,34 @@ at::Tensor rotate_half(const at::Tensor& x) {
   return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
 }
 
+// One adapter's contribution, scale * B A dropout(x).
+at::Tensor lora_delta(const ForwardHooks& t, const LoraAdapter& ad, const at::Tensor& x) {
+  return at::linear(at::linear(t.apply_dropout(x, t.lora_dropout), ad.a), ad.b) * t.lora_scale;
+}
+
+// y (a stacked linear layer's output: the modules of `slots` side by side, `width` columns
+// each) plus their adapters' contributions. Without adapters y is returned as it is.
+at::Tensor add_lora(const ForwardHooks* t, size_t layer, const at::Tensor& x, at::Tensor y,
+                    std::initializer_list<std::pair<int, int64_t>> slots) {
+  if (!t || t->decoder_lora.empty()) return y;
+  const auto& adapters = t->decoder_lora.at(layer);
+  std::vector<at::Tensor> parts;
+  bool any = false;
+  for (const auto& [slot, width] : slots) {
+    const LoraAdapter& ad = adapters[size_t(slot)];
+    if (ad.defined()) {
+      parts.push_back(lora_delta(*t, ad, x));
+      any = true;
+    } else {
+      std::vector<int64_t> shape = x.sizes().vec();
+      shape.back() = width;
+      parts.push_back(at::zeros(shape, x.options()));
+    }
+  }
+  if (!any) return y;
+  return y + (parts.size() == 1 ? parts[0] : at::cat(parts, -1));
+}
+
 // Finds the name prefix under which `model.embed_tokens.weight` lives (plain HF layout: "",
 // PEFT-wrapped: "base_model.model.").
 std::string detect_prefix(const CheckpointFiles& files) {
@@ -92,6 +120,14 @@ std::string detect_prefix(const CheckpointFiles& files) {
 }
 
 }  // namespace
+
+const char* lora_module_name(int slot) {
+  static const char* const names[kLoraSlots] = {
+      "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+      "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
+  if (slot < 0 || slot >= kLoraSlots) fail("LoRA: no module slot ", slot);
+  return names[slot];
+}
 
 std::unique_ptr<MistralModel> MistralModel::load(const std::string& dir, c10::Device device,
                                                  const LoraSettings& lora, WeightFormat weights) {
@@ -152,6 +188,7 @@ std::unique_ptr<MistralModel> MistralModel::from_weights(const DecoderConfig& cf
   {
     at::Tensor emb = src.get("model.embed_tokens.weight", {V, H}, device);
     m->embed_tokens_ = wf == WeightFormat::fp32 ? emb : to_bf16(emb);
+    m->tied_ = !has_lm_head;
     if (!has_lm_head) {
       // Tied: fp32 and bf16 share the embedding's storage; int8 quantises a copy.
       m->lm_head_ = wf == WeightFormat::bf16 ? Linear::from_bf16(m->embed_tokens_)
@@ -179,6 +216,7 @@ std::unique_ptr<MistralModel> MistralModel::from_weights(const DecoderConfig& cf
                        0);
       }
       L.qkv = Linear::make(wqkv, bqkv, wf);
+      L.qkv_bias = bqkv;
     }
     L.o = Linear::make(src.get(p + "self_attn.o_proj.weight", {H, nq}, device), {}, wf);
     {
@@ -218,6 +256,55 @@ int64_t MistralModel::resident_weight_bytes() const {
     b += static_cast<int64_t>(L.input_norm.nbytes() + L.post_norm.nbytes());
   }
   return b;
+}
+
+at::Tensor MistralModel::logits(const at::Tensor& hidden) const { return lm_head_.forward(hidden); }
+
+NamedTensorList MistralModel::parameters() const {
+  if (format_ != WeightFormat::fp32) {
+    fail("decoder parameters: the weights are resident in ", weight_format_name(format_),
+         "; training needs fp32");
+  }
+  NamedTensorList out;
+  out.push_back({"model.embed_tokens.weight", embed_tokens_});
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const Layer& L = layers_[l];
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    out.push_back({p + "input_layernorm.weight", L.input_norm});
+    out.push_back({p + "self_attn.qkv_proj.weight", L.qkv.stored_weight()});
+    if (L.qkv_bias.defined()) out.push_back({p + "self_attn.qkv_proj.bias", L.qkv_bias});
+    out.push_back({p + "self_attn.o_proj.weight", L.o.stored_weight()});
+    out.push_back({p + "post_attention_layernorm.weight", L.post_norm});
+    out.push_back({p + "mlp.gate_up_proj.weight", L.gate_up.stored_weight()});
+    out.push_back({p + "mlp.down_proj.weight", L.down.stored_weight()});
+  }
+  out.push_back({"model.norm.weight", final_norm_});
+  if (!tied_) out.push_back({"lm_head.weight", lm_head_.stored_weight()});
+  return out;
+}
+
+NamedTensorList MistralModel::hf_tensors() const {
+  const int64_t d = cfg_.head_dim, nq = cfg_.num_attention_heads * d,
+                nkv = cfg_.num_key_value_heads * d, I = cfg_.intermediate_size;
+  const std::string qkv_stem = "self_attn.qkv_proj.", gu_stem = "mlp.gate_up_proj.";
+  NamedTensorList out;
+  for (auto& [name, t] : parameters()) {
+    const size_t qkv = name.find(qkv_stem), gu = name.find(gu_stem);
+    if (qkv != std::string::npos) {
+      const std::string p = name.substr(0, qkv) + "self_attn.";
+      const std::string kind = name.substr(qkv + qkv_stem.size());  // weight | bias
+      out.push_back({p + "q_proj." + kind, t.narrow(0, 0, nq)});
+      out.push_back({p + "k_proj." + kind, t.narrow(0, nq, nkv)});
+      out.push_back({p + "v_proj." + kind, t.narrow(0, nq + nkv, nkv)});
+    } else if (gu != std::string::npos) {
+      const std::string p = name.substr(0, gu) + "mlp.";
+      out.push_back({p + "gate_proj.weight", t.narrow(0, 0, I)});
+      out.push_back({p + "up_proj.weight", t.narrow(0, I, I)});
+    } else {
+      out.push_back({name, t});
+    }
+  }
+  return out;
 }
 
 at::Tensor MistralModel::embed(const at::Tensor& input_ids) const {
@@ -278,10 +365,12 @@ at::Tensor MistralModel::cumsum_positions(const at::Tensor& attention_mask) {
 
 at::Tensor MistralModel::attention(const Layer& L, const at::Tensor& x, const at::Tensor& cos,
                                    const at::Tensor& sin, const at::Tensor& allowed, KVCache* cache,
-                                   size_t layer_index, int64_t start) const {
+                                   size_t layer_index, int64_t start,
+                                   const ForwardHooks* hooks) const {
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t nh = cfg_.num_attention_heads, nkv = cfg_.num_key_value_heads, d = cfg_.head_dim;
-  at::Tensor qkv = L.qkv.forward(x);
+  at::Tensor qkv = add_lora(hooks, layer_index, x, L.qkv.forward(x),
+                            {{kLoraQ, nh * d}, {kLoraK, nkv * d}, {kLoraV, nkv * d}});
   at::Tensor q = qkv.narrow(-1, 0, nh * d).view({B, T, nh, d}).transpose(1, 2);
   at::Tensor k = qkv.narrow(-1, nh * d, nkv * d).view({B, T, nkv, d}).transpose(1, 2);
   at::Tensor v = qkv.narrow(-1, (nh + nkv) * d, nkv * d).view({B, T, nkv, d}).transpose(1, 2);
@@ -301,7 +390,8 @@ at::Tensor MistralModel::attention(const Layer& L, const at::Tensor& x, const at
     return L.o.forward(decode_attention(q, cache->k[layer_index], cache->v[layer_index], S,
                                         allowed.reshape({B, S}), 1.0 / std::sqrt(double(d))));
   }
-  return L.o.forward(attend(q, keys, values, allowed));
+  at::Tensor a = attend(q, keys, values, allowed);
+  return add_lora(hooks, layer_index, a, L.o.forward(a), {{kLoraO, cfg_.hidden_size}});
 }
 
 at::Tensor MistralModel::attend(const at::Tensor& q, const at::Tensor& keys,
@@ -312,7 +402,8 @@ at::Tensor MistralModel::attend(const at::Tensor& q, const at::Tensor& keys,
   // Query head h uses key/value head h / G: group the query heads per kv head.
   at::Tensor qg = q.reshape({B, nkv, G * T, d});
   at::Tensor scores = at::matmul(qg, keys.transpose(-1, -2)).mul_(1.0 / std::sqrt(double(d)));
-  scores = scores.view({B, nkv, G, T, S});
+  // In fp32 (a no-op except under autocast): the mask value and the softmax need its range.
+  scores = scores.view({B, nkv, G, T, S}).to(at::kFloat);
   // Disallowed keys get the lowest float (not -inf) like the reference, so a row with no
   // visible key (a padding query) gets a uniform softmax instead of NaN.
   scores.masked_fill_(allowed.logical_not(), std::numeric_limits<float>::lowest());
@@ -339,7 +430,8 @@ at::Tensor MistralModel::decode_step(const at::Tensor& tokens, const at::Tensor&
   std::vector<at::Tensor> allowed(static_cast<size_t>(B));
   for (int64_t b = 0; b < B; ++b) {
     KVCache* c = caches[size_t(b)];
-    if (!c || c->key_mask.size(0) != 1) fail("decode_step: cache ", b, " is not a one-sequence cache");
+    if (!c || c->key_mask.size(0) != 1)
+      fail("decode_step: cache ", b, " is not a one-sequence cache");
     if (c->length < 1) fail("decode_step: cache ", b, " is empty (prefill it first)");
     if (c->length + 1 > c->capacity()) {
       fail("KV cache: ", c->length + 1, " positions exceed its capacity of ", c->capacity());
@@ -357,8 +449,8 @@ at::Tensor MistralModel::decode_step(const at::Tensor& tokens, const at::Tensor&
   SerialElementwiseScope serial(device_.is_cpu() && B <= 4);
   at::Tensor h = embed(tokens.to(device_, at::kLong).view({B, 1})).to(at::kFloat);  // [B, 1, H]
   at::Tensor pos = positions.to(device_, at::kFloat).view({B, 1, 1});
-  at::Tensor freqs = pos * inv_freq_;                               // [B, 1, d/2]
-  at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);        // [B, 1, 1, d]
+  at::Tensor freqs = pos * inv_freq_;                         // [B, 1, d/2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);  // [B, 1, 1, d]
   at::Tensor cos = emb.cos(), sin = emb.sin();
   const double scale = 1.0 / std::sqrt(double(d));
   for (size_t l = 0; l < layers_.size(); ++l) {
@@ -415,6 +507,11 @@ DecoderOutput MistralModel::forward_embeds(const at::Tensor& inputs_embeds,
   }
   at::Tensor mask = attention_mask.to(device_, at::kLong);
   SerialElementwiseScope serial(device_.is_cpu() && B * T <= 4);
+  const ForwardHooks* hooks = opt.hooks;
+  if (hooks && !hooks->decoder_lora.empty() && hooks->decoder_lora.size() != layers_.size()) {
+    fail("decoder forward: adapters for ", hooks->decoder_lora.size(), " layers, the model has ",
+         layers_.size());
+  }
   const int64_t start = cache ? cache->length : 0;
   if (cache) {
     if (cache->key_mask.size(0) != B) {
@@ -449,12 +546,13 @@ DecoderOutput MistralModel::forward_embeds(const at::Tensor& inputs_embeds,
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& L = layers_[l];
     at::Tensor a = attention(L, rms_norm(h, L.input_norm, cfg_.rms_norm_eps), cos, sin, allowed,
-                             cache, l, start);
+                             cache, l, start, hooks);
     h = h + a;
-    at::Tensor gu = L.gate_up.forward(rms_norm(h, L.post_norm, cfg_.rms_norm_eps));
     const int64_t I = cfg_.intermediate_size;
+    at::Tensor x = rms_norm(h, L.post_norm, cfg_.rms_norm_eps);
+    at::Tensor gu = add_lora(hooks, l, x, L.gate_up.forward(x), {{kLoraGate, I}, {kLoraUp, I}});
     at::Tensor act = at::silu(gu.narrow(-1, 0, I)) * gu.narrow(-1, I, I);
-    h = h + L.down.forward(act);
+    h = h + add_lora(hooks, l, act, L.down.forward(act), {{kLoraDown, cfg_.hidden_size}});
     if (opt.output_hidden_states && l + 1 < layers_.size()) out.hidden_states.push_back(h);
   }
   if (cache) cache->length = S;

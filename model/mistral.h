@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/forward_hooks.h"
 #include "model/quant.h"
 #include "model/weights.h"
 
@@ -35,6 +36,10 @@ struct DecoderForwardOptions {
   bool output_hidden_states = false;
   bool last_logits_only = false;  // only the final position's logits (generation)
   bool compute_logits = true;     // false: hidden states only (compressor)
+  // LoRA adapters applied on the fly and dropout (train/); the adapters' contributions are
+  // computed in fp32 beside the resident weights, whatever their format. decode_step() takes
+  // none.
+  const ForwardHooks* hooks = nullptr;
 };
 
 class MistralModel {
@@ -75,6 +80,17 @@ class MistralModel {
 
   KVCache make_cache(int64_t batch, int64_t capacity) const;
 
+  // lm_head over hidden states [..., H] -> logits [..., V].
+  at::Tensor logits(const at::Tensor& hidden) const;
+
+  // The weights as the forward uses them (fp32 models only, for training): Hugging Face names,
+  // except the stacked matrices "model.layers.N.self_attn.qkv_proj.weight" (q, k, v rows; and
+  // .bias with attention_bias) and "model.layers.N.mlp.gate_up_proj.weight" (gate, up rows);
+  // a tied lm_head is not listed apart. The tensors share the model's storage.
+  NamedTensorList parameters() const;
+  // Every tensor under its Hugging Face name (the stacked matrices as row views), for saving.
+  NamedTensorList hf_tensors() const;
+
   // One decoder step for B independent sequences (continuous batching): tokens [B] and their
   // positions [B]; caches[b] is sequence b's own one-row cache, already prefilled, which gets
   // the new token appended. The linear layers read their weights once for all B rows;
@@ -90,15 +106,16 @@ class MistralModel {
  private:
   struct Layer {
     at::Tensor input_norm, post_norm;
-    Linear qkv;      // [(H + 2KV) * d, hidden]  q, k and v stacked (+ optional bias)
-    Linear o;        // [hidden, H * d]
-    Linear gate_up;  // [2 * I, hidden]
-    Linear down;     // [hidden, I]
+    Linear qkv;           // [(H + 2KV) * d, hidden]  q, k and v stacked (+ optional bias)
+    at::Tensor qkv_bias;  // the bias qkv holds (attention_bias), shared, for parameters()
+    Linear o;             // [hidden, H * d]
+    Linear gate_up;       // [2 * I, hidden]
+    Linear down;          // [hidden, I]
   };
   MistralModel() = default;
   at::Tensor attention(const Layer& L, const at::Tensor& x, const at::Tensor& cos,
                        const at::Tensor& sin, const at::Tensor& mask_bias, KVCache* cache,
-                       size_t layer_index, int64_t start) const;
+                       size_t layer_index, int64_t start, const ForwardHooks* hooks) const;
   // softmax(q k^T / sqrt(d)) v with grouped-query heads; q [B, nh, T, d], keys/values
   // [B, nkv, S, d], allowed broadcastable to [B, nkv, G, T, S]. Returns [B, T, nh * d].
   at::Tensor attend(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
@@ -110,6 +127,7 @@ class MistralModel {
   at::Tensor embed_tokens_;  // [V, H] fp32, or bf16 when the linear layers are bf16/int8
   at::Tensor final_norm_;
   Linear lm_head_;  // [V, H] (shares embed_tokens_'s storage when tied, except in int8)
+  bool tied_ = false;
   at::Tensor inv_freq_;
   std::vector<Layer> layers_;
 };

@@ -232,8 +232,15 @@ at::Tensor WeightSource::get(const std::string& name, const std::vector<int64_t>
              " (expected lora_A [r,in], lora_B [out,r])");
       }
       double scale = lora_scale(a_name, a.size(0));
-      w.addmm_(b, a, 1.0, scale);  // in place: no second full-size matrix
-      ++lora_merged_;
+      if (lora_.merge) {
+        w.addmm_(b, a, 1.0, scale);  // in place: no second full-size matrix
+        ++lora_merged_;
+      } else {
+        StoredLoraAdapter& ad = adapters_[stem.substr(prefix_.size())];
+        ad.a = device != c10::Device(c10::kCPU) ? a.to(device) : a;
+        ad.b = device != c10::Device(c10::kCPU) ? b.to(device) : b;
+        ad.scale = scale;
+      }
     }
   }
   if (w.sizes().vec() != shape) {

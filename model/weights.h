@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -59,6 +60,15 @@ struct LoraSettings {
   std::string adapter = "default";
   std::optional<double> alpha;  // lora_alpha; when unset, read adapter_config.json
   std::optional<int64_t> r;     // when unset, taken from the lora_A shape
+  // false (training): the base weight is returned as stored and the adapter is kept apart
+  // (WeightSource::take_adapters) instead of merged.
+  bool merge = true;
+};
+
+// An adapter read apart from its base weight: a [r, in], b [out, r], and its scale alpha / r.
+struct StoredLoraAdapter {
+  at::Tensor a, b;
+  double scale = 0;
 };
 
 class WeightSource : public TensorProvider {
@@ -81,6 +91,9 @@ class WeightSource : public TensorProvider {
   // with one of `ignorable_prefixes`, relative to the prefix).
   void check_all_used(const std::vector<std::string>& ignorable_prefixes = {}) const;
   int64_t lora_merged() const { return lora_merged_; }
+  // With LoraSettings::merge false: the adapters met so far, by module name relative to the
+  // prefix ("model.layers.0.self_attn.q_proj"); the map is moved out.
+  std::map<std::string, StoredLoraAdapter> take_adapters() { return std::move(adapters_); }
   std::set<std::string> dtypes_seen() const { return dtypes_; }
 
  private:
@@ -93,6 +106,7 @@ class WeightSource : public TensorProvider {
   std::set<std::string> used_;
   std::set<std::string> dtypes_;
   int64_t lora_merged_ = 0;
+  std::map<std::string, StoredLoraAdapter> adapters_;
 };
 
 std::string shape_str(const std::vector<int64_t>& shape);

@@ -1,11 +1,12 @@
-// A COCOM model whose weights are libtorch leaf tensors that autograd can train: the Mistral
-// decoder (with optional PEFT-style LoRA on every linear layer: r, alpha = 2r, dropout), the
-// decoder-compressor or COCOM-light's BERT + projection, a causal-LM loss over inputs_embeds,
-// and saving in the naver/Hugging Face layout that model::CocomModel::load reads.
+// A COCOM model that autograd can train: a model::CocomModel loaded with fp32 weights (the
+// decoder's stacked matrices, BERT and the projection are the leaf tensors), optional PEFT-style
+// LoRA adapters on every decoder linear layer (r, alpha = 2r, dropout), a causal-LM loss over
+// inputs_embeds, and saving in the naver/Hugging Face layout that model::CocomModel::load reads.
 //
-// This is a separate fp32 implementation of the forward passes of model/mistral.cpp and
-// model/bert.cpp (the inference runtime keeps its weights in stacked, possibly bf16/int8
-// matrices that autograd cannot train); tests check that both give the same numbers.
+// There is no second transformer here: compression, slot replacement and the decoder run the
+// inference code (compress::compress_on_device, generate::embed_with_contexts,
+// model::MistralModel::forward_embeds, model::BertModel::forward) with model::ForwardHooks
+// carrying the adapters and dropout.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -20,6 +21,7 @@
 #include "model/config.h"
 #include "model/safetensors.h"
 #include "model/tokenizer.h"
+#include "model/forward_hooks.h"
 #include "train/examples.h"
 
 namespace cocom::train {
@@ -42,7 +44,7 @@ struct LossOutput {
   int64_t labelled = 0;
 };
 
-using NamedTensorList = std::vector<std::pair<std::string, at::Tensor>>;
+using model::NamedTensorList;
 
 class TrainableCocom {
  public:
@@ -51,11 +53,11 @@ class TrainableCocom {
   // the base weights and fresh adapters are made (A uniform(+-1/sqrt(in)), B zero, as PEFT).
   static std::unique_ptr<TrainableCocom> load(const std::string& dir, const TrainableOptions& opt);
 
-  const model::CocomConfig& config() const { return cfg_; }
-  const model::DecoderConfig& decoder_config() const { return dcfg_; }
+  const model::CocomConfig& config() const { return model_->config(); }
+  const model::DecoderConfig& decoder_config() const { return model_->decoder().config(); }
   const TrainableOptions& options() const { return opt_; }
-  const model::Tokenizer& decoder_tokenizer() const { return *dec_tok_; }
-  const model::Tokenizer* compressor_tokenizer() const { return enc_tok_.get(); }
+  // The model the forward runs (weights shared with the trainable parameters).
+  const model::CocomModel& model() const { return *model_; }
   ExampleFormat example_format(int64_t context_max_length) const;
   bool has_lora() const { return !lora_.empty(); }
 
@@ -99,29 +101,17 @@ class TrainableCocom {
 
  private:
   TrainableCocom() = default;
-  at::Tensor dec(const std::string& name) const;
-  at::Tensor linear(const std::string& stem, const at::Tensor& x);
   at::Tensor dropout(const at::Tensor& x, double p);
-  at::Tensor bert_last_hidden(const at::Tensor& ids, const at::Tensor& mask);
-  at::Tensor bt(const std::string& name) const;
+  // The adapters and dropout for one forward (dropout only in training mode).
+  model::ForwardHooks hooks();
   void collect_trainable();
 
-  model::CocomConfig cfg_;
-  model::DecoderConfig dcfg_;
-  model::BertConfig bcfg_;
   TrainableOptions opt_;
-  std::string dir_, decoder_source_, compressor_source_;
-  std::unique_ptr<model::Tokenizer> dec_tok_, enc_tok_;
-  int64_t mem_id_ = -1, ae_id_ = -1, enc_id_ = -1, sep_id_ = -1;
-  std::map<std::string, at::Tensor> dec_;                          // HF names (decoder root)
-  std::map<std::string, std::pair<at::Tensor, at::Tensor>> lora_;  // module stem -> (A, B)
+  std::unique_ptr<model::CocomModel> model_;
+  std::map<std::string, model::LoraAdapter> lora_;  // module stem -> adapter
   int64_t lora_r_ = 0;
   double lora_scale_ = 0;
-  bool tied_ = false;
-  std::map<std::string, at::Tensor> bert_;  // BertModel names (compr.model.*)
-  at::Tensor proj_w_, proj_b_;
   double bert_hidden_dropout_ = 0.1, bert_attention_dropout_ = 0.1;
-  at::Tensor inv_freq_;
   at::Generator gen_;
   bool training_ = true;
   NamedTensorList trainable_;
