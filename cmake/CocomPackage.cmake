@@ -37,7 +37,7 @@ install(TARGETS cocom_shared EXPORT cocomTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 # The sentencepiece shim is dlopen'ed at run time, from beside libcocom.so or from
-# <prefix>/<libdir> next to bin/cocom (model/tokenizer.cpp).
+# <prefix>/<libdir> next to bin/cocom (model/tokenizer_spm.cpp).
 install(TARGETS cocom_spm LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 install(TARGETS cocom_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/cocom DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})

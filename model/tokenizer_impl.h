@@ -5,9 +5,12 @@
 // library crosses the dlopen boundary (ENVIRONMENT.md, trap 4). spm_shim.cpp includes only this
 // part (COCOM_SPM_C_API_ONLY).
 //
-// Part 2 holds the C++ helpers: the shim loader, added-token handling with Hugging Face slow
-// tokenizer semantics (transformers 4.41), Unicode helpers and the common base of the two
-// tokenizers.
+// Part 2 holds the C++ helpers: the shim loader (tokenizer_spm.cpp), added-token handling with
+// Hugging Face slow tokenizer semantics (transformers 4.41: tokenizer_trie.cpp for the split,
+// tokenizer_files.cpp for the JSON files), Unicode helpers (tokenizer_unicode.cpp) and the
+// common base of the two tokenizers (tokenizer_vocab.cpp: the added and special vocabulary;
+// tokenizer_codec.cpp: tokenize, encode, decode). Tokenizer::encode_batch is in
+// tokenizer_batch.cpp, load_tokenizer in tokenizer.cpp.
 #pragma once
 
 #include <stddef.h>
