@@ -21,6 +21,7 @@
 #include "common/json_util.h"
 #include "compress/compressor.h"
 #include "engine/knowledge_store.h"
+#include "index/bm25.h"
 #include "index/dense_index.h"
 #include "model/cocom.h"
 #include "model/runtime.h"
@@ -504,7 +505,7 @@ int run_store_bench(const StoreBenchOptions& opt) {
           x.record.char_begin = offset;
           x.record.char_end = offset + static_cast<int64_t>(text.size());
           offset = x.record.char_end + 1;
-          x.terms = storage::analyze(text);
+          x.terms = index::analyze(text);
           x.record.text = std::move(text);
           x.embeddings.assign(8, 0.125f);
           np.push_back(std::move(x));
@@ -518,9 +519,9 @@ int run_store_bench(const StoreBenchOptions& opt) {
         std::string q;
         const int n = qlen(rng);
         for (int w = 0; w < n; ++w) q += (w ? " " : "") + words[static_cast<size_t>(zipf(rng))];
-        std::vector<std::string> terms = storage::analyze(q);
+        std::vector<std::string> terms = index::analyze(q);
         double a = now_s();
-        auto hits = store->bm25_search(terms, 5);
+        auto hits = index::bm25_search(*store, terms, 5);
         ms.push_back((now_s() - a) * 1e3);
       }
       Latency l = summarize(ms);

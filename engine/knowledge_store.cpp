@@ -10,6 +10,7 @@
 #include "common/hash.h"
 #include "common/log.h"
 #include "compress/compressor.h"
+#include "index/bm25.h"
 #include "index/dense_index.h"
 #include "index/retriever.h"
 #include "model/fingerprint.h"
@@ -486,7 +487,7 @@ std::vector<storage::NewPassage> KnowledgeStore::make_passages(
       const float* v = rv.data_ptr<float>() + int64_t(i) * rv.size(1);
       np[i].retriever_vector.assign(v, v + rv.size(1));
     }
-    np[i].terms = storage::analyze(p.text);
+    np[i].terms = index::analyze(p.text);
   }
   retriever_flat->clear();
   if (rv.defined()) retriever_flat->assign(rv.data_ptr<float>(), rv.data_ptr<float>() + rv.numel());
@@ -755,7 +756,8 @@ std::vector<SearchHit> KnowledgeStore::search_locked(const std::string& query,
   const size_t wide = std::max<size_t>(k, 20);
   std::vector<std::pair<uint64_t, double>> lexical, dense;
   if (mode != SearchMode::Dense)
-    lexical = store_->bm25_search(storage::analyze(query), mode == SearchMode::Bm25 ? k : wide);
+    lexical =
+        index::bm25_search(*store_, index::analyze(query), mode == SearchMode::Bm25 ? k : wide);
   if (mode != SearchMode::Bm25) {
     for (const auto& [id, s] : dense_->search(qvec, mode == SearchMode::Dense ? k : wide)) {
       dense.push_back({id, double(s)});

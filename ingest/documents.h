@@ -42,8 +42,9 @@ struct ReadOptions {
   // Nesting bound for hostile input; must be >= 1 (read_paths throws otherwise). HTML: elements
   // nested deeper are flattened (their tags dropped, their text kept; a warning names the file
   // and the limit). jsonl: a line whose arrays/objects nest deeper is skipped ("FILE:N").
-  // Markdown and text readers keep no nesting state (line-based), PDF nesting is bounded by
-  // poppler itself.
+  // Markdown (md4c) needs no limit: md4c keeps nesting in arrays, not on the call stack, and
+  // the reader keeps O(1) state, so any depth reads in linear time. Text has no nesting; PDF
+  // nesting is bounded by poppler itself.
   int64_t max_nesting_depth = kDefaultMaxNestingDepth;
 };
 
@@ -70,6 +71,9 @@ struct ReadResult {
 ReadResult read_paths(const std::vector<std::string>& paths, const ReadOptions& opt = {});
 
 // Single-format readers (exposed for tests); `path` is used in messages and as source.
+// md4c (CommonMark, tables, task lists) in linear time; what the text keeps is listed in
+// markdown.cpp. Ill-formed UTF-8 is repaired first; throws cocom::Error only for a document
+// md4c cannot take (4 GiB or more) or when md4c fails (out of memory).
 std::string markdown_to_text(const std::string& md, std::string* title);
 // gumbo, in linear time: elements nested deeper than max_depth (>= 1) are flattened (see
 // html.cpp); throws cocom::Error when max_depth < 1.

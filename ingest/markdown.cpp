@@ -1,486 +1,379 @@
-// Markdown to plain text (a line-based stripper): headings, lists, tables, fences, links,
-// emphasis and inline HTML; the first heading becomes the title. No recursion and no nesting
-// state (nested blockquotes and lists are stripped marker by marker), every pass is linear in
-// the line, so deeply nested input needs no depth limit.
-#include "ingest/documents.h"
+// Markdown to plain text through md4c's SAX parser (md_parse): CommonMark plus tables and
+// task lists. The callbacks keep O(1) state (no stack): md4c itself keeps block and span
+// nesting in arrays, not on the call stack, so deeply nested quotes and lists read in linear
+// time without a depth limit (tests/test_documents.cpp, Markdown.Hostile*).
+//
+// What comes out:
+//  - Blocks are separated by a blank line ("\n\n"); list items, consecutive lists and table
+//    rows by one newline; table cells by a space. Soft and hard line breaks stay newlines.
+//    Each line has its whitespace collapsed, and lines left empty (an image alone on its line,
+//    a tag) are dropped.
+//  - Code (blocks and spans) is kept verbatim (a code block is trimmed as a whole).
+//  - Links keep their text (autolinks their URL); images are dropped, alt text included;
+//    emphasis delimiters go; entities are decoded (numeric ones, and a few common names).
+//  - Raw HTML: inline tags are dropped; an HTML block keeps its text without tags or comments
+//    (a <script> or <style> block is dropped whole).
+//  - The first non-empty heading is the title; when it opens the document (no text before it)
+//    it leaves the text: passages are stored as "Title. text" (the KILT form), which would
+//    otherwise repeat it.
+//  - md4c's strikethrough extension is off: in md4c 0.4.8 it is quadratic on runs of "~a "
+//    (a 400 KB line took 12 s). Runs of two or more '~' that touch a word are dropped instead.
+//  - NUL bytes read as spaces; ill-formed UTF-8 is repaired (U+FFFD) before parsing, so the
+//    text is valid UTF-8. The text is never longer than the (repaired) input.
+#include <md4c.h>
 
-#include <algorithm>
 #include <cctype>
-#include <cerrno>
-#include <cstdio>
+#include <cstdint>
 #include <cstring>
-#include <map>
-#include <memory>
-#include <set>
+#include <limits>
 #include <string>
-#include <unordered_map>
-#include <utility>
-#include <vector>
 
 #include "common/error.h"
-#include "common/hash.h"
-#include "common/json_util.h"
 #include "common/utf8.h"
+#include "ingest/documents.h"
 #include "ingest/text.h"
 
 namespace cocom::ingest {
 namespace {
 
-using namespace detail;  // NOLINT
+using detail::collapse_ws;
+using detail::is_space;
+using detail::trim;
 
-// ---------------------------------------------------------------------------------------------
-// Markdown
+// Named entities decoded; anything else md4c reports as an entity is kept as written. Every
+// replacement is shorter than its entity.
+struct NamedEntity {
+  const char* name;
+  const char* text;
+};
+constexpr NamedEntity kEntities[] = {
+    {"amp", "&"},
+    {"lt", "<"},
+    {"gt", ">"},
+    {"quot", "\""},
+    {"apos", "'"},
+    {"nbsp", " "},
+    {"shy", ""},
+    {"copy", "\xC2\xA9"},
+    {"reg", "\xC2\xAE"},
+    {"deg", "\xC2\xB0"},
+    {"middot", "\xC2\xB7"},
+    {"laquo", "\xC2\xAB"},
+    {"raquo", "\xC2\xBB"},
+    {"times", "\xC3\x97"},
+    {"ndash", "\xE2\x80\x93"},
+    {"mdash", "\xE2\x80\x94"},
+    {"lsquo", "\xE2\x80\x98"},
+    {"rsquo", "\xE2\x80\x99"},
+    {"ldquo", "\xE2\x80\x9C"},
+    {"rdquo", "\xE2\x80\x9D"},
+    {"bull", "\xE2\x80\xA2"},
+    {"hellip", "\xE2\x80\xA6"},
+    {"euro", "\xE2\x82\xAC"},
+    {"trade", "\xE2\x84\xA2"},
+};
 
-// Returns, for every i, the index of the next occurrence of `c` at or after i (n if none).
-std::vector<size_t> next_index(const std::string& s, char c) {
-  std::vector<size_t> nx(s.size() + 1, s.size());
-  for (size_t i = s.size(); i-- > 0;) nx[i] = s[i] == c ? i : nx[i + 1];
-  return nx;
-}
-
-// One pass: removes images ![alt](url) (images=true) or keeps the text of links [text](url)
-// and [text][ref] (images=false). Linear time: "next occurrence" tables, no backtracking.
-std::string md_links_pass(const std::string& s, bool images) {
-  if (s.find('[') == std::string::npos) return s;
-  const size_t n = s.size();
-  auto nclose = next_index(s, ']');
-  auto nopen = next_index(s, '[');
-  auto nparen = next_index(s, ')');
-  std::string out;
-  out.reserve(n);
-  size_t i = 0;
-  while (i < n) {
-    char c = s[i];
-    if (c == '\\' && i + 1 < n) {
-      out.append(s, i, 2);
-      i += 2;
-      continue;
-    }
-    bool image = images && c == '!' && i + 1 < n && s[i + 1] == '[';
-    if ((!images && c == '[') || image) {
-      size_t open = image ? i + 1 : i;
-      size_t close = nclose[open + 1 <= n ? open + 1 : n];
-      if (close < n && nopen[open + 1] > close && close + 1 < n &&
-          (s[close + 1] == '(' || s[close + 1] == '[')) {
-        size_t end = s[close + 1] == '(' ? nparen[close + 1] : nclose[close + 1];
-        if (end < n) {
-          if (!image) out.append(s, open + 1, close - open - 1);
-          i = end + 1;
-          continue;
-        }
-      }
-      if (image && close < n && nopen[open + 1] > close) {  // "![alt]" without url
-        i = close + 1;
-        continue;
-      }
-    }
-    out.push_back(c);
-    ++i;
-  }
-  return out;
-}
-
-std::string md_links(const std::string& s) {
-  return md_links_pass(md_links_pass(s, /*images=*/true), /*images=*/false);
-}
-
-// Removes inline HTML tags and comments; keeps the URL of autolinks <http://...>.
-std::string md_tags(const std::string& s) {
-  if (s.find('<') == std::string::npos) return s;
-  const size_t n = s.size();
-  auto ngt = next_index(s, '>');
-  auto nlt = next_index(s, '<');
-  std::string out;
-  out.reserve(n);
-  size_t i = 0;
-  while (i < n) {
-    if (s[i] == '<' && i + 1 < n) {
-      unsigned char d = static_cast<unsigned char>(s[i + 1]);
-      size_t gt = ngt[i + 1];
-      if (gt < n && nlt[i + 1] > gt && (std::isalpha(d) || d == '/' || d == '!' || d == '?')) {
-        std::string inner = s.substr(i + 1, gt - i - 1);
-        if (inner.rfind("http://", 0) == 0 || inner.rfind("https://", 0) == 0 ||
-            inner.rfind("mailto:", 0) == 0) {
-          out += inner;
-        }
-        i = gt + 1;
-        continue;
-      }
-    }
-    out.push_back(s[i]);
-    ++i;
-  }
-  return out;
-}
-
-bool is_word_byte(unsigned char c) { return std::isalnum(c) || c >= 0x80; }
-
-// Removes emphasis delimiters (*, _, ~~) and backslash escapes; decodes a few entities.
-std::string md_emphasis(const std::string& s) {
-  const size_t n = s.size();
-  std::string out;
-  out.reserve(n);
-  size_t i = 0;
-  while (i < n) {
-    char c = s[i];
-    if (c == '\\' && i + 1 < n && std::ispunct(static_cast<unsigned char>(s[i + 1]))) {
-      out.push_back(s[i + 1]);
-      i += 2;
-      continue;
-    }
-    if (c == '*' || c == '_' || c == '~') {
-      size_t j = i;
-      while (j < n && s[j] == c) ++j;
-      unsigned char prev = i > 0 ? static_cast<unsigned char>(s[i - 1]) : ' ';
-      unsigned char next = j < n ? static_cast<unsigned char>(s[j]) : ' ';
-      bool left_space = is_space(prev), right_space = is_space(next);
-      bool remove = !(left_space && right_space);
-      if (c == '_' && is_word_byte(prev) && is_word_byte(next)) remove = false;  // snake_case
-      if (c == '~' && j - i < 2) remove = false;
-      if (!remove) out.append(s, i, j - i);
-      i = j;
-      continue;
-    }
-    if (c == '&') {
-      static const std::pair<const char*, const char*> kEnt[] = {
-          {"&amp;", "&"}, {"&lt;", "<"},   {"&gt;", ">"},  {"&quot;", "\""},
-          {"&#39;", "'"}, {"&apos;", "'"}, {"&nbsp;", " "}};
-      bool done = false;
-      for (const auto& [ent, rep] : kEnt) {
-        size_t len = std::strlen(ent);
-        if (s.compare(i, len, ent) == 0) {
-          out += rep;
-          i += len;
-          done = true;
-          break;
-        }
-      }
-      if (done) continue;
-    }
-    out.push_back(c);
-    ++i;
-  }
-  return out;
-}
-
-// Inline Markdown: code spans are kept verbatim (without backticks), the rest is stripped.
-std::string md_inline(const std::string& s) {
-  std::string out, plain;
-  auto flush_plain = [&] {
-    if (!plain.empty()) out += md_emphasis(md_tags(md_links(plain)));
-    plain.clear();
-  };
-  const size_t n = s.size();
-  auto ntick = next_index(s, '`');
-  size_t i = 0;
-  while (i < n) {
-    if (s[i] == '\\' && i + 1 < n && s[i + 1] == '`') {
-      plain.append(s, i, 2);
-      i += 2;
-      continue;
-    }
-    if (s[i] != '`') {
-      plain.push_back(s[i]);
+// The entity at s[0..n) ("&...;", as md4c reports one, or found in an HTML block): appends its
+// text to *out and returns the bytes it spans; 0 when s does not start an entity (or names one
+// not in the table). Bounded look-ahead: at most 34 bytes.
+size_t decode_entity(const char* s, size_t n, std::string* out) {
+  if (n < 3 || s[0] != '&') return 0;
+  if (s[1] == '#') {
+    const bool hex = n > 2 && (s[2] == 'x' || s[2] == 'X');
+    size_t i = hex ? 3 : 2;
+    const size_t first = i, max_digits = hex ? 6 : 7;
+    uint32_t cp = 0;
+    while (i < n && i - first < max_digits &&
+           (hex ? std::isxdigit(static_cast<unsigned char>(s[i]))
+                : std::isdigit(static_cast<unsigned char>(s[i])))) {
+      const char c = static_cast<char>(std::tolower(static_cast<unsigned char>(s[i])));
+      cp = cp * (hex ? 16 : 10) + static_cast<uint32_t>(c <= '9' ? c - '0' : c - 'a' + 10);
       ++i;
+    }
+    if (i == first || i >= n || s[i] != ';') return 0;
+    // NUL and what is not a code point (surrogates, > U+10FFFF) become U+FFFD.
+    utf8::append(out, cp == 0 ? 0xFFFDu : cp);
+    return i + 1;
+  }
+  size_t i = 1;
+  while (i < n && i <= 32 && std::isalnum(static_cast<unsigned char>(s[i]))) ++i;
+  if (i == 1 || i >= n || s[i] != ';') return 0;
+  for (const auto& e : kEntities) {
+    if (std::strlen(e.name) == i - 1 && std::memcmp(e.name, s + 1, i - 1) == 0) {
+      *out += e.text;
+      return i + 1;
+    }
+  }
+  return 0;
+}
+
+// Appends inline text, dropping runs of two or more '~' that touch a non-space (the
+// strikethrough delimiters md4c is not asked to parse).
+void append_inline(const char* s, size_t n, std::string* out) {
+  size_t i = 0;
+  while (i < n) {
+    if (s[i] != '~') {
+      const void* tilde = std::memchr(s + i, '~', n - i);
+      const size_t end = tilde ? static_cast<size_t>(static_cast<const char*>(tilde) - s) : n;
+      out->append(s + i, end - i);
+      i = end;
       continue;
     }
     size_t j = i;
-    while (j < n && s[j] == '`') ++j;
-    size_t run = j - i;
-    // Look for a closing run of the same length (bounded number of hops: linear time).
-    size_t k = ntick[j], hops = 0, close = n;
-    while (k < n && hops < 64) {
-      size_t m = k;
-      while (m < n && s[m] == '`') ++m;
-      if (m - k == run) {
-        close = k;
-        break;
-      }
-      k = ntick[m];
-      ++hops;
-    }
-    if (close == n) {
-      plain.append(s, i, run);
-      i = j;
+    while (j < n && s[j] == '~') ++j;
+    const bool space_before = i == 0 || is_space(static_cast<unsigned char>(s[i - 1]));
+    const bool space_after = j == n || is_space(static_cast<unsigned char>(s[j]));
+    if (j - i < 2 || (space_before && space_after)) out->append(s + i, j - i);
+    i = j;
+  }
+}
+
+bool starts_with_ci(const std::string& s, size_t at, const char* word) {
+  const size_t n = std::strlen(word);
+  if (s.size() - at < n) return false;
+  for (size_t k = 0; k < n; ++k) {
+    if (std::tolower(static_cast<unsigned char>(s[at + k])) != word[k]) return false;
+  }
+  return true;
+}
+
+// Tags after which an HTML block's text starts a new line.
+bool is_line_tag(const std::string& name) {
+  static const char* const kTags[] = {
+      "address", "article",    "aside",  "blockquote", "br",   "dd",  "details", "div", "dl",
+      "dt",      "figcaption", "figure", "footer",     "h1",   "h2",  "h3",      "h4",  "h5",
+      "h6",      "header",     "hr",     "li",         "main", "nav", "ol",      "p",   "pre",
+      "section", "summary",    "table",  "td",         "th",   "tr",  "ul"};
+  for (const char* t : kTags) {
+    if (name == t) return true;
+  }
+  return false;
+}
+
+// The text of a raw HTML block: comments and tags dropped (a line-level tag leaves a newline),
+// entities decoded. A <script> or <style> block gives nothing. Linear: the next '<' and '>'
+// are found once per position they can answer for.
+std::string html_block_text(const std::string& s) {
+  const size_t lead = s.find_first_not_of(" \t\n");
+  if (lead == std::string::npos) return "";
+  if (starts_with_ci(s, lead, "<script") || starts_with_ci(s, lead, "<style")) return "";
+  const size_t n = s.size();
+  std::string out;
+  out.reserve(n);
+  size_t next_gt = 0, next_lt = 0;  // caches: the next '>' / '<' at or after some position
+  bool gt_searched = false, lt_searched = false;
+  size_t i = 0;
+  while (i < n) {
+    const char c = s[i];
+    if (c == '<' && s.compare(i, 4, "<!--") == 0) {
+      const size_t end = s.find("-->", i + 4);
+      i = end == std::string::npos ? n : end + 3;
       continue;
     }
-    flush_plain();
-    std::string code = s.substr(j, close - j);
-    if (code.size() >= 2 && code.front() == ' ' && code.back() == ' ') {
-      code = code.substr(1, code.size() - 2);
+    if (c == '<' && i + 1 < n) {
+      const unsigned char d = static_cast<unsigned char>(s[i + 1]);
+      if (std::isalpha(d) || d == '/' || d == '!' || d == '?') {
+        if (!gt_searched || (next_gt != std::string::npos && next_gt <= i)) {
+          next_gt = s.find('>', i + 1);
+          gt_searched = true;
+        }
+        if (!lt_searched || (next_lt != std::string::npos && next_lt <= i)) {
+          next_lt = s.find('<', i + 1);
+          lt_searched = true;
+        }
+        if (next_gt != std::string::npos && next_gt < next_lt) {  // a tag: no '<' inside
+          size_t b = i + 1 + (d == '/');
+          size_t e = b;
+          while (e < next_gt && std::isalnum(static_cast<unsigned char>(s[e]))) ++e;
+          std::string name = s.substr(b, e - b);
+          for (auto& ch : name)
+            ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+          if (is_line_tag(name)) out.push_back('\n');
+          i = next_gt + 1;
+          continue;
+        }
+      }
     }
-    out += code;
-    i = close + run;
+    if (c == '&') {
+      const size_t used = decode_entity(s.data() + i, n - i, &out);
+      if (used > 0) {
+        i += used;
+        continue;
+      }
+    }
+    out.push_back(c);
+    ++i;
   }
-  flush_plain();
   return out;
 }
 
-size_t leading_spaces(const std::string& s) {
-  size_t i = 0;
-  while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
-  return i;
-}
-
-// "```" / "~~~" fence (up to 3 spaces indentation): returns the fence char and run length.
-bool md_fence(const std::string& line, char* ch, size_t* len) {
-  size_t i = leading_spaces(line);
-  if (i > 3 || i >= line.size()) return false;
-  char c = line[i];
-  if (c != '`' && c != '~') return false;
-  size_t j = i;
-  while (j < line.size() && line[j] == c) ++j;
-  if (j - i < 3) return false;
-  if (c == '`' && line.find('`', j) != std::string::npos) return false;
-  *ch = c;
-  *len = j - i;
-  return true;
-}
-
-bool md_rule_or_underline(const std::string& t, char c) {
-  size_t count = 0;
-  for (char x : t) {
-    if (x == c) {
-      ++count;
-    } else if (x != ' ' && x != '\t') {
-      return false;
+// Each line with its whitespace collapsed; empty lines dropped.
+std::string clean_lines(const std::string& s) {
+  std::string out;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t nl = s.find('\n', pos);
+    if (nl == std::string::npos) nl = s.size();
+    std::string line = collapse_ws(s.substr(pos, nl - pos));
+    if (!line.empty()) {
+      if (!out.empty()) out.push_back('\n');
+      out += line;
     }
+    pos = nl + 1;
   }
-  return count >= (c == '=' ? 1u : 3u) || (c == '-' && count >= 2 && t.find(' ') == t.npos);
-}
-
-bool md_table_separator(const std::string& t) {
-  if (t.find('|') == std::string::npos || t.find('-') == std::string::npos) return false;
-  for (char x : t) {
-    if (x != '|' && x != '-' && x != ':' && x != ' ' && x != '\t') return false;
-  }
-  return true;
-}
-
-std::string md_table_row(std::string t) {
-  if (!t.empty() && t.front() == '|') t.erase(0, 1);
-  if (!t.empty() && t.back() == '|' && (t.size() < 2 || t[t.size() - 2] != '\\')) t.pop_back();
-  std::string out, cell;
-  auto flush = [&] {
-    std::string c = collapse_ws(md_inline(trim(cell)));
-    if (!c.empty()) {
-      if (!out.empty()) out.push_back(' ');
-      out += c;
-    }
-    cell.clear();
-  };
-  for (size_t i = 0; i < t.size(); ++i) {
-    if (t[i] == '\\' && i + 1 < t.size() && t[i + 1] == '|') {
-      cell.push_back('|');
-      ++i;
-    } else if (t[i] == '|') {
-      flush();
-    } else {
-      cell.push_back(t[i]);
-    }
-  }
-  flush();
   return out;
 }
 
-// Strips list markers ("- ", "* ", "+ ", "1. ", "1) ") and task boxes.
-std::string md_strip_list_marker(const std::string& t) {
-  size_t i = 0;
-  if (t.size() >= 2 && (t[0] == '-' || t[0] == '*' || t[0] == '+') &&
-      (t[1] == ' ' || t[1] == '\t')) {
-    i = 2;
-  } else {
-    size_t d = 0;
-    while (d < t.size() && d < 9 && std::isdigit(static_cast<unsigned char>(t[d]))) ++d;
-    if (d > 0 && d + 1 < t.size() && (t[d] == '.' || t[d] == ')') &&
-        (t[d + 1] == ' ' || t[d + 1] == '\t')) {
-      i = d + 2;
+class Reader {
+ public:
+  std::string text, title;
+
+  static int enter_block(MD_BLOCKTYPE type, void* /*detail*/, void* self) {
+    static_cast<Reader*>(self)->block(type, /*enter=*/true);
+    return 0;
+  }
+  static int leave_block(MD_BLOCKTYPE type, void* /*detail*/, void* self) {
+    static_cast<Reader*>(self)->block(type, /*enter=*/false);
+    return 0;
+  }
+  static int enter_span(MD_SPANTYPE type, void* /*detail*/, void* self) {
+    if (type == MD_SPAN_IMG) ++static_cast<Reader*>(self)->in_image_;
+    return 0;
+  }
+  static int leave_span(MD_SPANTYPE type, void* /*detail*/, void* self) {
+    if (type == MD_SPAN_IMG) --static_cast<Reader*>(self)->in_image_;
+    return 0;
+  }
+  static int on_text(MD_TEXTTYPE type, const MD_CHAR* s, MD_SIZE n, void* self) {
+    static_cast<Reader*>(self)->add_text(type, s, n);
+    return 0;
+  }
+
+  void finish() { flush(); }
+
+ private:
+  // What separates two pieces of text: the strongest boundary crossed between them.
+  enum Sep { kNone = 0, kSpace = 1, kLine = 2, kPara = 3 };
+  enum Leaf { kInline, kHeading, kCode, kHtml };
+
+  static Sep separator(MD_BLOCKTYPE type) {
+    switch (type) {
+      case MD_BLOCK_TH:
+      case MD_BLOCK_TD:
+        return kSpace;
+      case MD_BLOCK_UL:
+      case MD_BLOCK_OL:
+      case MD_BLOCK_LI:
+      case MD_BLOCK_THEAD:
+      case MD_BLOCK_TBODY:
+      case MD_BLOCK_TR:
+        return kLine;
+      default:  // document, quote, paragraph, heading, code, HTML, rule, table
+        return kPara;
     }
   }
-  if (i == 0) return t;
-  std::string rest = t.substr(i + leading_spaces(t.substr(i)));
-  if (rest.size() >= 3 && rest[0] == '[' && rest[2] == ']' &&
-      (rest[1] == ' ' || rest[1] == 'x' || rest[1] == 'X')) {
-    rest = trim(rest.substr(3));
+
+  void block(MD_BLOCKTYPE type, bool enter) {
+    flush();
+    if (separator(type) > sep_) sep_ = separator(type);
+    leaf_ = kInline;
+    if (enter) {
+      if (type == MD_BLOCK_H) leaf_ = kHeading;
+      if (type == MD_BLOCK_CODE) leaf_ = kCode;
+      if (type == MD_BLOCK_HTML) leaf_ = kHtml;
+    }
   }
-  return rest;
-}
+
+  void add_text(MD_TEXTTYPE type, const char* s, size_t n) {
+    if (in_image_ > 0) return;  // alt text
+    switch (type) {
+      case MD_TEXT_NORMAL:
+        append_inline(s, n, &chunk_);
+        break;
+      case MD_TEXT_NULLCHAR:
+        chunk_.push_back(' ');
+        break;
+      case MD_TEXT_BR:
+      case MD_TEXT_SOFTBR:
+        chunk_.push_back('\n');
+        break;
+      case MD_TEXT_ENTITY: {
+        const size_t used = decode_entity(s, n, &chunk_);  // 0: a name not in the table
+        chunk_.append(s + used, n - used);
+        break;
+      }
+      case MD_TEXT_HTML:
+        if (leaf_ == kHtml) chunk_.append(s, n);  // inline tags are dropped
+        break;
+      default:  // code, LaTeX
+        chunk_.append(s, n);
+        break;
+    }
+  }
+
+  // Ends the text of the current leaf (at every block boundary).
+  void flush() {
+    if (chunk_.empty()) return;
+    std::string piece;
+    switch (leaf_) {
+      case kInline:
+        piece = clean_lines(chunk_);
+        break;
+      case kHeading:
+        piece = collapse_ws(chunk_);
+        if (!piece.empty() && title.empty()) {
+          title = piece;
+          if (text.empty()) piece.clear();  // the opening heading is the title only
+        }
+        break;
+      case kCode:
+        piece = trim(chunk_);
+        break;
+      case kHtml:
+        piece = clean_lines(html_block_text(chunk_));
+        break;
+    }
+    chunk_.clear();
+    if (piece.empty()) return;
+    if (!text.empty()) text += sep_ == kPara ? "\n\n" : sep_ == kLine ? "\n" : " ";
+    text += piece;
+    sep_ = kNone;
+  }
+
+  std::string chunk_;  // text of the current leaf since the last block boundary
+  Sep sep_ = kNone;
+  Leaf leaf_ = kInline;
+  int64_t in_image_ = 0;
+};
 
 }  // namespace
 
 std::string markdown_to_text(const std::string& md, std::string* title) {
-  std::string found_title;
-  std::vector<std::string> paragraphs;
-  std::vector<std::string> para;  // lines of the current paragraph
-  auto flush = [&] {
-    std::string joined;
-    for (const auto& l : para) {
-      if (l.empty()) continue;
-      if (!joined.empty()) joined.push_back('\n');
-      joined += l;
-    }
-    if (!joined.empty()) paragraphs.push_back(std::move(joined));
-    para.clear();
-  };
-  // A heading that opens the document becomes the title and leaves the text: passages are
-  // stored as "Title. text" (the KILT form), which would otherwise repeat it.
-  auto add_heading = [&](const std::string& h) {
-    if (h.empty()) return;
-    if (found_title.empty() && paragraphs.empty()) {
-      found_title = h;
-      return;
-    }
-    if (found_title.empty()) found_title = h;
-    paragraphs.push_back(h);
-  };
-  auto heading = [&](const std::string& raw) {
-    flush();
-    add_heading(collapse_ws(md_inline(raw)));
-  };
-
-  bool in_fence = false, in_comment = false, in_table = false;
-  char fence_ch = 0;
-  size_t fence_len = 0;
-  std::vector<std::string> code;
-  std::string last_raw;  // raw text of the last paragraph line (for table headers)
-  size_t pos = 0;
-  while (pos <= md.size()) {
-    size_t nl = md.find('\n', pos);
-    if (nl == std::string::npos) nl = md.size();
-    std::string line = md.substr(pos, nl - pos);
-    pos = nl + 1;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-
-    if (in_fence) {
-      char c;
-      size_t len;
-      if (md_fence(line, &c, &len) && c == fence_ch && len >= fence_len &&
-          trim(line).size() == len) {
-        in_fence = false;
-        std::string block;
-        for (const auto& l : code) {
-          if (!block.empty()) block.push_back('\n');
-          block += l;
-        }
-        block = trim(block);
-        if (!block.empty()) paragraphs.push_back(block);
-        code.clear();
-      } else {
-        code.push_back(line);
-      }
-      continue;
-    }
-    if (in_comment) {
-      size_t end = line.find("-->");
-      if (end == std::string::npos) continue;
-      in_comment = false;
-      line = line.substr(end + 3);
-    }
-    {
-      size_t start = line.find("<!--");
-      if (start != std::string::npos && line.find("-->", start + 4) == std::string::npos) {
-        in_comment = true;
-        line = line.substr(0, start);
-      }
-    }
-    {
-      char c;
-      size_t len;
-      if (md_fence(line, &c, &len)) {
-        flush();
-        in_fence = true;
-        fence_ch = c;
-        fence_len = len;
-        in_table = false;
-        continue;
-      }
-    }
-    std::string t = trim(line);
-    // Blockquote markers, any nesting, in one pass (t is trimmed on both sides already).
-    {
-      size_t q = 0;
-      while (q < t.size() && t[q] == '>') {
-        ++q;
-        while (q < t.size() && is_space(static_cast<unsigned char>(t[q]))) ++q;
-      }
-      if (q > 0) t.erase(0, q);
-    }
-    if (t.empty()) {
-      flush();
-      in_table = false;
-      continue;
-    }
-    // ATX heading.
-    if (t[0] == '#') {
-      size_t h = 0;
-      while (h < t.size() && t[h] == '#') ++h;
-      if (h <= 6 && (h == t.size() || t[h] == ' ' || t[h] == '\t')) {
-        std::string body = trim(t.substr(h));
-        size_t e = body.size();
-        while (e > 0 && body[e - 1] == '#') --e;
-        if (e == 0 || body[e - 1] == ' ' || body[e - 1] == '\t') body = trim(body.substr(0, e));
-        heading(body);
-        in_table = false;
-        continue;
-      }
-    }
-    // Setext underline or thematic break.
-    if (md_rule_or_underline(t, '=') || md_rule_or_underline(t, '-')) {
-      if (!para.empty() && !in_table) {
-        std::string h = para.back();
-        para.pop_back();
-        flush();
-        add_heading(h);
-        continue;
-      }
-      if (t[0] == '-' || t[0] == '=') {
-        flush();
-        continue;
-      }
-    }
-    if (md_rule_or_underline(t, '*') || md_rule_or_underline(t, '_')) {
-      flush();
-      continue;
-    }
-    // Tables.
-    if (md_table_separator(t)) {
-      if (!para.empty() && !last_raw.empty() && last_raw.find('|') != std::string::npos) {
-        para.back() = md_table_row(last_raw);
-      }
-      in_table = true;
-      continue;
-    }
-    if (in_table || t[0] == '|') {
-      para.push_back(md_table_row(t));
-      last_raw = t;
-      continue;
-    }
-    // Reference link definitions "[ref]: url".
-    if (t[0] == '[') {
-      size_t close = t.find("]:");
-      if (close != std::string::npos && t.find('[', 1) > close) continue;
-    }
-    std::string body = md_strip_list_marker(t);
-    last_raw = body;
-    para.push_back(collapse_ws(md_inline(body)));
+  std::string repaired;
+  const std::string* input = &md;
+  if (!utf8::is_valid(md)) {
+    repaired = md;
+    utf8::repair(&repaired);
+    input = &repaired;
   }
-  if (in_fence) {  // unterminated fence: keep the code
-    std::string block;
-    for (const auto& l : code) {
-      if (!block.empty()) block.push_back('\n');
-      block += l;
-    }
-    block = trim(block);
-    if (!block.empty()) paragraphs.push_back(block);
+  if (input->size() > std::numeric_limits<MD_SIZE>::max()) {
+    fail("markdown_to_text: a document of ", input->size(),
+         " bytes is larger than md4c reads (4 GiB - 1)");
   }
-  flush();
-  std::string out;
-  for (const auto& p : paragraphs) {
-    if (!out.empty()) out += "\n\n";
-    out += p;
-  }
-  if (title) *title = collapse_ws(found_title);
-  return out;
+  Reader reader;
+  MD_PARSER parser{};
+  parser.abi_version = 0;
+  parser.flags = MD_FLAG_TABLES | MD_FLAG_TASKLISTS;
+  parser.enter_block = &Reader::enter_block;
+  parser.leave_block = &Reader::leave_block;
+  parser.enter_span = &Reader::enter_span;
+  parser.leave_span = &Reader::leave_span;
+  parser.text = &Reader::on_text;
+  const int rc = md_parse(input->data(), static_cast<MD_SIZE>(input->size()), &parser, &reader);
+  if (rc != 0) fail("markdown_to_text: md4c failed (out of memory?), code ", rc);
+  reader.finish();
+  if (title) *title = reader.title;
+  return std::move(reader.text);
 }
 
 }  // namespace cocom::ingest

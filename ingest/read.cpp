@@ -22,7 +22,8 @@
 //  - Limits (ReadOptions): a file over max_file_bytes is skipped from its size before any of it
 //    is read (the size is checked again on the open file, and reading stops past the limit,
 //    should it grow); HTML deeper than max_nesting_depth is flattened (see html.cpp) with a
-//    warning; a jsonl line whose arrays/objects nest deeper is skipped before it is parsed
+//    warning (Markdown needs no depth limit: md4c nests without recursion, see markdown.cpp);
+//    a jsonl line whose arrays/objects nest deeper is skipped before it is parsed
 //    (nlohmann's parser is iterative, but copying and dumping a value recurse).
 //  - Every jsonl line that yields no document is one `skipped` entry "path:N" with the reason,
 //    so that ingest summaries count them; duplicate ids stay warnings, as for files.
@@ -337,7 +338,12 @@ class Reader {
     if (!check_utf8(&bytes, abs)) return;
     Document doc;
     if (ext == ".md" || ext == ".markdown") {
-      doc.text = markdown_to_text(bytes, &doc.title);
+      try {  // md4c reads at most 4 GiB - 1 bytes (max_file_bytes 0 lets larger files in)
+        doc.text = markdown_to_text(bytes, &doc.title);
+      } catch (const Error& e) {
+        res_.skipped.push_back({abs, e.what()});
+        return;
+      }
     } else if (ext == ".html" || ext == ".htm") {
       int64_t flattened = 0;
       doc.text = html_to_text_counted(bytes, &doc.title, opt_.max_nesting_depth, &flattened);

@@ -18,7 +18,7 @@ PACKAGES=(
   libfaiss-dev librocksdb-dev
   libsentencepiece-dev sentencepiece
   libspdlog-dev nlohmann-json3-dev libcli11-dev libutf8proc-dev
-  libgumbo-dev libpoppler-cpp-dev  # HTML and PDF readers
+  libgumbo-dev libpoppler-cpp-dev libmd4c-dev  # HTML, PDF and Markdown readers
   libxxhash-dev         # content hashes of checkpoints (a store knows its model by them)
   libedit-dev           # line editing and history in `cocom console`
   libcpp-httplib-dev    # HTTP for `cocom serve`

@@ -39,11 +39,10 @@
 // WAL recovery drops a torn tail). The manifest of a new store is written with sync=true.
 // Writers are serialised by a mutex (the counters are read-modify-write); readers are not.
 //
-// BM25: Okapi BM25 with the Lucene/Anserini idf, idf = ln(1 + (N - df + 0.5) / (df + 0.5)),
-// and score += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avgdl)), where N is the
-// number of passages with at least one term and avgdl = total_terms / N. Each DISTINCT query
-// term counts once (a repeated query term does not weigh more). Unlike Lucene, passage
-// lengths are exact (Lucene stores them lossily in one byte). Ties are broken by smaller id.
+// BM25 (scored in index/bm25.cpp): the postings hold each passage's term frequencies, the
+// passage_len family its length, the counters N (bm25_documents) and the sum of lengths
+// (total_terms). read_postings() reads all of them for some terms under one RocksDB snapshot
+// taken together with the counters, so that a concurrent write is wholly in or wholly out.
 #include "storage/store.h"
 
 #include <rocksdb/db.h>
@@ -51,22 +50,18 @@
 #include <rocksdb/options.h>
 #include <rocksdb/slice.h>
 #include <rocksdb/write_batch.h>
-#include <utf8proc.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
-#include <set>
 #include <unordered_map>
 
 #include "common/error.h"
 #include "common/float16.h"
 #include "common/json_util.h"
-#include "common/ranking.h"
 #include "storage/bytes.h"
 #include "storage/records.h"
 
@@ -200,6 +195,17 @@ const char kGarbageKey[] = "garbage";
 constexpr size_t kInlineDeletePassages = 256;
 
 bool has_nul(const std::string& s) { return s.find('\0') != std::string::npos; }
+
+StoreStats stats_of(const Counters& c) {
+  StoreStats s;
+  s.documents = c.documents;
+  s.passages = c.passages;
+  s.embeddings = c.embeddings;
+  s.bm25_documents = c.bm25_documents;
+  s.total_terms = c.total_terms;
+  s.next_passage_id = c.next_passage_id;
+  return s;
+}
 
 }  // namespace
 
@@ -929,19 +935,16 @@ void Store::for_each_document(const std::function<void(const DocumentRecord&)>& 
   if (!it->status().ok()) im.fail_status("scanning documents", it->status());
 }
 
-std::vector<std::pair<uint64_t, double>> Store::bm25_search(const std::vector<std::string>& terms,
-                                                            size_t k, double k1, double b) const {
+PostingsSnapshot Store::read_postings(const std::vector<std::string>& terms) const {
   const Impl& im = *impl_;
-  std::vector<std::pair<uint64_t, double>> out;
-  if (k == 0 || terms.empty()) return out;
-  Counters c;
+  PostingsSnapshot out;
   const rocksdb::Snapshot* snap = nullptr;
   {
     // The counters and the snapshot are taken together so that they describe the same data.
     std::lock_guard<std::mutex> lock(im.mu);
-    c = im.counters;
+    out.stats = stats_of(im.counters);
     // A reader (secondary instance) never changes after its open and has no snapshots.
-    if (im.reader_dir.empty()) snap = im.db->GetSnapshot();
+    if (im.reader_dir.empty() && !terms.empty()) snap = im.db->GetSnapshot();
   }
   struct SnapshotRelease {
     rocksdb::DB* db;
@@ -950,18 +953,16 @@ std::vector<std::pair<uint64_t, double>> Store::bm25_search(const std::vector<st
       if (s) db->ReleaseSnapshot(s);
     }
   } release{im.db, snap};
-  if (c.bm25_documents <= 0) return out;
-  const double n_docs = static_cast<double>(c.bm25_documents);
-  const double avgdl = static_cast<double>(c.total_terms) / n_docs;
 
-  std::set<std::string> distinct;
-  for (const auto& t : terms) {
-    if (!t.empty() && !has_nul(t)) distinct.insert(t);
-  }
-  std::unordered_map<uint64_t, double> scores;
-  std::unordered_map<uint64_t, double> lengths;
-  std::vector<std::pair<uint64_t, uint64_t>> hits;  // id, tf
-  for (const auto& term : distinct) {
+  std::unordered_map<uint64_t, uint32_t> lengths;  // read once per passage
+  out.terms.reserve(terms.size());
+  for (const auto& term : terms) {
+    TermPostings tp;
+    tp.term = term;
+    if (term.empty() || has_nul(term)) {  // never stored (put_document rejects them)
+      out.terms.push_back(std::move(tp));
+      continue;
+    }
     const std::string prefix = term + std::string(1, '\0');
     const std::string upper = term + std::string(1, '\1');
     rocksdb::Slice upper_slice(upper);
@@ -969,49 +970,39 @@ std::vector<std::pair<uint64_t, double>> Store::bm25_search(const std::vector<st
     ro.snapshot = snap;
     ro.iterate_upper_bound = &upper_slice;
     std::unique_ptr<rocksdb::Iterator> it(im.db->NewIterator(ro, im.cf(kPostings)));
-    hits.clear();
     for (it->Seek(prefix); it->Valid(); it->Next()) {
       const rocksdb::Slice key = it->key();
       if (!key.starts_with(prefix)) break;
       if (key.size() != prefix.size() + 8 || it->value().size() != 4) {
         fail_corrupt(im.path, ": damaged posting for term '", term, "'");
       }
-      hits.emplace_back(key_id(key.data() + prefix.size()), get_le(it->value().data(), 4));
+      Posting p;
+      p.passage_id = key_id(key.data() + prefix.size());
+      p.tf = static_cast<uint32_t>(get_le(it->value().data(), 4));
+      tp.postings.push_back(p);
     }
     if (!it->status().ok()) im.fail_status("scanning postings", it->status());
-    if (hits.empty()) continue;
-    const double df = static_cast<double>(hits.size());
-    const double idf = std::log(1.0 + (n_docs - df + 0.5) / (df + 0.5));
-    for (const auto& [id, tf_u] : hits) {
-      auto lit = lengths.find(id);
+    tp.df = static_cast<int64_t>(tp.postings.size());
+    for (auto& p : tp.postings) {
+      auto lit = lengths.find(p.passage_id);
       if (lit == lengths.end()) {
         std::string v;
-        double len = 0;
-        if (im.get(kPassageLen, id_key(id), &v, snap) && v.size() == 4) {
-          len = static_cast<double>(get_le(v.data(), 4));
+        uint32_t len = 0;
+        if (im.get(kPassageLen, id_key(p.passage_id), &v, snap) && v.size() == 4) {
+          len = static_cast<uint32_t>(get_le(v.data(), 4));
         }
-        lit = lengths.emplace(id, len).first;
+        lit = lengths.emplace(p.passage_id, len).first;
       }
-      const double tf = static_cast<double>(tf_u);
-      scores[id] += idf * tf * (k1 + 1.0) / (tf + k1 * (1.0 - b + b * lit->second / avgdl));
+      p.length = lit->second;
     }
+    out.terms.push_back(std::move(tp));
   }
-  out.assign(scores.begin(), scores.end());
-  keep_top_k(&out, k);
   return out;
 }
 
 StoreStats Store::stats() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  const Counters& c = impl_->counters;
-  StoreStats s;
-  s.documents = c.documents;
-  s.passages = c.passages;
-  s.embeddings = c.embeddings;
-  s.bm25_documents = c.bm25_documents;
-  s.total_terms = c.total_terms;
-  s.next_passage_id = c.next_passage_id;
-  return s;
+  return stats_of(impl_->counters);
 }
 
 uint64_t Store::sequence() const {

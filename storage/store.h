@@ -1,6 +1,6 @@
 // The knowledge store: RocksDB is the single source of truth for documents, passages (text
-// + provenance), context embeddings, BM25 postings and the manifest. Torch-free; the only
-// third-party dependency is RocksDB (kept out of this header).
+// + provenance), context embeddings, BM25 postings (scored in index/bm25.h) and the manifest.
+// Torch-free; the only third-party dependency is RocksDB (kept out of this header).
 #pragma once
 
 #include <cstdint>
@@ -66,13 +66,35 @@ struct NewPassage {
   PassageRecord record;  // id is ignored (assigned)
   std::vector<float> embeddings;
   std::vector<float> retriever_vector;
-  std::vector<std::string> terms;  // analysed tokens, for BM25
+  std::vector<std::string> terms;  // analysed tokens (index::analyze), for BM25
 };
 
 struct StoreStats {
   int64_t documents = 0, passages = 0, embeddings = 0, bm25_documents = 0;
   int64_t total_terms = 0;  // sum of passage lengths (BM25 avgdl = total_terms / bm25_documents)
   uint64_t next_passage_id = 0;
+};
+
+// One passage in the postings of a term.
+struct Posting {
+  uint64_t passage_id = 0;
+  uint32_t tf = 0;      // occurrences of the term in the passage
+  uint32_t length = 0;  // the passage's length in terms (0 if its length record is missing)
+};
+
+// The postings of one term: every passage that contains it, by increasing passage id.
+struct TermPostings {
+  std::string term;
+  int64_t df = 0;  // document frequency: passages containing the term (= postings.size())
+  std::vector<Posting> postings;
+};
+
+// What lexical scoring reads (index/bm25.h), all under one snapshot: the counters (N =
+// stats.bm25_documents, the sum of lengths = stats.total_terms) and the postings of the terms
+// asked for, in the order asked (an empty term, or one with a NUL byte, has none).
+struct PostingsSnapshot {
+  StoreStats stats;
+  std::vector<TermPostings> terms;
 };
 
 class Store {
@@ -149,11 +171,10 @@ class Store {
       const std::function<void(uint64_t, const std::vector<float>&)>& fn) const;
   void for_each_document(const std::function<void(const DocumentRecord&)>& fn) const;
 
-  // BM25 (Okapi) over the stored postings: top-k passage ids with scores for analysed query
-  // terms.
-  std::vector<std::pair<uint64_t, double>> bm25_search(const std::vector<std::string>& terms,
-                                                       size_t k, double k1 = 0.9,
-                                                       double b = 0.4) const;
+  // The postings of `terms` and the counters, read under one RocksDB snapshot taken together
+  // with the counters: a write that runs meanwhile is either wholly visible or not at all.
+  // (A reader instance sees what was committed when it opened.)
+  PostingsSnapshot read_postings(const std::vector<std::string>& terms) const;
 
   StoreStats stats() const;
   // A value that changes with every write (for checking the FAISS file is in sync).
@@ -167,8 +188,5 @@ class Store {
   void recover();
   std::unique_ptr<Impl> impl_;
 };
-
-// Lower-cased alphanumeric words (Unicode-aware via utf8proc), for BM25 on both sides.
-std::vector<std::string> analyze(const std::string& text);
 
 }  // namespace cocom::storage

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -341,6 +342,63 @@ TEST(Markdown, DeepNestingIsLinear) {
   std::string lists;
   for (int i = 0; i < 2000; ++i) lists += std::string(static_cast<size_t>(i) * 2, ' ') + "- x\n";
   EXPECT_EQ(non_ws(cocom::ingest::markdown_to_text(lists, &title)), repeat("x", 2000));
+}
+
+// Hostile Markdown for md4c and the reader's callbacks: each input finishes (the whole test
+// takes about a second) and gives a text no longer than the input, with what it must keep.
+TEST(Markdown, HostileInputsFinishWithBoundedText) {
+  const size_t mib = size_t{1} << 20;
+  auto read = [](const std::string& md) {
+    std::string title;
+    std::string text = cocom::ingest::markdown_to_text(md, &title);
+    EXPECT_LE(text.size(), md.size());
+    EXPECT_TRUE(cocom::utf8::is_valid(text));
+    return text;
+  };
+  auto count = [](const std::string& s, char c) { return std::count(s.begin(), s.end(), c); };
+  // Nesting: lists, ordered lists, quotes and lists, all on one line.
+  EXPECT_EQ(read(repeat("- ", 300000) + "x"), "x");
+  EXPECT_EQ(read(repeat("1. ", 300000) + "x"), "x");
+  EXPECT_EQ(read(repeat("> - ", 250000) + "x"), "x");
+  // Megabytes of delimiters: unmatched brackets stay text; emphasis and code spans keep their
+  // text; nested images go with their alt text.
+  EXPECT_EQ(read(repeat("[", 2 * mib)), repeat("[", 2 * mib));
+  EXPECT_EQ(read(repeat("[a](", mib / 4)), repeat("[a](", mib / 4));
+  EXPECT_EQ(count(read(repeat("*a", mib / 2)), 'a'), static_cast<int64_t>(mib / 2));
+  EXPECT_EQ(count(read(repeat("`a", mib / 2)), 'a'), static_cast<int64_t>(mib / 2));
+  EXPECT_EQ(read(repeat("*", mib)), "");                 // one thematic break
+  EXPECT_EQ(read(repeat("`", mib) + "\ncode"), "code");  // a fence: the rest is code
+  EXPECT_EQ(read(repeat("![", 100000) + "a" + repeat("](b)", 100000)), "");
+  // Runs that md4c 0.4.8's strikethrough extension would take quadratic time on.
+  std::string strike = read(repeat("~a ", 65536) + "x" + repeat(" b~", 65536));
+  EXPECT_EQ(count(strike, 'a'), 65536);
+  EXPECT_EQ(count(strike, 'b'), 65536);
+  // HTML blocks: '<' without '>' stays text, an unclosed comment drops the rest.
+  EXPECT_EQ(read("<div " + repeat("<a", mib / 2)), "<div " + repeat("<a", mib / 2));
+  EXPECT_EQ(read("<div>\n" + repeat("<!--", mib / 4)), "");
+  EXPECT_EQ(read(repeat("&#x10FFFF;", 1000)), repeat("\xF4\x8F\xBF\xBF", 1000));
+  // NUL bytes read as spaces; ill-formed UTF-8 is repaired, a heading still found.
+  EXPECT_EQ(read(std::string(mib, '\0')), "");
+  EXPECT_EQ(read(std::string("a\0b\0\0c", 7)), "a b c");
+  std::string title;
+  EXPECT_EQ(cocom::ingest::markdown_to_text("# T\xFF\n\nbad \xC3 and \xED\xA0\x80.\n", &title),
+            "bad \xEF\xBF\xBD and \xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD.");
+  EXPECT_EQ(title, "T\xEF\xBF\xBD");
+}
+
+TEST(Markdown, BlocksHtmlAndEntities) {
+  std::string title;
+  EXPECT_EQ(cocom::ingest::markdown_to_text(
+                "a ~~struck~~ b ~ c ~~ d &amp; &#x263A; &#0; &foo; &copy;\n\n"
+                "<!-- a comment\nover lines -->\n\n<script>\nbad()\n</script>\n\n"
+                "<p>one</p><p>two &lt;x&gt;</p>\n\n- [ ] task\n- [x] done\n\n"
+                "inline <b>bold</b> tag <!-- hidden --> end\n\n    indented code\n\n***\n\n"
+                "- loose\n\n- list\n\n[ref]: http://example.org\n<http://auto.link> [r][ref]\n",
+                &title),
+            "a struck b ~ c ~~ d & \xE2\x98\xBA \xEF\xBF\xBD &foo; \xC2\xA9\n\n"
+            "one\ntwo <x>\n\ntask\ndone\n\ninline bold tag end\n\nindented code\n\n"
+            "loose\n\nlist\n\nhttp://auto.link r");
+  EXPECT_EQ(title, "");
 }
 
 TEST(Pdf, HandWrittenPdf) {

@@ -1,8 +1,9 @@
 // Retrieval: the FAISS dense index (exact ranking, removal, persistence, training buffer,
-// HNSW recall), reciprocal-rank fusion, and the sentence-transformers retriever on tiny random
-// BERT models.
+// HNSW recall), reciprocal-rank fusion, BM25 (the analyzer, Okapi scores over a store's
+// postings), and the sentence-transformers retriever on tiny random BERT models.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +12,7 @@
 
 #include "common/error.h"
 #include "common/json_util.h"
+#include "index/bm25.h"
 #include "index/dense_index.h"
 #include "index/retriever.h"
 #include "model/bert.h"
@@ -352,6 +354,159 @@ TEST(ReciprocalRankFusion, EdgeCases) {
   EXPECT_DOUBLE_EQ(d[0].second, 1.0 / 61);
   EXPECT_DOUBLE_EQ(d[1].second, 1.0 / 63);
   expect_error([] { reciprocal_rank_fusion({{1}}, 1, -1.0); }, {"k0"});
+}
+
+// ---------------------------------------------------------------------------------------------
+// BM25: the analyzer, and Okapi scoring over a store's postings
+
+TEST(Analyze, NfkcCasefoldAndWordRuns) {
+  EXPECT_EQ(analyze("Hello, WORLD! 42nd"), (std::vector<std::string>{"hello", "world", "42nd"}));
+  EXPECT_EQ(analyze("\xEF\xAC\x81ne"), (std::vector<std::string>{"fine"}));  // U+FB01 ligature
+  EXPECT_EQ(analyze("Stra\xC3\x9F"
+                    "e"),
+            (std::vector<std::string>{"strasse"}));                                      // ß
+  EXPECT_EQ(analyze("\xEF\xBC\xA6\xEF\xBD\x95ll"), (std::vector<std::string>{"full"}));  // Ｆｕ
+  EXPECT_EQ(analyze("caf\x65\xCC\x81 x"), (std::vector<std::string>{"caf\xC3\xA9", "x"}));
+  EXPECT_EQ(analyze("a\xFF"
+                    "b"),
+            (std::vector<std::string>{"a", "b"}));  // invalid UTF-8
+  EXPECT_TRUE(analyze("").empty());
+  EXPECT_TRUE(analyze(" ,.;- \n").empty());
+  EXPECT_EQ(analyze(std::string("a\0b", 3)), (std::vector<std::string>{"a", "b"}));
+}
+
+namespace {
+
+struct TempStore {
+  std::string dir = test::make_temp_dir("bm25");
+  std::unique_ptr<storage::Store> store;
+  TempStore() {
+    storage::Manifest m;
+    m.compressor_fingerprint = "cmp-A";
+    m.compr_rate = 16;
+    m.embeddings_per_passage = 1;
+    m.embedding_dim = 2;
+    m.embedding_dtype = storage::EmbeddingDType::F32;
+    store = storage::Store::open(dir + "/db", m);
+  }
+  ~TempStore() {
+    store.reset();
+    std::error_code ec;
+    if (!::testing::Test::HasFailure()) fs::remove_all(dir, ec);
+  }
+  // A one-passage document; its terms from the analyzer.
+  uint64_t put(const std::string& id, const std::string& text) {
+    storage::DocumentRecord d;
+    d.id = id;
+    d.source = "/" + id;
+    d.title = id;
+    storage::NewPassage p;
+    p.record.text = text;
+    p.embeddings = {0.5f, -0.5f};
+    p.terms = analyze(text);
+    return store->put_document(d, {p}).at(0);
+  }
+};
+
+// One BM25 term, written as index/bm25.cpp computes it (same operations, same order), so that
+// scores can be compared to the bit. The volatile keeps std::log a call at run time, as in the
+// scorer: the compiler folds log of a constant with its own (correctly rounded) arithmetic.
+double bm25_term(double n, double df, double tf, double len, double avgdl, double k1 = 0.9,
+                 double b = 0.4) {
+  volatile double at_run_time = n;
+  const double idf = std::log(1.0 + (at_run_time - df + 0.5) / (df + 0.5));
+  return idf * tf * (k1 + 1.0) / (tf + k1 * (1.0 - b + b * len / avgdl));
+}
+
+}  // namespace
+
+TEST(Bm25, HandComputedScores) {
+  TempStore t;
+  // Three one-passage documents: lengths 3, 5 and 3; N = 3, avgdl = 11 / 3.
+  const uint64_t a = t.put("A", "the cat sat");
+  const uint64_t b = t.put("B", "The cat, cat ran away");
+  const uint64_t c = t.put("C", "a dog ran");
+  const storage::Store& store = *t.store;
+  const double avgdl = 11.0 / 3.0;
+  auto term = [&](double df, double tf, double len) { return bm25_term(3.0, df, tf, len, avgdl); };
+  // Explicit numbers, as a cross-check of the formula (k1 = 0.9, b = 0.4).
+  const double idf_df2 = std::log(1.0 + (3.0 - 2.0 + 0.5) / (2.0 + 0.5));  // cat, ran, the
+  EXPECT_NEAR(idf_df2, 0.47000362924573558, 1e-12);
+  EXPECT_NEAR(term(2, 1, 3), 0.47000362924573558 * 1.9 / (1 + 0.9 * (0.6 + 0.4 * 9 / 11.0)), 1e-12);
+
+  // Scores are exact: the same operations in the same order as the scorer.
+  auto r = bm25_search(store, {"cat"}, 10);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].first, b);  // tf 2 beats tf 1 despite the longer passage
+  EXPECT_EQ(r[0].second, term(2, 2, 5));
+  EXPECT_EQ(r[1].first, a);
+  EXPECT_EQ(r[1].second, term(2, 1, 3));
+
+  r = bm25_search(store, {"ran", "dog", "cat"}, 10);
+  ASSERT_EQ(r.size(), 3u);
+  // Terms are summed in byte order: cat, dog, ran.
+  const double sa = term(2, 1, 3);
+  const double sb = term(2, 2, 5) + term(2, 1, 5);
+  const double sc = term(1, 1, 3) + term(2, 1, 3);
+  std::vector<std::pair<uint64_t, double>> want = {{a, sa}, {b, sb}, {c, sc}};
+  std::sort(want.begin(), want.end(), [](auto& x, auto& y) { return x.second > y.second; });
+  EXPECT_EQ(r, want);
+  // Each distinct query term counts once.
+  EXPECT_EQ(bm25_search(store, {"cat", "cat", "ran", "dog", "dog"}, 10), want);
+  // k truncates.
+  auto top1 = bm25_search(store, {"cat", "ran", "dog"}, 1);
+  ASSERT_EQ(top1.size(), 1u);
+  EXPECT_EQ(top1[0], want[0]);
+  // Absent terms, empty queries, k = 0.
+  EXPECT_TRUE(bm25_search(store, {"zebra"}, 10).empty());
+  EXPECT_EQ(bm25_search(store, {"zebra", "dog"}, 10).size(), 1u);
+  EXPECT_TRUE(bm25_search(store, {}, 10).empty());
+  EXPECT_TRUE(bm25_search(store, analyze(" ,. "), 10).empty());
+  EXPECT_TRUE(bm25_search(store, {"", std::string("c\0t", 3)}, 10).empty());
+  EXPECT_TRUE(bm25_search(store, {"cat"}, 0).empty());
+  // Other k1/b.
+  auto r2 = bm25_search(store, {"sat"}, 10, 1.2, 0.75);
+  ASSERT_EQ(r2.size(), 1u);
+  const double idf_df1 = std::log(1.0 + (3.0 - 1.0 + 0.5) / (1.0 + 0.5));
+  EXPECT_NEAR(r2[0].second, idf_df1 * 1 * 2.2 / (1 + 1.2 * (0.25 + 0.75 * 3 / avgdl)), 1e-12);
+  EXPECT_EQ(r2[0].second, bm25_term(3.0, 1, 1, 3, avgdl, 1.2, 0.75));
+  // Ties go to the smaller id.
+  const uint64_t d1 = t.put("D1", "twin");
+  const uint64_t d2 = t.put("D2", "twin");
+  auto tie = bm25_search(store, {"twin"}, 10);
+  ASSERT_EQ(tie.size(), 2u);
+  EXPECT_EQ(tie[0].first, std::min(d1, d2));
+  EXPECT_EQ(tie[0].second, tie[1].second);
+}
+
+TEST(Bm25, EmptyStore) {
+  TempStore t;
+  EXPECT_TRUE(bm25_search(*t.store, {"anything"}, 10).empty());
+}
+
+// The scorer alone, on postings made by hand (no store): the counters give N and avgdl.
+TEST(Bm25, RankOnHandMadePostings) {
+  storage::PostingsSnapshot snap;
+  snap.stats.bm25_documents = 4;
+  snap.stats.total_terms = 20;  // avgdl 5
+  storage::TermPostings x;
+  x.term = "x";
+  x.df = 2;
+  x.postings = {{7, 1, 5}, {9, 3, 10}};
+  storage::TermPostings y;
+  y.term = "y";
+  y.df = 1;
+  y.postings = {{9, 1, 10}};
+  snap.terms = {x, y, storage::TermPostings{}};
+  const double s7 = bm25_term(4, 2, 1, 5, 5.0),
+               s9 = bm25_term(4, 2, 3, 10, 5.0) + bm25_term(4, 1, 1, 10, 5.0);
+  EXPECT_NEAR(bm25_term(4, 2, 1, 5, 5.0), std::log(1 + 2.5 / 2.5) * 1.9 / 1.9, 1e-15);
+  auto r = bm25_rank(snap, 10);
+  EXPECT_EQ(r, (std::vector<std::pair<uint64_t, double>>{{9, s9}, {7, s7}}));
+  EXPECT_EQ(bm25_rank(snap, 1).size(), 1u);
+  EXPECT_TRUE(bm25_rank(snap, 0).empty());
+  snap.stats.bm25_documents = 0;  // nothing indexed: nothing scored
+  EXPECT_TRUE(bm25_rank(snap, 10).empty());
 }
 
 // ---------------------------------------------------------------------------------------------
