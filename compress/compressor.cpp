@@ -18,6 +18,9 @@ EncoderInputs encoder_inputs(const model::CocomModel& m, const std::vector<std::
   if (context_max_length < 1) fail("--context-max-length must be positive");
   const int64_t r = m.config().compr_rate;
   const bool light = m.config().light();
+  // PISCO: every row is cut and padded to exactly kPiscoCompressorTokens, whatever the regime.
+  const bool pisco = m.config().pisco;
+  const int64_t max_tokens = pisco ? format::kPiscoCompressorTokens : context_max_length;
   const model::Tokenizer& tok = light ? *m.compressor_tokenizer() : m.decoder_tokenizer();
   std::vector<std::string> texts;
   texts.reserve(passages.size());
@@ -31,28 +34,27 @@ EncoderInputs encoder_inputs(const model::CocomModel& m, const std::vector<std::
   model::BatchEncodeOptions o;
   o.add_special_tokens = light;  // BERT: [CLS] ... [SEP]; decoder: the text carries its tokens
   o.padding_side = light ? model::PaddingSide::Right : model::PaddingSide::Left;
-  o.max_length = context_max_length;
+  o.max_length = max_tokens;
   o.truncation = true;
-  o.pad_to_multiple_of = r;
-  o.pad_to_longest = padding == Padding::Longest;
+  o.pad_to_multiple_of = pisco ? 1 : r;
+  o.pad_to_longest = padding == Padding::Longest && !pisco;
   model::BatchEncoding enc = tok.encode_batch(texts, o);
   EncoderInputs in;
   // Count truncations: encode without truncation is costly; compare against the limit instead.
   for (size_t i = 0; i < texts.size(); ++i) {
     int64_t real = 0;
     for (int64_t v : enc.attention_mask[i]) real += v;
-    if (real == context_max_length) {
+    if (real == max_tokens) {
       int64_t full = static_cast<int64_t>(tok.encode(texts[i], light).size());
-      if (full > context_max_length) {
+      if (full > max_tokens) {
         ++in.truncated;
-        log::debug("compress: passage {} has {} tokens; truncated to {}", i, full,
-                   context_max_length);
+        log::debug("compress: passage {} has {} tokens; truncated to {}", i, full, max_tokens);
       }
     }
   }
-  if (padding == Padding::MaxLength) {
+  if (padding == Padding::MaxLength || pisco) {
     // Pad every row to the same fixed length (context_max_length rounded up to r).
-    const int64_t L = round_up(context_max_length, r);
+    const int64_t L = pisco ? max_tokens : round_up(context_max_length, r);
     const int64_t pad = tok.pad_id();
     if (pad < 0) fail("compress: the compressor tokenizer has no padding token");
     for (size_t i = 0; i < enc.input_ids.size(); ++i) {
@@ -80,7 +82,7 @@ EncoderInputs encoder_inputs(const model::CocomModel& m, const std::vector<std::
     }
   }
   const int64_t L = static_cast<int64_t>(enc.input_ids[0].size());
-  const int64_t n = format::slots_per_passage(L, r);
+  const int64_t n = pisco ? m.slots_per_passage(L) : format::slots_per_passage(L, r);
   in.mem_per_passage = n;
   if (!light) {
     const format::Tokens t = m.tokens();
@@ -104,11 +106,16 @@ at::Tensor compress_on_device(const model::CocomModel& m, const EncoderInputs& i
     // The reference calls the decoder without position_ids: positions 0..L-1, pads counted.
     model::DecoderForwardOptions fo;
     fo.compute_logits = false;
-    fo.hooks = hooks;
+    if (hooks && m.compressor_hooks()) {
+      fail("compress: this model's compressor already runs with adapters of its own");
+    }
+    fo.hooks = hooks ? hooks : m.compressor_hooks();
     const model::MistralModel& dec = m.decoder();
     at::Tensor pos = model::MistralModel::arange_positions(in.attention_mask);
     model::DecoderOutput o = dec.forward(in.input_ids, in.attention_mask, pos, nullptr, fo);
-    at::Tensor is_mem = (in.input_ids == m.mem_id()).to(o.last_hidden_state.device());
+    const format::Tokens& t = m.tokens();
+    at::Tensor is_mem = ((in.input_ids >= t.mem) & (in.input_ids < t.mem + t.mem_count))
+                            .to(o.last_hidden_state.device());
     at::Tensor rows = o.last_hidden_state.index({is_mem});  // [N * n, H] in row order
     if (rows.size(0) != N * n) {
       fail("compress: found ", rows.size(0), " <MEM> positions, expected ", N * n,

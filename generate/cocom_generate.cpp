@@ -111,7 +111,7 @@ at::Tensor embed_with_contexts(const model::CocomModel& m, const DecoderInputs& 
   at::Tensor ctx = compressed.to(embeds.device(), at::kFloat);
   for (int64_t q = 0; q < Q; ++q) {
     at::Tensor row = in.input_ids[q];
-    at::Tensor is_mem = row == m.mem_id();
+    at::Tensor is_mem = (row >= t.mem) & (row < t.mem + t.mem_count);
     const int64_t count = is_mem.sum().item<int64_t>();
     if (count != k * n) {
       fail("generate: prompt ", q, " has ", count, " <MEM> slots, expected ", k * n,

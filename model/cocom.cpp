@@ -9,6 +9,7 @@
 #include "common/error.h"
 #include "common/json_util.h"
 #include "common/log.h"
+#include "model/checkpoint_io.h"
 
 namespace cocom::model {
 
@@ -40,6 +41,16 @@ CocomConfig CocomConfig::from_json(const Json& j, const std::string& origin) {
   if (c.lora && c.lora_r < 1) fail(origin, ": field 'lora_r' must be positive");
   c.training_form = json_string_or(j, "training_form", "both", origin);
   c.quantization = json_string_or(j, "quantization", "no", origin);
+  c.pisco = json_bool_or(j, "different_mem_tokens", false, origin);
+  c.doc_max_length = json_int_or(j, "doc_max_length", 128, origin);
+  if (c.pisco && (c.doc_max_length < c.compr_rate || c.doc_max_length > 1 << 20)) {
+    fail(origin, ": field 'doc_max_length' (", c.doc_max_length, ") must be at least compr_rate (",
+         c.compr_rate, ") and at most 2^20");
+  }
+  if (c.pisco && c.compr_model_name) {
+    fail(origin, ": a PISCO checkpoint (different_mem_tokens) with a separate compressor ('",
+         *c.compr_model_name, "') is not supported");
+  }
   return c;
 }
 
@@ -61,6 +72,10 @@ Json CocomConfig::to_json() const {
   j["lora_r"] = lora_r;
   j["training_form"] = training_form;
   j["quantization"] = quantization;
+  if (pisco) {
+    j["different_mem_tokens"] = true;
+    j["doc_max_length"] = doc_max_length;
+  }
   return j;
 }
 
@@ -203,11 +218,226 @@ void CocomModel::set_decoder_tokenizer(const std::string& dir) {
   if (tok->kind() != "llama") {
     fail(dir, ": the decoder tokenizer must be a sentencepiece tokenizer.model");
   }
-  tok->add_special_tokens(format::kSpecialTokens);
+  // cfg_ is read before the tokenizer.
+  const int64_t n = cfg_.doc_max_length / cfg_.compr_rate;
+  tok->add_special_tokens(cfg_.pisco ? format::pisco_special_tokens(n) : format::kSpecialTokens);
   if (tok->bos_id() < 0) fail(dir, ": the decoder tokenizer has no bos token");
   tok->set_pad_token(tok->id_to_token(tok->bos_id()));
-  tokens_ = format::Tokens::of(*tok, cfg_.sep);  // cfg_ is read before the tokenizer
+  tokens_ = cfg_.pisco ? format::Tokens::pisco(*tok, n) : format::Tokens::of(*tok, cfg_.sep);
   dec_tok_ = std::move(tok);
+}
+
+int64_t CocomModel::slots_per_passage(int64_t context_max_length) const {
+  if (cfg_.pisco) return tokens_.mem_count;
+  return format::slots_per_passage(context_max_length, cfg_.compr_rate);
+}
+
+namespace {
+
+// A published PISCO checkpoint's decoder: the base model's tensors, with embed_tokens and
+// lm_head replaced by those of decoder_first_last_layers and one adapter merged into the
+// seven projections of every layer.
+class PiscoWeights : public TensorProvider {
+ public:
+  PiscoWeights(WeightSource& base, std::map<std::string, at::Tensor> first_last,
+               std::string first_last_path, const std::map<std::string, StoredLoraAdapter>& merge)
+      : base_(base),
+        first_last_(std::move(first_last)),
+        first_last_path_(std::move(first_last_path)),
+        merge_(merge) {
+    for (const auto& [name, t] : first_last_) base_.ignore(name);
+  }
+  bool has(const std::string& name) const override {
+    return first_last_.count(name) || base_.has(name);
+  }
+  at::Tensor get(const std::string& name, const std::vector<int64_t>& shape,
+                 c10::Device device) override {
+    auto fl = first_last_.find(name);
+    if (fl != first_last_.end()) {
+      if (fl->second.sizes().vec() != shape) {
+        fail(first_last_path_, ": tensor '", name, "' has shape ", shape_str(fl->second.sizes()),
+             " but the config and tokenizer imply ", shape_str(shape));
+      }
+      return fl->second.to(device);
+    }
+    at::Tensor w = base_.get(name, shape, c10::kCPU);
+    const std::string suffix = ".weight";
+    if (name.size() > suffix.size() &&
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      auto ad = merge_.find(name.substr(0, name.size() - suffix.size()));
+      if (ad != merge_.end()) {
+        const StoredLoraAdapter& a = ad->second;
+        if (a.a.size(1) != w.size(1) || a.b.size(0) != w.size(0) || a.b.size(1) != a.a.size(0)) {
+          fail("PISCO adapter for '", ad->first, "': lora_A ", shape_str(a.a.sizes()), ", lora_B ",
+               shape_str(a.b.sizes()), " do not fit the base weight ", shape_str(w.sizes()));
+        }
+        w.addmm_(a.b, a.a, 1.0, a.scale);
+      }
+    }
+    return device.is_cpu() ? w : w.to(device);
+  }
+  void ignore(const std::string& name) override { base_.ignore(name); }
+  std::string origin() const override { return base_.origin(); }
+
+ private:
+  WeightSource& base_;
+  std::map<std::string, at::Tensor> first_last_;
+  std::string first_last_path_;
+  const std::map<std::string, StoredLoraAdapter>& merge_;
+};
+
+// A checkpoint file as safetensors (the convenience copies) or as torch.save (published).
+std::map<std::string, at::Tensor> read_pisco_file(const std::string& dir, const std::string& stem,
+                                                  std::string* path) {
+  const std::string st = join_path(dir, stem + ".safetensors");
+  const std::string pth = join_path(dir, stem + ".pth");
+  if (file_exists(st)) {
+    *path = st;
+    std::map<std::string, at::Tensor> out;
+    for (auto& [name, t] : read_all_tensors(st)) out[name] = t;
+    return out;
+  }
+  if (!file_exists(pth)) {
+    fail_not_found(dir, ": no ", stem, ".pth (nor ", stem,
+                   ".safetensors); a published PISCO checkpoint has both adapters.pth and "
+                   "decoder_first_last_layers.pth");
+  }
+  *path = pth;
+  return read_torch_save(pth);
+}
+
+// adapters.pth: {adapter name: {"model.layers.N.<module>.lora_{A,B}.weight": tensor}} ->
+// adapter name -> module stem -> adapter, with scale 2 lora_r / r (lora_alpha = 2 lora_r).
+std::map<std::string, std::map<std::string, StoredLoraAdapter>> group_adapters(
+    const std::map<std::string, at::Tensor>& flat, const std::string& path, int64_t lora_r) {
+  std::map<std::string, std::map<std::string, StoredLoraAdapter>> out;
+  for (const auto& [key, t] : flat) {
+    const size_t slash = key.find('/');
+    if (slash == std::string::npos) {
+      fail(path, ": tensor '", key, "' is not inside a named adapter ({adapter: {key: tensor}})");
+    }
+    const std::string adapter = key.substr(0, slash);
+    std::string rest = key.substr(slash + 1);
+    const std::string peft = "base_model.model.";
+    if (rest.rfind(peft, 0) == 0) rest = rest.substr(peft.size());
+    const size_t a = rest.find(".lora_A."), b = rest.find(".lora_B.");
+    if ((a == std::string::npos) == (b == std::string::npos) || t.dim() != 2) {
+      fail(path, ": '", key, "' is not a 2-D lora_A or lora_B weight");
+    }
+    StoredLoraAdapter& ad = out[adapter][rest.substr(0, a != std::string::npos ? a : b)];
+    (a != std::string::npos ? ad.a : ad.b) = t;
+  }
+  for (auto& [adapter, modules] : out) {
+    for (auto& [stem, ad] : modules) {
+      if (!ad.a.defined() || !ad.b.defined()) {
+        fail(path, ": adapter '", adapter, "' has only one of lora_A and lora_B for '", stem, "'");
+      }
+      ad.scale = 2.0 * static_cast<double>(lora_r) / static_cast<double>(ad.a.size(0));
+    }
+  }
+  return out;
+}
+
+// The decoder's module stem ("model.layers.N.self_attn.q_proj") as (layer, slot).
+std::pair<size_t, int> lora_slot(const std::string& stem, const std::string& path, int64_t layers) {
+  const std::string p = "model.layers.";
+  if (stem.rfind(p, 0) == 0) {
+    const size_t dot = stem.find('.', p.size());
+    const std::string num = stem.substr(p.size(), dot - p.size());
+    if (dot != std::string::npos && !num.empty() &&
+        num.find_first_not_of("0123456789") == std::string::npos && num.size() < 6) {
+      const int64_t l = std::stoll(num);
+      for (int s = 0; s < kLoraSlots && l < layers; ++s) {
+        if (stem.compare(dot + 1, std::string::npos, lora_module_name(s)) == 0) {
+          return {size_t(l), s};
+        }
+      }
+    }
+  }
+  fail(path, ": adapter on '", stem, "', not one of the decoder's adapted projections");
+}
+
+}  // namespace
+
+std::unique_ptr<CocomModel> CocomModel::load_pisco(const std::string& dir, CocomConfig cfg,
+                                                   const CocomLoadOptions& opt) {
+  auto t0 = std::chrono::steady_clock::now();
+  std::unique_ptr<CocomModel> m(new CocomModel());
+  m->dir_ = dir;
+  m->cfg_ = std::move(cfg);
+  if (opt.compr_rate > 0 && opt.compr_rate != m->cfg_.compr_rate) {
+    fail("--compr-rate ", opt.compr_rate, ": ", dir, " is a PISCO checkpoint with ",
+         m->cfg_.doc_max_length / m->cfg_.compr_rate, " memory tokens (its rate cannot change)");
+  }
+  if (opt.keep_lora_adapters) fail(dir, ": training a PISCO checkpoint is not supported yet");
+  const std::string base = resolve_base_model_dir(
+      dir, m->cfg_.decoder_model_name, opt.decoder_tokenizer, "decoder", "--decoder-tokenizer");
+  m->set_decoder_tokenizer(base);
+
+  std::string fl_path, ad_path;
+  std::map<std::string, at::Tensor> first_last =
+      read_pisco_file(dir, "decoder_first_last_layers", &fl_path);
+  for (const auto& [name, t] : first_last) {
+    if (name != "model.embed_tokens.weight" && name != "lm_head.weight") {
+      fail(fl_path, ": unexpected tensor '", name,
+           "' (expected model.embed_tokens.weight and lm_head.weight)");
+    }
+  }
+  if (!first_last.count("model.embed_tokens.weight")) {
+    fail(fl_path, ": missing tensor 'model.embed_tokens.weight'");
+  }
+  auto adapters =
+      group_adapters(read_pisco_file(dir, "adapters", &ad_path), ad_path, m->cfg_.lora_r);
+  if (!adapters.count("decoder_adapter")) {
+    std::string names;
+    for (const auto& [name, a] : adapters) names += (names.empty() ? "" : ", ") + name;
+    fail(ad_path, ": no 'decoder_adapter' (adapters: ", names.empty() ? "none" : names, ")");
+  }
+
+  DecoderConfig dcfg = DecoderConfig::load(join_path(base, "config.json"));
+  const int64_t rows = first_last.at("model.embed_tokens.weight").size(0);
+  if (rows != m->dec_tok_->size()) {
+    fail(fl_path, ": tensor 'model.embed_tokens.weight' has ", rows, " rows but the tokenizer of ",
+         base, " has ", m->dec_tok_->size(), " tokens with PISCO's ", m->tokens_.mem_count + 3,
+         "; the tokenizer does not belong to this checkpoint");
+  }
+  dcfg.vocab_size = rows;
+  auto files = CheckpointFiles::open(base);
+  {
+    WeightSource src(*files, "", {});
+    PiscoWeights pw(src, std::move(first_last), fl_path, adapters.at("decoder_adapter"));
+    m->decoder_ = MistralModel::from_weights(dcfg, pw, opt.device, opt.decoder_weights);
+    src.check_all_used();
+  }
+  // Compression runs with the encoder adapter alone when there is one: on the fly, as its
+  // contribution minus the decoding adapter's (merged above), one stacked adapter per module.
+  if (adapters.count("encoder_adapter")) {
+    auto hooks = std::make_shared<ForwardHooks>();
+    hooks->decoder_lora.resize(size_t(dcfg.num_hidden_layers));
+    hooks->lora_scale = 1.0;
+    std::map<std::pair<size_t, int>, std::vector<std::pair<const StoredLoraAdapter*, double>>>
+        parts;
+    for (const auto& [stem, ad] : adapters.at("encoder_adapter")) {
+      parts[lora_slot(stem, ad_path, dcfg.num_hidden_layers)].push_back({&ad, 1.0});
+    }
+    for (const auto& [stem, ad] : adapters.at("decoder_adapter")) {
+      parts[lora_slot(stem, ad_path, dcfg.num_hidden_layers)].push_back({&ad, -1.0});
+    }
+    for (const auto& [where, list] : parts) {
+      std::vector<at::Tensor> as, bs;
+      for (const auto& [ad, sign] : list) {
+        as.push_back(ad->a);
+        bs.push_back(ad->b * (sign * ad->scale));
+      }
+      LoraAdapter& out = hooks->decoder_lora[where.first][size_t(where.second)];
+      out.a = at::cat(as, 0).to(opt.device);
+      out.b = at::cat(bs, 1).to(opt.device);
+    }
+    m->compressor_hooks_ = hooks;
+  }
+  m->prompt_memory_bytes_ = opt.prompt_memory_mb << 20;
+  m->load_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return m;
 }
 
 std::unique_ptr<CocomModel> CocomModel::random(const RandomCocomSpec& spec) {
@@ -267,6 +497,7 @@ std::unique_ptr<CocomModel> CocomModel::load(const std::string& dir, const Cocom
   std::unique_ptr<CocomModel> m(new CocomModel());
   m->dir_ = dir;
   m->cfg_ = CocomConfig::load(cfg_path);
+  if (m->cfg_.pisco) return load_pisco(dir, m->cfg_, opt);
   if (opt.compr_rate > 0 && opt.compr_rate != m->cfg_.compr_rate) {
     if (m->cfg_.light() && m->cfg_.compr_linear_type == "concat") {
       fail("--compr-rate ", opt.compr_rate, ": ", dir, " has a concat projection made for rate ",

@@ -31,11 +31,16 @@ struct CocomConfig {
   int64_t lora_r = 16;
   std::string training_form = "both";
   std::string quantization = "no";
+  // PISCO as published (different_mem_tokens: true): n = doc_max_length / compr_rate distinct
+  // memory tokens, the base decoder's weights outside the checkpoint, two adapters.
+  bool pisco = false;
+  int64_t doc_max_length = 128;
 
   static CocomConfig from_json(const Json& j, const std::string& origin);
   static CocomConfig load(const std::string& path);
   Json to_json() const;
   bool light() const { return compr_model_name.has_value(); }
+  format::Family family() const { return pisco ? format::Family::Pisco : format::Family::Cocom; }
 };
 
 // True when `dir/config.json` describes a COCOM checkpoint.
@@ -99,6 +104,14 @@ class CocomModel {
   int64_t sep_id() const { return tokens_.sep; }
   // The COCOM tokens of the decoder tokenizer, for the layouts of format/.
   const format::Tokens& tokens() const { return tokens_; }
+  // Context embeddings per passage of at most `context_max_length` compressor tokens (PISCO:
+  // its fixed number of memory tokens).
+  int64_t slots_per_passage(int64_t context_max_length) const;
+  // What compression adds to the decoder's forward (PISCO with an encoder adapter: that
+  // adapter in place of the decoding one, applied on the fly); nullptr when nothing.
+  const ForwardHooks* compressor_hooks() const {
+    return compressor_hooks_ ? compressor_hooks_.get() : nullptr;
+  }
   double load_seconds() const { return load_seconds_; }
   // With CocomLoadOptions::keep_lora_adapters: the decoder's adapters by module name
   // ("model.layers.0.self_attn.q_proj"); moved out (empty afterwards).
@@ -113,6 +126,8 @@ class CocomModel {
   CocomConfig cfg_;
   std::string dir_;
   void set_decoder_tokenizer(const std::string& dir);
+  static std::unique_ptr<CocomModel> load_pisco(const std::string& dir, CocomConfig cfg,
+                                                const CocomLoadOptions& opt);
   std::shared_ptr<Tokenizer> dec_tok_, enc_tok_;
   std::shared_ptr<const MistralModel> decoder_;
   std::shared_ptr<const BertModel> bert_;
@@ -122,6 +137,7 @@ class CocomModel {
   double load_seconds_ = 0;
   int64_t prompt_memory_bytes_ = int64_t{8192} << 20;
   std::map<std::string, StoredLoraAdapter> lora_adapters_;
+  std::shared_ptr<const ForwardHooks> compressor_hooks_;
 };
 
 // Where the base model named `name` (config.json + tokenizer files) is found: `flag_dir` when

@@ -2,13 +2,267 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/unpickler.h>
+
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
+#include <optional>
 
 #include "common/error.h"
 #include "common/json_util.h"
 #include "model/quant.h"
+#include "model/torch_save.h"
 
 namespace cocom::model {
+
+// libtorch 1.13's unpickler lacks the SETITEM opcode, which Python writes for a dict of one
+// entry (a PISCO adapters.pth with only decoder_adapter). This rewrites each SETITEM as
+// MARK key value SETITEMS, which it reads: a walk over the opcodes of a protocol-2 pickle
+// (what torch.save writes) that follows where each stack item's opcodes start. Anything it
+// does not know (another protocol's framing, an unknown opcode) leaves the bytes unchanged
+// for the unpickler to judge.
+std::string pickle_setitem_as_setitems(const std::string& in) {
+  struct Item {
+    size_t start;
+    bool mark;
+  };
+  std::vector<Item> stack;
+  std::vector<size_t> marks_at;    // where to insert a MARK
+  std::vector<size_t> setitem_at;  // SETITEM opcodes to turn into SETITEMS
+  auto u32 = [&](size_t at) -> uint64_t {
+    if (at + 4 > in.size()) return UINT64_MAX;
+    return uint64_t(uint8_t(in[at])) | uint64_t(uint8_t(in[at + 1])) << 8 |
+           uint64_t(uint8_t(in[at + 2])) << 16 | uint64_t(uint8_t(in[at + 3])) << 24;
+  };
+  auto pop = [&](size_t n) -> std::optional<size_t> {  // start of the first popped item
+    if (stack.size() < n) return std::nullopt;
+    for (size_t i = stack.size() - n; i < stack.size(); ++i) {
+      if (stack[i].mark) return std::nullopt;
+    }
+    const size_t first = stack[stack.size() - n].start;
+    stack.resize(stack.size() - n);
+    return first;
+  };
+  auto pop_to_mark = [&]() -> std::optional<size_t> {  // the mark's offset
+    while (!stack.empty() && !stack.back().mark) stack.pop_back();
+    if (stack.empty()) return std::nullopt;
+    const size_t at = stack.back().start;
+    stack.pop_back();
+    return at;
+  };
+  size_t i = 0;
+  while (i < in.size()) {
+    const size_t op = i;
+    const unsigned char c = static_cast<unsigned char>(in[i++]);
+    size_t skip = 0;
+    int pops = 0;  // items popped; the result (if any) starts where the first popped one did
+    bool pushes = true;
+    switch (c) {
+      case 0x80:
+        skip = 1;
+        pushes = false;
+        break;  // PROTO
+      case '.':
+        return marks_at.empty() ? in : [&] {  // STOP
+          std::string out;
+          size_t m = 0, from = 0;
+          std::sort(marks_at.begin(), marks_at.end());
+          for (size_t pos = 0; pos <= op; ++pos) {
+            while (m < marks_at.size() && marks_at[m] == pos) {
+              out.append(in, from, pos - from);
+              out.push_back('(');
+              from = pos;
+              ++m;
+            }
+          }
+          out.append(in, from, std::string::npos);
+          // SETITEM opcodes moved right by the MARKs inserted before them.
+          for (size_t at : setitem_at) {
+            const size_t before =
+                size_t(std::upper_bound(marks_at.begin(), marks_at.end(), at) - marks_at.begin());
+            out[at + before] = 'u';
+          }
+          return out;
+        }();
+      case '(':
+        stack.push_back({op, true});
+        pushes = false;
+        break;  // MARK
+      case '}':
+      case ']':
+      case ')':
+      case 'N':
+      case 0x88:
+      case 0x89:
+        break;
+      case 'K':
+        skip = 1;
+        break;  // BININT1
+      case 'M':
+        skip = 2;
+        break;  // BININT2
+      case 'J':
+        skip = 4;
+        break;  // BININT
+      case 'G':
+        skip = 8;
+        break;  // BINFLOAT
+      case 'h':
+        skip = 1;
+        break;  // BINGET
+      case 'j':
+        skip = 4;
+        break;  // LONG_BINGET
+      case 'q':
+        skip = 1;
+        pushes = false;
+        break;  // BINPUT
+      case 'r':
+        skip = 4;
+        pushes = false;
+        break;  // LONG_BINPUT
+      case 0x8a:
+      case 'U':
+      case 'C':  // LONG1, short strings
+        if (i >= in.size()) return in;
+        skip = 1 + static_cast<unsigned char>(in[i]);
+        break;
+      case 'X':
+      case 'T':
+      case 'B': {  // 4-byte length
+        const uint64_t n = u32(i);
+        if (n == UINT64_MAX) return in;
+        skip = 4 + size_t(n);
+        break;
+      }
+      case 'c': {  // GLOBAL
+        for (int lines = 0; lines < 2; ++lines) {
+          const size_t nl = in.find('\n', i);
+          if (nl == std::string::npos) return in;
+          i = nl + 1;
+        }
+        break;
+      }
+      case 0x85:
+        pops = 1;
+        break;  // TUPLE1
+      case 0x86:
+      case 'R':
+      case 0x81:
+        pops = 2;
+        break;  // TUPLE2 REDUCE NEWOBJ
+      case 0x87:
+        pops = 3;
+        break;  // TUPLE3
+      case 'Q':
+        pops = 1;
+        break;  // BINPERSID
+      case 'b':
+      case 'a':  // BUILD APPEND
+        if (!pop(1)) return in;
+        pushes = false;
+        break;
+      case 't': {  // TUPLE
+        auto at = pop_to_mark();
+        if (!at) return in;
+        stack.push_back({*at, false});
+        pushes = false;
+        break;
+      }
+      case 'u':
+      case 'e':  // SETITEMS APPENDS
+        if (!pop_to_mark()) return in;
+        pushes = false;
+        break;
+      case 's': {  // SETITEM
+        if (stack.size() < 3 || stack[stack.size() - 1].mark || stack[stack.size() - 2].mark) {
+          return in;
+        }
+        marks_at.push_back(stack[stack.size() - 2].start);
+        setitem_at.push_back(op);
+        stack.resize(stack.size() - 2);
+        pushes = false;
+        break;
+      }
+      default:
+        return in;  // FRAME and anything else: leave it to the unpickler
+    }
+    if (pops > 0) {
+      auto first = pop(size_t(pops));
+      if (!first) return in;
+      stack.push_back({*first, false});
+    } else if (pushes) {
+      stack.push_back({op, false});
+    }
+    if (skip > in.size() - i) return in;
+    i += skip;
+  }
+  return in;
+}
+
+namespace {
+
+void flatten_pickled(const c10::IValue& v, const std::string& name, const std::string& path,
+                     int depth, std::map<std::string, at::Tensor>* out) {
+  if (v.isTensor()) {
+    at::Tensor t = v.toTensor();
+    out->emplace(name, (t.is_floating_point() ? t.to(at::kFloat) : t.to(at::kLong)).contiguous());
+    return;
+  }
+  if (!v.isGenericDict() || depth > 2) {
+    fail(path, ": entry '", name, "' is a ", v.tagKind(),
+         ", expected a tensor or a dict of tensors (a torch.save state dict)");
+  }
+  for (const auto& kv : v.toGenericDict()) {
+    if (!kv.key().isString())
+      fail(path, ": a dict key is a ", kv.key().tagKind(), ", not a string");
+    const std::string key = kv.key().toStringRef();
+    flatten_pickled(kv.value(), name.empty() ? key : name + "/" + key, path, depth + 1, out);
+  }
+}
+
+}  // namespace
+
+std::map<std::string, at::Tensor> read_torch_save(const std::string& path, int64_t max_bytes) {
+  if (!file_exists(path)) fail_not_found(path, ": no such file");
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec) fail_io(path, ": ", ec.message());
+  if (size > uint64_t(max_bytes)) {
+    fail(path, ": ", size, " bytes, more than the ", max_bytes, " this reader accepts");
+  }
+  c10::IValue v;
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    at::DataPtr pkl_ptr;
+    size_t pkl_size = 0;
+    std::tie(pkl_ptr, pkl_size) = reader.getRecord("data.pkl");
+    const std::string pkl =
+        pickle_setitem_as_setitems(std::string(static_cast<const char*>(pkl_ptr.get()), pkl_size));
+    size_t pos = 0;
+    auto read = [&](char* buf, size_t n) {
+      n = std::min(n, pkl.size() - pos);
+      std::memcpy(buf, pkl.data() + pos, n);
+      pos += n;
+      return n;
+    };
+    auto read_record = [&](const std::string& name) {
+      return std::get<0>(reader.getRecord("data/" + name));
+    };
+    torch::jit::Unpickler unpickler(read, nullptr, nullptr, read_record, c10::Device(c10::kCPU));
+    unpickler.set_version(reader.version());
+    v = unpickler.parse_ivalue();
+  } catch (const c10::Error& e) {
+    fail(path, ": not a readable torch.save file (", e.what_without_backtrace(), ")");
+  } catch (const std::exception& e) {
+    fail(path, ": not a readable torch.save file (", e.what(), ")");
+  }
+  std::map<std::string, at::Tensor> out;
+  flatten_pickled(v, "", path, 0, &out);
+  return out;
+}
 
 std::string shape_str(const std::vector<int64_t>& shape) {
   std::string s = "[";

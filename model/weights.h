@@ -109,6 +109,13 @@ class WeightSource : public TensorProvider {
   std::map<std::string, StoredLoraAdapter> adapters_;
 };
 
+// The tensors of a torch.save file (the zip format Python's torch.save writes): a dict of
+// tensors, or a dict of such dicts (e.g. PISCO's adapters.pth, {adapter: {key: tensor}}),
+// flattened as "outer/inner", floats as fp32 and integers as int64, on the CPU. Throws naming
+// the file for anything else. `max_bytes` bounds the file's size.
+std::map<std::string, at::Tensor> read_torch_save(const std::string& path,
+                                                  int64_t max_bytes = int64_t{64} << 30);
+
 std::string shape_str(const std::vector<int64_t>& shape);
 std::string shape_str(at::IntArrayRef shape);
 

@@ -18,7 +18,7 @@ BUILD="$ROOT/build-fuzz"
 CORPUS="$ROOT/fuzz-corpus"
 FIXTURES="$ROOT/tests/data/fixtures"
 ALL_TARGETS=(fuzz_safetensors fuzz_config fuzz_tokenizer fuzz_documents fuzz_read_paths fuzz_chunker
-             fuzz_serve_api)
+             fuzz_serve_api fuzz_torch_save)
 
 seconds=60
 jobs=2
@@ -262,6 +262,20 @@ seed_serve_api() {
   printf '{"model": "docs", "query": "zstd", "k": 5, "mode": "hybrid", "filter": {"document_id": "a", "source_prefix": "/"}}' >"$dir/search.json"
   printf '{"documents": [{"id": "a", "title": "A", "text": "alpha", "source": "s"}]}' >"$dir/documents.json"
   printf '{"keys": {"key-aaaaaaaa": ["a"], "key-admin-1": ["*"]}}' >"$dir/keys.json"
+}
+
+seed_torch_save() {
+  local dir="$CORPUS/fuzz_torch_save"
+  mkdir -p "$dir"
+  # The published PISCO files: one adapter (a one-entry dict: SETITEM), two adapters, and the
+  # embedding/lm_head pair.
+  cp "$FIXTURES/pisco-hub/single_adapter/adapters.pth" "$dir/one-adapter.pth"
+  cp "$FIXTURES/pisco-hub/adapters.pth" "$dir/two-adapters.pth"
+  cp "$FIXTURES/pisco-hub/decoder_first_last_layers.pth" "$dir/first-last.pth"
+  # Bare pickles (the rewrite's input): {'a': 1} with SETITEM, and with SETITEMS.
+  printf '\x80\x02}q\x00X\x01\x00\x00\x00aq\x01K\x01s.' >"$dir/setitem.pkl"
+  printf '\x80\x02}q\x00(X\x01\x00\x00\x00aK\x01X\x01\x00\x00\x00bK\x02u.' >"$dir/setitems.pkl"
+  chmod u+w "$dir"/*
 }
 
 # --- run ---------------------------------------------------------------------------------------

@@ -184,6 +184,87 @@ TEST(Cli, ConformancePassesTheChecker) {
   EXPECT_NE(verdict.find("VERDICT: PASS (34 checks"), std::string::npos) << verdict;
 }
 
+// PISCO as published (naver/pisco-*): both adapter layouts pass the checker.
+TEST(Cli, PiscoHubConformancePassesTheChecker) {
+  std::string out_dir = test::make_temp_dir("cli-pisco");
+  int rc = 0;
+  std::string out = run("conformance --fixtures " + fx() +
+                            " --parts pisco-hub,pisco-hub/single_adapter --out " + out_dir,
+                        &rc);
+  ASSERT_EQ(rc, 0) << out;
+  std::string verdict;
+  rc = test::run_command("/usr/bin/python3 " + checker() + " --golden " + fx() + " --engine " +
+                             out_dir + " --parts pisco-hub,pisco-hub/single_adapter",
+                         &verdict);
+  EXPECT_EQ(rc, 0) << verdict;
+  EXPECT_NE(verdict.find("VERDICT: PASS"), std::string::npos) << verdict;
+  EXPECT_NE(verdict.find("pisco-hub/single_adapter"), std::string::npos) << verdict;
+
+  // The same checkpoint through the store: ingest, then ask from the stored embeddings.
+  const std::string pisco = fx() + "/pisco-hub";
+  Json info = parse_json_text(run("info --json --model " + pisco, &rc), "info");
+  EXPECT_EQ(info["architecture"], "PISCO");
+  EXPECT_EQ(info["embeddings_per_128_token_passage"], 8);
+  EXPECT_EQ(info["special_ids"]["<MEM7>"], 1007);
+  const std::string db = out_dir + "/kb";
+  out = run("ingest --db " + db + " --model " + pisco + " " + std::string(COCOM_TEST_DATA_DIR) +
+                "/../../examples/docs",
+            &rc);
+  ASSERT_EQ(rc, 0) << out;
+  out = run("ask --db " + db + " --json --max-new-tokens 4 'What is a knowledge store?'", &rc);
+  ASSERT_EQ(rc, 0) << out;
+  Json ans = parse_json_text(out, "ask");
+  EXPECT_EQ(ans["sources"].size(), 5u) << out;
+  // 5 x (8 slots + <SEP>) and PISCO's system prompt around them.
+  EXPECT_GT(ans["timings"]["prompt_tokens"].get<int64_t>(), 5 * 9 + 20) << out;
+}
+
+// The published files are torch.save pickles (adapters.pth, decoder_first_last_layers.pth);
+// without the safetensors copies, and with every expected output removed, the verdict holds.
+TEST(Cli, PiscoHubReadsThePublishedTorchSaveFiles) {
+  std::string copy = test::make_temp_dir("cli-pisco-pth") + "/fx";
+  fs::create_directories(copy);
+  fs::copy(fx() + "/pisco-hub", copy + "/pisco-hub", fs::copy_options::recursive);
+  for (const char* part : {"pisco-hub", "pisco-hub/single_adapter"}) {
+    std::string d = copy + "/" + part;
+    fs::permissions(d, fs::perms::owner_all, fs::perm_options::add);
+    fs::remove(d + "/adapters.safetensors");
+    fs::remove(d + "/decoder_first_last_layers.safetensors");
+    fs::remove(d + "/golden.safetensors");
+    Json g = read_json_file(d + "/golden.json");
+    Json only = {{"documents", g["documents"]},
+                 {"questions", g["questions"]},
+                 {"max_new_tokens", g["max_new_tokens"]},
+                 {"doc_max_length", g["doc_max_length"]},
+                 {"generation_pad_token_id", g["generation_pad_token_id"]}};
+    fs::permissions(d + "/golden.json", fs::perms::owner_write, fs::perm_options::add);
+    write_json_file(d + "/golden.json", only);
+  }
+  std::string out_dir = test::make_temp_dir("cli-pisco-pth-out");
+  int rc = 0;
+  std::string out = run("conformance --fixtures " + copy +
+                            " --parts pisco-hub,pisco-hub/single_adapter --out " + out_dir,
+                        &rc);
+  ASSERT_EQ(rc, 0) << out;
+  std::string verdict;
+  rc = test::run_command("/usr/bin/python3 " + checker() + " --golden " + fx() + " --engine " +
+                             out_dir + " --parts pisco-hub,pisco-hub/single_adapter",
+                         &verdict);
+  EXPECT_EQ(rc, 0) << verdict;
+
+  // Hostile published files: errors name the file.
+  const std::string d = copy + "/pisco-hub";
+  fs::permissions(d + "/adapters.pth", fs::perms::owner_write, fs::perm_options::add);
+  test::write_bytes(d + "/adapters.pth", std::string("PK\x03\x04 not a real zip", 24));
+  out = run("conformance --fixtures " + copy + " --parts pisco-hub --out " + out_dir, &rc);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("adapters.pth"), std::string::npos) << out;
+  fs::remove(d + "/adapters.pth");
+  out = run("conformance --fixtures " + copy + " --parts pisco-hub --out " + out_dir, &rc);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("no adapters.pth"), std::string::npos) << out;
+}
+
 TEST(Cli, ConformanceReadsOnlyInputs) {
   // A copy of the fixtures with every expected output removed gives the same verdict.
   std::string copy = test::make_temp_dir("cli-stripped") + "/fx";
@@ -210,7 +291,8 @@ TEST(Cli, ConformanceReadsOnlyInputs) {
   for (const char* part : {"cocom", "cocom-light"}) {
     std::string d = copy + "/" + part;
     Json g = read_json_file(d + "/golden.json");
-    Json only = {{"contexts", g["contexts"]}, {"questions", g["questions"]},
+    Json only = {{"contexts", g["contexts"]},
+                 {"questions", g["questions"]},
                  {"max_new_tokens", g["max_new_tokens"]},
                  {"context_max_length", g["context_max_length"]}};
     fs::permissions(d, fs::perms::owner_all, fs::perm_options::add);
@@ -268,8 +350,10 @@ TEST(CliCocom, GenerateAnswersLikeTheReference) {
     auto gt = tensors(fx() + "/" + part + "/golden.safetensors");
     int rc = 0;
     std::string out = run("generate --model " + fx() + "/" + part + " --in " + write_qa(dir, g) +
-                              " --out " + dir + "/answers.jsonl --batch-size 2 --max-new-tokens 8 "
-                              "--context-max-length 32 --dump-dir " + dir + "/dump",
+                              " --out " + dir +
+                              "/answers.jsonl --batch-size 2 --max-new-tokens 8 "
+                              "--context-max-length 32 --dump-dir " +
+                              dir + "/dump",
                           &rc);
     ASSERT_EQ(rc, 0) << out;
     std::vector<Json> lines = read_lines(dir + "/answers.jsonl");
@@ -286,7 +370,8 @@ TEST(CliCocom, GenerateAnswersLikeTheReference) {
     auto dump = tensors(dir + "/dump/batch_00000.safetensors");
     EXPECT_TRUE(dump["enc_input_ids"].equal(gt["enc_input_ids"]));
     EXPECT_TRUE(dump["dec_input_ids"].equal(gt["dec_input_ids"]));
-    EXPECT_LT((dump["compressed_embeddings"] - gt["compressed_embs"]).abs().max().item<double>(), 1e-3);
+    EXPECT_LT((dump["compressed_embeddings"] - gt["compressed_embs"]).abs().max().item<double>(),
+              1e-3);
     // The uncompressed baseline answers from the text with the same decoder.
     out = run("generate --no-compress --model " + fx() + "/" + part + " --in " + dir +
                   "/qa.jsonl --out " + dir + "/plain.jsonl --max-new-tokens 4",
@@ -317,8 +402,8 @@ TEST(CliCocom, CompressIsBatchIndependent) {
   test::write_bytes(dir + "/all.jsonl", all);
   test::write_bytes(dir + "/one.jsonl", one);
   int rc = 0;
-  std::string out = run("compress --model " + fx() + "/cocom --in " + dir + "/all.jsonl --out " + dir +
-                            "/all.safetensors --context-max-length 32 --batch-size 5",
+  std::string out = run("compress --model " + fx() + "/cocom --in " + dir + "/all.jsonl --out " +
+                            dir + "/all.safetensors --context-max-length 32 --batch-size 5",
                         &rc);
   ASSERT_EQ(rc, 0) << out;
   out = run("compress --model " + fx() + "/cocom --in " + dir + "/one.jsonl --out " + dir +
@@ -333,15 +418,23 @@ TEST(CliCocom, CompressIsBatchIndependent) {
 
 TEST(CliCocom, RandomCheckpointsWorkWithEveryCommand) {
   std::string dir = test::make_temp_dir("cli-cocom-init");
-  Json spec = {{"compr_rate", 16}, {"sep", false}, {"lora_r", 2}, {"generation_top_k", 5},
-               {"decoder", {{"vocab_size", 1000}, {"hidden_size", 32}, {"intermediate_size", 48},
-                            {"num_hidden_layers", 2}, {"num_attention_heads", 4},
-                            {"num_key_value_heads", 1}, {"max_position_embeddings", 512}}},
+  Json spec = {{"compr_rate", 16},
+               {"sep", false},
+               {"lora_r", 2},
+               {"generation_top_k", 5},
+               {"decoder",
+                {{"vocab_size", 1000},
+                 {"hidden_size", 32},
+                 {"intermediate_size", 48},
+                 {"num_hidden_layers", 2},
+                 {"num_attention_heads", 4},
+                 {"num_key_value_heads", 1},
+                 {"max_position_embeddings", 512}}},
                {"decoder_tokenizer", fx() + "/tokenizer/llama"}};
   write_json_file(dir + "/cocom.json", spec);
-  spec["compressor"] = {{"vocab_size", 1000}, {"hidden_size", 16}, {"intermediate_size", 32},
-                        {"num_hidden_layers", 1}, {"num_attention_heads", 2},
-                        {"max_position_embeddings", 128}};
+  spec["compressor"] = {{"vocab_size", 1000},       {"hidden_size", 16},
+                        {"intermediate_size", 32},  {"num_hidden_layers", 1},
+                        {"num_attention_heads", 2}, {"max_position_embeddings", 128}};
   spec["compressor_tokenizer"] = fx() + "/tokenizer/bert";
   spec["compr_linear_type"] = "mean";
   write_json_file(dir + "/light.json", spec);
@@ -351,10 +444,11 @@ TEST(CliCocom, RandomCheckpointsWorkWithEveryCommand) {
     SCOPED_TRACE(arch);
     int rc = 0;
     std::string cfg = dir + (arch == "cocom" ? "/cocom.json" : "/light.json");
-    std::string out = run("model init --arch " + arch + " --config " + cfg + " --out " + dir + "/" + arch, &rc);
+    std::string out =
+        run("model init --arch " + arch + " --config " + cfg + " --out " + dir + "/" + arch, &rc);
     ASSERT_EQ(rc, 0) << out;
-    out = run("generate --model " + dir + "/" + arch + " --in " + qa + " --out " + dir + "/" + arch +
-                  ".jsonl --max-new-tokens 3",
+    out = run("generate --model " + dir + "/" + arch + " --in " + qa + " --out " + dir + "/" +
+                  arch + ".jsonl --max-new-tokens 3",
               &rc);
     ASSERT_EQ(rc, 0) << out;
     EXPECT_EQ(read_lines(dir + "/" + arch + ".jsonl").size(), 2u);
@@ -373,7 +467,8 @@ TEST(CliHostile, CocomInputs) {
   EXPECT_EQ(rc, 1);
   EXPECT_NE(out.find("contexts"), std::string::npos) << out;
   test::write_bytes(dir + "/ids.json", "{\"input_ids\": [[1, 2]]}");
-  out = run("forward --model " + fx() + "/cocom --in " + dir + "/ids.json --out " + dir + "/y.st", &rc);
+  out = run("forward --model " + fx() + "/cocom --in " + dir + "/ids.json --out " + dir + "/y.st",
+            &rc);
   EXPECT_EQ(rc, 1);
   EXPECT_NE(out.find("COCOM checkpoint"), std::string::npos) << out;
 }

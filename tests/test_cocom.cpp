@@ -11,6 +11,7 @@
 #include "common/json_util.h"
 #include "generate/cocom_generate.h"
 #include "model/checkpoint_io.h"
+#include "model/torch_save.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -91,7 +92,8 @@ TEST_P(CocomGolden, EveryStageMatchesTheReference) {
   EXPECT_TRUE(r.decoder.attention_mask.equal(g["dec_attention_mask"]));
   expect_close(r.decoder_embeds, g["dec_inputs_embeds"], "dec_inputs_embeds");
   EXPECT_TRUE(r.answers.generation.tokens.equal(g["generated_ids"]))
-      << r.answers.generation.tokens << "\n" << g["generated_ids"];
+      << r.answers.generation.tokens << "\n"
+      << g["generated_ids"];
   expect_close(r.answers.generation.step_logits, g["gen_logits"], "gen_logits");
   EXPECT_EQ(r.answers.texts, t.decoded);
 }
@@ -203,7 +205,8 @@ TEST(Cocom, LongPassagesAreTruncated) {
   auto m = CocomModel::load(fx("cocom"));
   std::string longp;
   for (int i = 0; i < 200; ++i) longp += "The license is free. ";
-  compress::EncoderInputs in = compress::encoder_inputs(*m, {longp, "short"}, 32, compress::Padding::MaxLength);
+  compress::EncoderInputs in =
+      compress::encoder_inputs(*m, {longp, "short"}, 32, compress::Padding::MaxLength);
   EXPECT_EQ(in.truncated, 1);
   EXPECT_EQ(in.mem_per_passage, 8);
   EXPECT_EQ(in.input_ids.size(1), 32 + 8);
@@ -242,7 +245,8 @@ TEST(CocomTokenizers, ResolvedFromFlagAndHuggingFaceCache) {
   unsetenv("HF_HUB_CACHE");
   std::string msg = error_of([&] { CocomModel::load(dir); });
   EXPECT_NE(msg.find("someorg/some-decoder"), std::string::npos) << msg;
-  EXPECT_NE(msg.find(hf + "/hub/models--someorg--some-decoder/snapshots"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(hf + "/hub/models--someorg--some-decoder/snapshots"), std::string::npos)
+      << msg;
   EXPECT_NE(msg.find("--decoder-tokenizer"), std::string::npos) << msg;
   CocomLoadOptions o;
   o.decoder_tokenizer = moved;
@@ -269,11 +273,13 @@ TEST(CocomHostile, BadCheckpointsAndInputs) {
     NamedTensors t = read_all_tensors(dir + "/model.safetensors");
     NamedTensors keep;
     for (auto& p : t) {
-      if (p.first != "decoder.base_model.model.model.layers.1.mlp.up_proj.lora_B.default.weight") keep.push_back(p);
+      if (p.first != "decoder.base_model.model.model.layers.1.mlp.up_proj.lora_B.default.weight")
+        keep.push_back(p);
     }
     write_tensors(dir + "/model.safetensors", keep, DType::BF16);
     std::string m = error_of([&] { CocomModel::load(dir); });
-    EXPECT_NE(m.find("layers.1.mlp.up_proj.lora_B.default.weight' is missing"), std::string::npos) << m;
+    EXPECT_NE(m.find("layers.1.mlp.up_proj.lora_B.default.weight' is missing"), std::string::npos)
+        << m;
   }
   {  // a tokenizer that does not belong to the checkpoint (BERT vocabulary for the decoder)
     CocomLoadOptions o;
@@ -298,4 +304,34 @@ TEST(CocomHostile, BadCheckpointsAndInputs) {
   auto l = CocomModel::load(fx("cocom-light"));
   e = error_of([&] { compress::compress_passages(*l, {"x"}, 128); });
   EXPECT_NE(e.find("max_position_embeddings"), std::string::npos) << e;
+}
+
+// libtorch 1.13 cannot unpickle SETITEM (a one-entry dict, as Python writes it); the reader
+// rewrites it as MARK key value SETITEMS. Hand-assembled protocol-2 pickles.
+TEST(TorchSave, SetitemBecomesSetitems) {
+  using model::pickle_setitem_as_setitems;
+  auto b = [](std::initializer_list<int> v) {
+    std::string s;
+    for (int c : v) s.push_back(static_cast<char>(c));
+    return s;
+  };
+  const std::string key_a = b({'X', 1, 0, 0, 0, 'a'});
+  // {'a': 1}: PROTO 2, EMPTY_DICT, BINPUT 0, key, BINPUT 1, BININT1 1, SETITEM, STOP.
+  EXPECT_EQ(
+      pickle_setitem_as_setitems(b({0x80, 2, '}', 'q', 0}) + key_a + b({'q', 1, 'K', 1, 's', '.'})),
+      b({0x80, 2, '}', 'q', 0, '('}) + key_a + b({'q', 1, 'K', 1, 'u', '.'}));
+  // {'a': {'a': 1}}: both levels rewritten, the outer MARK before the outer key.
+  EXPECT_EQ(pickle_setitem_as_setitems(b({0x80, 2, '}'}) + key_a + b({'}'}) + key_a +
+                                       b({'K', 1, 's', 's', '.'})),
+            b({0x80, 2, '}', '('}) + key_a + b({'}', '('}) + key_a + b({'K', 1, 'u', 'u', '.'}));
+  // Already SETITEMS: unchanged.
+  const std::string two =
+      b({0x80, 2, '}', '('}) + key_a + b({'K', 1}) + key_a + b({'K', 2, 'u', '.'});
+  EXPECT_EQ(pickle_setitem_as_setitems(two), two);
+  // A SETITEM with too few items, an unknown opcode, a truncated string: unchanged.
+  for (const std::string& bad : {b({0x80, 2, 'K', 1, 's', '.'}), b({0x80, 2, '}', 0xff, 's', '.'}),
+                                 b({0x80, 2, '}', 'X', 9, 0, 0, 0, 'a', 's'})}) {
+    EXPECT_EQ(pickle_setitem_as_setitems(bad), bad);
+  }
+  EXPECT_EQ(pickle_setitem_as_setitems(""), "");
 }

@@ -9,8 +9,8 @@
 
 #include "common/error.h"
 #include "generate/cocom_generate.h"
-#include "model/runtime.h"
 #include "model/checkpoint_io.h"
+#include "model/runtime.h"
 #include "tools/commands.h"
 
 namespace fs = std::filesystem;
@@ -120,8 +120,8 @@ int cmd_generate(const GlobalOptions& g, const GenerateArgs& a) {
     }
     Stopwatch sw;
     generate::TextGeneration r = a.no_compress
-                                   ? generate::generate_uncompressed(*m, contexts, questions, opt)
-                                   : generate::generate_from_text(*m, contexts, questions, opt);
+                                     ? generate::generate_uncompressed(*m, contexts, questions, opt)
+                                     : generate::generate_from_text(*m, contexts, questions, opt);
     for (size_t i = 0; i < questions.size(); ++i) {
       Json line;
       line["answer"] = r.answers.texts[i];
@@ -140,9 +140,11 @@ int cmd_generate(const GlobalOptions& g, const GenerateArgs& a) {
       std::snprintf(name, sizeof name, "batch_%05zu.safetensors", b / size_t(a.batch_size));
       model::write_tensors(join_path(a.dump_dir, name), t);
     }
-    std::fprintf(stderr, "[%zu/%zu] %zu questions in %.2f s (compress %.2f s, prefill %.2f s, decode %.2f s)\n",
-                 e, qa.size(), questions.size(), sw.seconds(), r.compress_seconds,
-                 r.answers.generation.prefill_seconds, r.answers.generation.decode_seconds);
+    std::fprintf(
+        stderr,
+        "[%zu/%zu] %zu questions in %.2f s (compress %.2f s, prefill %.2f s, decode %.2f s)\n", e,
+        qa.size(), questions.size(), sw.seconds(), r.compress_seconds,
+        r.answers.generation.prefill_seconds, r.answers.generation.decode_seconds);
   }
   if (!a.out.empty()) {
     out_file.close();
@@ -161,10 +163,12 @@ int cmd_compress(const GlobalOptions& g, const CompressArgs& a) {
   for (const Json& j : read_jsonl(a.in)) {
     ++no;
     std::string where = a.in + " record " + std::to_string(no);
-    if (!j.contains("text") || !j["text"].is_string()) fail(where, ": field 'text' must be a string");
+    if (!j.contains("text") || !j["text"].is_string())
+      fail(where, ": field 'text' must be a string");
     passages.push_back(j["text"].get<std::string>());
   }
-  auto m = model::CocomModel::load(a.model, load_options(g, a.decoder_tokenizer, a.compressor_tokenizer));
+  auto m = model::CocomModel::load(a.model,
+                                   load_options(g, a.decoder_tokenizer, a.compressor_tokenizer));
   Stopwatch sw;
   at::Tensor emb = compress::compress_passages(*m, passages, a.context_max_length, a.batch_size);
   model::SafetensorsWriter w;
@@ -175,7 +179,8 @@ int cmd_compress(const GlobalOptions& g, const CompressArgs& a) {
   w.set_metadata("model", a.model);
   w.write(a.out);
   const double s = sw.seconds();
-  std::fprintf(stderr, "compressed %zu passages into %s [%lld, %lld, %lld] in %.2f s (%.1f passages/s)\n",
+  std::fprintf(stderr,
+               "compressed %zu passages into %s [%lld, %lld, %lld] in %.2f s (%.1f passages/s)\n",
                passages.size(), a.out.c_str(), static_cast<long long>(emb.size(0)),
                static_cast<long long>(emb.size(1)), static_cast<long long>(emb.size(2)), s,
                double(passages.size()) / s);
@@ -189,29 +194,41 @@ void run_cocom_conformance(const GlobalOptions& g, const std::string& fixtures,
   const std::string dir = join_path(fixtures, part);
   const std::string gpath = join_path(dir, "golden.json");
   Json gj = read_json_file(gpath);
+  auto m = model::CocomModel::load(dir, load_options(g, "", ""));
+  // The PISCO goldens name the passages "documents" and their tensors after the published code.
+  const bool pisco = m->config().pisco;
+  const std::string passages = pisco ? "documents" : "contexts";
   std::vector<std::string> questions;
   std::vector<std::vector<std::string>> contexts;
-  if (!gj.contains("questions") || !gj["questions"].is_array()) fail(gpath, ": missing 'questions'");
-  if (!gj.contains("contexts") || !gj["contexts"].is_array()) fail(gpath, ": missing 'contexts'");
+  if (!gj.contains("questions") || !gj["questions"].is_array())
+    fail(gpath, ": missing 'questions'");
+  if (!gj.contains(passages) || !gj[passages].is_array()) {
+    fail(gpath, ": missing '", passages, "'");
+  }
   for (const auto& q : gj["questions"]) questions.push_back(q.get<std::string>());
-  for (const auto& c : gj["contexts"]) contexts.push_back(c.get<std::vector<std::string>>());
-  auto m = model::CocomModel::load(dir, load_options(g, "", ""));
+  for (const auto& c : gj[passages]) contexts.push_back(c.get<std::vector<std::string>>());
   generate::TextGenerationOptions opt;
   opt.sampling.max_new_tokens = json_int_or(gj, "max_new_tokens", 8, gpath);
   opt.sampling.keep_step_logits = true;
-  opt.context_max_length = json_int_or(gj, "context_max_length", 128, gpath);
+  opt.context_max_length =
+      json_int_or(gj, pisco ? "doc_max_length" : "context_max_length", 128, gpath);
+  // PISCO's generation pads a finished row with its tokenizer's pad (<s>), not </s>.
+  if (pisco) opt.sampling.pad_id = json_int_or(gj, "generation_pad_token_id", 1, gpath);
   generate::TextGeneration r = generate::generate_from_text(*m, contexts, questions, opt);
   const std::string out = join_path(out_dir, part);
   make_dir(out);
-  model::write_tensors(join_path(out, "engine.safetensors"),
-                       {{"enc_input_ids", r.encoder.input_ids},
-                        {"enc_attention_mask", r.encoder.attention_mask},
-                        {"compressed_embs", r.compressed},
-                        {"dec_input_ids", r.decoder.input_ids},
-                        {"dec_attention_mask", r.decoder.attention_mask},
-                        {"dec_inputs_embeds", r.decoder_embeds},
-                        {"generated_ids", r.answers.generation.tokens},
-                        {"gen_logits", r.answers.generation.step_logits}});
+  const at::Tensor& steps = r.answers.generation.step_logits;
+  model::NamedTensors t = {
+      {pisco ? "compressor_input_ids" : "enc_input_ids", r.encoder.input_ids},
+      {pisco ? "compressor_attention_mask" : "enc_attention_mask", r.encoder.attention_mask},
+      {"compressed_embs", r.compressed},
+      {pisco ? "decoder_input_ids" : "dec_input_ids", r.decoder.input_ids},
+      {pisco ? "decoder_attention_mask" : "dec_attention_mask", r.decoder.attention_mask},
+      {pisco ? "decoder_inputs_embeds" : "dec_inputs_embeds", r.decoder_embeds},
+      {"generated_ids", r.answers.generation.tokens},
+      {"gen_logits", steps}};
+  if (pisco) t.push_back({"first_step_logits", steps.select(1, 0).contiguous()});
+  model::write_tensors(join_path(out, "engine.safetensors"), t);
   Json ej;
   ej["decoded"] = r.answers.texts;
   write_file_atomic(join_path(out, "engine.json"),

@@ -124,10 +124,12 @@ int cmd_conformance(const GlobalOptions& g, const ConformanceArgs& a) {
   }
   if (parts.empty()) fail("--parts: empty list");
   for (const auto& p : parts) {
-    if (p != "tokenizer" && p != "mistral" && p != "bert" && p != "cocom" && p != "cocom-light") {
+    if (p != "tokenizer" && p != "mistral" && p != "bert" && p != "cocom" && p != "cocom-light" &&
+        p != "pisco-hub" && p != "pisco-hub/single_adapter") {
       fail("--parts: unknown part '", p,
-           "' (supported: tokenizer, mistral, bert, cocom, cocom-light; the hf_literal variants ",
-           "record an upstream bug and are deliberately not reproduced)");
+           "' (supported: tokenizer, mistral, bert, cocom, cocom-light, pisco-hub, "
+           "pisco-hub/single_adapter; the hf_literal variants record an upstream bug and are "
+           "deliberately not reproduced)");
     }
   }
   for (const auto& p : parts) {
@@ -137,7 +139,10 @@ int cmd_conformance(const GlobalOptions& g, const ConformanceArgs& a) {
     if (p == "tokenizer") run_tokenizer(a.fixtures, a.out);
     if (p == "mistral") run_mistral(a.fixtures, a.out, dev);
     if (p == "bert") run_bert(a.fixtures, a.out, dev);
-    if (p == "cocom" || p == "cocom-light") run_cocom_conformance(g, a.fixtures, p, a.out);
+    if (p == "cocom" || p == "cocom-light" || p.rfind("pisco-hub", 0) == 0) {
+      if (p.find('/') != std::string::npos) ensure_dir(join_path(a.out, p.substr(0, p.find('/'))));
+      run_cocom_conformance(g, a.fixtures, p, a.out);
+    }
   }
   return 0;
 }

@@ -49,7 +49,7 @@ int cocom_info(const GlobalOptions& g, const InfoArgs& a, c10::Device dev) {
   const auto& d = m->decoder().config();
   Json out;
   out["model"] = a.model;
-  out["architecture"] = c.light() ? "COCOM-light" : "COCOM";
+  out["architecture"] = c.pisco ? "PISCO" : c.light() ? "COCOM-light" : "COCOM";
   out["cocom"] = c.to_json();
   out["decoder"] = d.to_json();
   out["decoder_source"] = m->decoder_source();
@@ -57,9 +57,16 @@ int cocom_info(const GlobalOptions& g, const InfoArgs& a, c10::Device dev) {
     out["compressor"] = m->bert()->config().to_json();
     out["compressor_source"] = m->compressor_source();
   }
-  out["embeddings_per_128_token_passage"] = (128 + c.compr_rate - 1) / c.compr_rate;
-  out["special_ids"] = {
-      {"<MEM>", m->mem_id()}, {"<AE>", m->ae_id()}, {"<ENC>", m->enc_id()}, {"<SEP>", m->sep_id()}};
+  out["embeddings_per_128_token_passage"] = m->slots_per_passage(128);
+  const format::Tokens& t = m->tokens();
+  // PISCO: one memory token per slot, <MEM0> .. <MEM{n-1}> (consecutive ids).
+  const std::string mem_name = c.pisco ? "<MEM0>" : "<MEM>";
+  out["special_ids"] = {{mem_name, t.mem}, {"<AE>", t.ae}, {"<ENC>", t.enc}, {"<SEP>", t.sep}};
+  if (c.pisco) {
+    out["special_ids"]["<MEM" + std::to_string(t.mem_count - 1) + ">"] = t.mem + t.mem_count - 1;
+    out["compression_adapter"] =
+        m->compressor_hooks() ? "encoder_adapter (on the fly)" : "decoder_adapter";
+  }
   out["load_seconds"] = m->load_seconds();
   out["device"] = g.device;
   if (a.json) {
@@ -74,18 +81,28 @@ int cocom_info(const GlobalOptions& g, const InfoArgs& a, c10::Device dev) {
             << "decoder:      " << d.num_hidden_layers << " layers, hidden " << d.hidden_size
             << ", heads " << d.num_attention_heads << "/" << d.num_key_value_heads
             << ", vocabulary " << d.vocab_size
-            << (c.lora ? ", LoRA r " + std::to_string(c.lora_r) + " merged" : "") << "\n"
+            << (c.lora ? ", LoRA r " + std::to_string(c.lora_r) + " merged" : "")
+            << (c.pisco ? " (decoder_adapter)" : "") << "\n"
             << "              base model and tokenizer from " << m->decoder_source() << "\n";
   if (c.light()) {
     const auto& b = m->bert()->config();
     std::cout << "compressor:   BERT, " << b.num_hidden_layers << " layers, hidden "
               << b.hidden_size << ", projection " << c.compr_linear_type << "\n"
               << "              from " << m->compressor_source() << "\n";
+  } else if (c.pisco) {
+    std::cout << "compressor:   the decoder itself with "
+              << out["compression_adapter"].get<std::string>() << " (<MEM0>..<MEM"
+              << t.mem_count - 1 << "> tokens, 131-token rows)\n";
   } else {
     std::cout << "compressor:   the decoder itself (<MEM> tokens)\n";
   }
-  std::cout << "tokens:       <MEM> " << m->mem_id() << "  <AE> " << m->ae_id() << "  <ENC> "
-            << m->enc_id() << "  <SEP> " << m->sep_id() << "\n";
+  if (c.pisco) {
+    std::cout << "tokens:       <MEM0>..<MEM" << t.mem_count - 1 << "> " << t.mem << ".."
+              << t.mem + t.mem_count - 1;
+  } else {
+    std::cout << "tokens:       <MEM> " << t.mem;
+  }
+  std::cout << "  <AE> " << t.ae << "  <ENC> " << t.enc << "  <SEP> " << t.sep << "\n";
   std::printf("load time:    %.3f s\n", m->load_seconds());
   return 0;
 }
