@@ -158,4 +158,14 @@ std::string resolve_base_model_dir(const std::string& checkpoint_dir, const std:
 int64_t write_random_cocom(const Json& spec, const std::string& spec_path, bool light,
                            const std::string& out, uint64_t seed, DType dtype);
 
+// Writes a random-weight PISCO checkpoint in the published layout (naver/pisco-*): config.json
+// (different_mem_tokens), adapters.pth ({"decoder_adapter": ..., and "encoder_adapter" unless
+// the spec's "encoder_adapter" is false}), decoder_first_last_layers.pth (the resized embedding
+// and lm_head), both torch.save files, and base_decoder/ with the base model's config,
+// tokenizer and random weights (which a published checkpoint leaves to the base repository).
+// Spec: compr_rate, doc_max_length (128), lora_r, "decoder" (a config with the base
+// vocabulary), "decoder_tokenizer". Returns the number of parameters written.
+int64_t write_random_pisco(const Json& spec, const std::string& spec_path, const std::string& out,
+                           uint64_t seed, DType dtype);
+
 }  // namespace cocom::model

@@ -265,6 +265,53 @@ TEST(Cli, PiscoHubReadsThePublishedTorchSaveFiles) {
   EXPECT_NE(out.find("no adapters.pth"), std::string::npos) << out;
 }
 
+// model init --arch pisco writes the published layout (torch.save files, base_decoder/), which
+// loads and answers; without an encoder adapter, compression uses the decoding one.
+TEST(Cli, ModelInitPiscoWritesThePublishedLayout) {
+  const std::string dir = test::make_temp_dir("cli-pisco-init");
+  test::write_bytes(dir + "/spec.json", R"({"compr_rate": 16, "doc_max_length": 128, "lora_r": 2,
+      "decoder": {"vocab_size": 1000, "hidden_size": 32, "intermediate_size": 48,
+                  "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                  "max_position_embeddings": 512},
+      "decoder_tokenizer": ")" + fx() + R"(/tokenizer/llama"})");
+  test::write_bytes(dir + "/one.json", R"({"compr_rate": 32, "lora_r": 2, "encoder_adapter": false,
+      "decoder": {"vocab_size": 1000, "hidden_size": 32, "intermediate_size": 48,
+                  "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2},
+      "decoder_tokenizer": ")" + fx() + R"(/tokenizer/llama"})");
+  int rc = 0;
+  std::string out =
+      run("model init --arch pisco --config " + dir + "/spec.json --out " + dir + "/p", &rc);
+  ASSERT_EQ(rc, 0) << out;
+  for (const char* f : {"config.json", "adapters.pth", "decoder_first_last_layers.pth",
+                        "base_decoder/model.safetensors", "base_decoder/tokenizer.model"}) {
+    EXPECT_TRUE(fs::exists(dir + "/p/" + f)) << f;
+  }
+  EXPECT_FALSE(fs::exists(dir + "/p/adapters.safetensors"));
+  Json info = parse_json_text(run("info --json --model " + dir + "/p", &rc), "info");
+  ASSERT_EQ(rc, 0);
+  EXPECT_EQ(info["architecture"], "PISCO");
+  EXPECT_EQ(info["special_ids"]["<MEM0>"], 1000);
+  EXPECT_EQ(info["special_ids"]["<SEP>"], 1010);
+  EXPECT_EQ(info["decoder"]["vocab_size"], 1011);
+  EXPECT_EQ(info["compression_adapter"], "encoder_adapter (on the fly)");
+  test::write_bytes(
+      dir + "/qa.jsonl",
+      R"({"question": "Which license is free?", "contexts": ["GPL is free.", "Sky."]})"
+      "\n");
+  out = run("generate --model " + dir + "/p --in " + dir + "/qa.jsonl --out " + dir +
+                "/a.jsonl --max-new-tokens 3",
+            &rc);
+  ASSERT_EQ(rc, 0) << out;
+  Json a = parse_json_text(read_text_file(dir + "/a.jsonl"), "answers");
+  EXPECT_EQ(a["token_ids"].size(), 3u) << a.dump();
+
+  out = run("model init --arch pisco --config " + dir + "/one.json --out " + dir + "/q", &rc);
+  ASSERT_EQ(rc, 0) << out;
+  info = parse_json_text(run("info --json --model " + dir + "/q", &rc), "info");
+  EXPECT_EQ(info["compression_adapter"], "decoder_adapter");
+  EXPECT_EQ(info["embeddings_per_128_token_passage"], 4);  // 128 / 32
+}
+
 TEST(Cli, ConformanceReadsOnlyInputs) {
   // A copy of the fixtures with every expected output removed gives the same verdict.
   std::string copy = test::make_temp_dir("cli-stripped") + "/fx";

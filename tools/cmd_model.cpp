@@ -425,6 +425,15 @@ int64_t init_from_shape(const InitArgs& a, model::DType dt) {
   c.vocab_size = model::load_tokenizer(dec_tok)->size();
   Json spec;
   spec["compr_rate"] = a.compr_rate;
+  if (a.arch == "pisco") {
+    spec["lora_r"] = 16;
+    spec["doc_max_length"] = 128;
+    spec["decoder"] = c.to_json();
+    spec["decoder_tokenizer"] = dec_tok;
+    int64_t params = model::write_random_pisco(spec, "--shape " + a.shape, a.out, a.seed, dt);
+    for (const auto& d : scratch) fs::remove_all(d, ec);
+    return params;
+  }
   spec["sep"] = a.sep;
   spec["lora"] = true;
   spec["lora_r"] = 16;
@@ -488,8 +497,10 @@ int cmd_model_init(const GlobalOptions& g, const InitArgs& a) {
     params = model::write_random_bert(model::BertConfig::from_json(j, a.config), a.out, a.seed, dt);
   } else if (a.arch == "cocom" || a.arch == "cocom-light") {
     params = model::write_random_cocom(j, a.config, a.arch == "cocom-light", a.out, a.seed, dt);
+  } else if (a.arch == "pisco") {
+    params = model::write_random_pisco(j, a.config, a.out, a.seed, dt);
   } else {
-    fail("--arch ", a.arch, ": expected mistral, bert, cocom or cocom-light");
+    fail("--arch ", a.arch, ": expected mistral, bert, cocom, cocom-light or pisco");
   }
   std::fprintf(stderr, "wrote %s: %lld parameters (%s, seed %llu) in %.1f s\n", a.out.c_str(),
                static_cast<long long>(params), a.dtype.c_str(),

@@ -124,9 +124,12 @@ int main(int argc, char** argv) {
   InitArgs init;
   auto* c_init =
       c_model->add_subcommand("init", "write a random-weight checkpoint in Hugging Face layout");
-  c_init->add_option("--arch", init.arch, "mistral, bert, cocom or cocom-light")
+  c_init
+      ->add_option("--arch", init.arch,
+                   "mistral, bert, cocom, cocom-light or pisco (the published naver/pisco-* "
+                   "layout: adapters.pth, decoder_first_last_layers.pth, base_decoder/)")
       ->required()
-      ->check(CLI::IsMember({"mistral", "bert", "cocom", "cocom-light"}));
+      ->check(CLI::IsMember({"mistral", "bert", "cocom", "cocom-light", "pisco"}));
   c_init->add_option("--config", init.config, "config.json with the shape (or use --shape)");
   c_init
       ->add_option("--shape", init.shape,
@@ -143,7 +146,9 @@ int main(int argc, char** argv) {
   c_init->add_option("--vocab-size", init.vocab_size,
                      "with --shape: vocabulary size of the trained tokenizer (default 32000, "
                      "bert 30522)");
-  c_init->add_option("--compr-rate", init.compr_rate, "with --shape, cocom*: compression rate")
+  c_init
+      ->add_option("--compr-rate", init.compr_rate,
+                   "with --shape, cocom* and pisco: compression rate")
       ->capture_default_str();
   c_init->add_flag("--sep,!--no-sep", init.sep, "with --shape, cocom*: <SEP> between passages")
       ->capture_default_str();
