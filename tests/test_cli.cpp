@@ -257,7 +257,7 @@ TEST(Cli, PiscoHubReadsThePublishedTorchSaveFiles) {
   // Hostile published files: errors name the file.
   const std::string d = copy + "/pisco-hub";
   fs::permissions(d + "/adapters.pth", fs::perms::owner_write, fs::perm_options::add);
-  test::write_bytes(d + "/adapters.pth", std::string("PK\x03\x04 not a real zip", 24));
+  test::write_bytes(d + "/adapters.pth", std::string("PK\x03\x04 not a real zip"));
   out = run("conformance --fixtures " + copy + " --parts pisco-hub --out " + out_dir, &rc);
   EXPECT_EQ(rc, 1) << out;
   EXPECT_NE(out.find("adapters.pth"), std::string::npos) << out;
