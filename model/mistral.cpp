@@ -387,8 +387,9 @@ at::Tensor MistralModel::attention(const Layer& L, const at::Tensor& x, const at
   const int64_t S = keys.size(2);
   if (cache && T == 1 &&
       decode_attention_applies(q, cache->k[layer_index], cache->v[layer_index])) {
-    return L.o.forward(decode_attention(q, cache->k[layer_index], cache->v[layer_index], S,
-                                        allowed.reshape({B, S}), 1.0 / std::sqrt(double(d))));
+    at::Tensor a = decode_attention(q, cache->k[layer_index], cache->v[layer_index], S,
+                                    allowed.reshape({B, S}), 1.0 / std::sqrt(double(d)));
+    return add_lora(hooks, layer_index, a, L.o.forward(a), {{kLoraO, cfg_.hidden_size}});
   }
   at::Tensor a = attend(q, keys, values, allowed);
   return add_lora(hooks, layer_index, a, L.o.forward(a), {{kLoraO, cfg_.hidden_size}});
