@@ -208,6 +208,25 @@ void flatten_pickled(const c10::IValue& v, const std::string& name, const std::s
                      int depth, std::map<std::string, at::Tensor>* out) {
   if (v.isTensor()) {
     at::Tensor t = v.toTensor();
+    // The pickle states sizes, strides and offset; the storage is the file's record. Nothing is
+    // read until they agree (libtorch 1.13 does not check).
+    int64_t last = t.storage_offset();
+    bool bad = last < 0;
+    for (int64_t d = 0; d < t.dim() && !bad; ++d) {
+      if (t.size(d) == 0) {
+        last = -1;
+        break;
+      }
+      bad = t.stride(d) < 0 || t.size(d) < 0 ||
+            (t.size(d) > 1 && t.stride(d) > (int64_t{1} << 40) / t.size(d));
+      if (!bad) last += (t.size(d) - 1) * t.stride(d);
+    }
+    const int64_t needed = last < 0 ? 0 : (last + 1) * int64_t(t.element_size());
+    if (bad || !t.has_storage() || needed > int64_t(t.storage().nbytes())) {
+      fail(path, ": tensor '", name, "' of shape ", shape_str(t.sizes()),
+           " reaches past its stored data (", t.has_storage() ? t.storage().nbytes() : 0,
+           " bytes)");
+    }
     out->emplace(name, (t.is_floating_point() ? t.to(at::kFloat) : t.to(at::kLong)).contiguous());
     return;
   }
