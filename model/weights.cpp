@@ -67,15 +67,12 @@ std::string pickle_setitem_as_setitems(const std::string& in) {
       case '.':
         return marks_at.empty() ? in : [&] {  // STOP
           std::string out;
-          size_t m = 0, from = 0;
+          size_t from = 0;
           std::sort(marks_at.begin(), marks_at.end());
-          for (size_t pos = 0; pos <= op; ++pos) {
-            while (m < marks_at.size() && marks_at[m] == pos) {
-              out.append(in, from, pos - from);
-              out.push_back('(');
-              from = pos;
-              ++m;
-            }
+          for (size_t m : marks_at) {  // a MARK before each rewritten SETITEM's key
+            out.append(in, from, m - from);
+            out.push_back('(');
+            from = m;
           }
           out.append(in, from, std::string::npos);
           // SETITEM opcodes moved right by the MARKs inserted before them.
