@@ -11,7 +11,6 @@
 #include "common/json_util.h"
 #include "generate/cocom_generate.h"
 #include "model/checkpoint_io.h"
-#include "model/torch_save.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -306,32 +305,143 @@ TEST(CocomHostile, BadCheckpointsAndInputs) {
   EXPECT_NE(e.find("max_position_embeddings"), std::string::npos) << e;
 }
 
-// libtorch 1.13 cannot unpickle SETITEM (a one-entry dict, as Python writes it); the reader
-// rewrites it as MARK key value SETITEMS. Hand-assembled protocol-2 pickles.
-TEST(TorchSave, SetitemBecomesSetitems) {
-  using model::pickle_setitem_as_setitems;
-  auto b = [](std::initializer_list<int> v) {
-    std::string s;
-    for (int c : v) s.push_back(static_cast<char>(c));
-    return s;
-  };
-  const std::string key_a = b({'X', 1, 0, 0, 0, 'a'});
-  // {'a': 1}: PROTO 2, EMPTY_DICT, BINPUT 0, key, BINPUT 1, BININT1 1, SETITEM, STOP.
-  EXPECT_EQ(
-      pickle_setitem_as_setitems(b({0x80, 2, '}', 'q', 0}) + key_a + b({'q', 1, 'K', 1, 's', '.'})),
-      b({0x80, 2, '}', 'q', 0, '('}) + key_a + b({'q', 1, 'K', 1, 'u', '.'}));
-  // {'a': {'a': 1}}: both levels rewritten, the outer MARK before the outer key.
-  EXPECT_EQ(pickle_setitem_as_setitems(b({0x80, 2, '}'}) + key_a + b({'}'}) + key_a +
-                                       b({'K', 1, 's', 's', '.'})),
-            b({0x80, 2, '}', '('}) + key_a + b({'}', '('}) + key_a + b({'K', 1, 'u', 'u', '.'}));
-  // Already SETITEMS: unchanged.
-  const std::string two =
-      b({0x80, 2, '}', '('}) + key_a + b({'K', 1}) + key_a + b({'K', 2, 'u', '.'});
-  EXPECT_EQ(pickle_setitem_as_setitems(two), two);
-  // A SETITEM with too few items, an unknown opcode, a truncated string: unchanged.
-  for (const std::string& bad : {b({0x80, 2, 'K', 1, 's', '.'}), b({0x80, 2, '}', 0xff, 's', '.'}),
-                                 b({0x80, 2, '}', 'X', 9, 0, 0, 0, 'a', 's'})}) {
-    EXPECT_EQ(pickle_setitem_as_setitems(bad), bad);
+// read_torch_save on hand-assembled files: a stored zip of data.pkl and data/<key> records, the
+// pickle written opcode by opcode as torch.save writes it (protocol 2).
+namespace torch_save_test {
+
+std::string le(uint64_t v, int n) {
+  std::string s;
+  for (int i = 0; i < n; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  return s;
+}
+
+// A zip of stored records under "archive/"; `method` is written into every header.
+std::string zip(const std::vector<std::pair<std::string, std::string>>& records, int method = 0) {
+  std::string out, dir;
+  for (const auto& [name, data] : records) {
+    const std::string full = "archive/" + name;
+    const size_t at = out.size();
+    out += le(0x04034b50, 4) + le(20, 2) + le(0, 2) + le(method, 2) + le(0, 4) + le(0, 4) +
+           le(data.size(), 4) + le(data.size(), 4) + le(full.size(), 2) + le(0, 2) + full + data;
+    dir += le(0x02014b50, 4) + le(20, 2) + le(20, 2) + le(0, 2) + le(method, 2) + le(0, 4) +
+           le(0, 4) + le(data.size(), 4) + le(data.size(), 4) + le(full.size(), 2) + le(0, 2) +
+           le(0, 2) + le(0, 2) + le(0, 2) + le(0, 4) + le(at, 4) + full;
   }
-  EXPECT_EQ(pickle_setitem_as_setitems(""), "");
+  const size_t cd_at = out.size();
+  out += dir + le(0x06054b50, 4) + le(0, 2) + le(0, 2) + le(records.size(), 2) +
+         le(records.size(), 2) + le(dir.size(), 4) + le(cd_at, 4) + le(0, 2);
+  return out;
+}
+
+std::string str(const std::string& s) { return "X" + le(s.size(), 4) + s; }
+std::string global(const std::string& m, const std::string& n) { return "c" + m + "\n" + n + "\n"; }
+std::string i1(int v) { return "K" + le(uint64_t(v), 1); }
+// _rebuild_tensor_v2(storage(type, key, numel), offset, sizes, strides, False, OrderedDict())
+std::string tensor(const std::string& type, const std::string& key, int numel, int offset,
+                   const std::vector<int>& sizes, const std::vector<int>& strides) {
+  std::string s = global("torch._utils", "_rebuild_tensor_v2") + "((" + str("storage") +
+                   global("torch", type) + str(key) + str("cpu") + i1(numel) + "tQ" + i1(offset);
+  s += "(";
+  for (int v : sizes) s += i1(v);
+  s += "t(";
+  for (int v : strides) s += i1(v);
+  s += "t\x89" + global("collections", "OrderedDict") + ")RtR";
+  return s;
+}
+std::string pickle(const std::string& body) { return std::string("\x80\x02", 2) + body + "."; }
+
+std::string write(const std::string& name, const std::string& bytes) {
+  const std::string path = test::make_temp_dir("torch-save") + "/" + name;
+  test::write_bytes(path, bytes);
+  return path;
+}
+
+}  // namespace torch_save_test
+
+TEST(TorchSave, ReadsStateDictsAsTorchSaveWritesThem) {
+  using namespace torch_save_test;
+  // bf16 0x3f80 = 1.0, 0x4000 = 2.0, 0xc040 = -3.0, 0x3f00 = 0.5, 0x4080 = 4.0, 0x0000 = 0.
+  const std::string bf16 = le(0x3f80, 2) + le(0x4000, 2) + le(0xc040, 2) + le(0x3f00, 2) +
+                           le(0x4080, 2) + le(0x0000, 2);
+  // {'outer': {'w': [2,3] tensor, 'wt': its transpose (strides 1,3 of the same storage),
+  //            'tail': 2 values from offset 4}}, 'n': int64 [7, -1]} with SETITEM (a
+  // one-entry dict, which libtorch's own unpickler refuses) and SETITEMS, memo puts and gets.
+  const std::string inner =
+      "}q\x01(" + str("w") + "q\x02" + tensor("BFloat16Storage", "0", 6, 0, {2, 3}, {3, 1}) +
+      str("wt") + tensor("BFloat16Storage", "0", 6, 0, {3, 2}, {1, 3}) + str("tail") +
+      tensor("BFloat16Storage", "0", 6, 4, {2}, {1}) + "u";
+  const std::string body = std::string("}q\0(", 4) + str("outer") + inner + str("n") +
+                           tensor("LongStorage", "1", 2, 0, {2}, {1}) + "u";
+  const std::string path =
+      write("sd.pth", zip({{"data.pkl", pickle(body)},
+                           {"data/0", bf16},
+                           {"data/1", le(7, 8) + le(uint64_t(-1), 8)},
+                           {"version", "3\n"}}));
+  const auto sd = model::read_torch_save(path);
+  ASSERT_EQ(sd.size(), 4u);
+  const at::Tensor w = sd.at("outer/w"), wt = sd.at("outer/wt"), tail = sd.at("outer/tail");
+  EXPECT_EQ(w.scalar_type(), at::kFloat);
+  EXPECT_EQ(w.sizes(), at::IntArrayRef({2, 3}));
+  const std::vector<float> wv(w.data_ptr<float>(), w.data_ptr<float>() + 6);
+  EXPECT_EQ(wv, (std::vector<float>{1, 2, -3, 0.5, 4, 0}));
+  EXPECT_TRUE(wt.equal(w.t()));
+  EXPECT_EQ(tail[0].item<float>(), 4.0f);
+  EXPECT_EQ(tail[1].item<float>(), 0.0f);
+  const at::Tensor n = sd.at("n");
+  EXPECT_EQ(n.scalar_type(), at::kLong);
+  EXPECT_EQ(n[0].item<int64_t>(), 7);
+  EXPECT_EQ(n[1].item<int64_t>(), -1);
+
+  // One entry through SETITEM, and the TorchScript pickler's restore_type_tag wrapper.
+  const std::string one =
+      global("torch.jit._pickle", "restore_type_tag") + std::string("q\0}", 3) + str("x") +
+      tensor("FloatStorage", "0", 1, 0, {}, {}) + "s" + str("Dict[str, Tensor]") + "\x86R";
+  const auto sd1 =
+      model::read_torch_save(write("one.pth", zip({{"data.pkl", pickle(one)}, {"data/0", le(0x40490fdb, 4)}})));
+  ASSERT_EQ(sd1.count("x"), 1u);
+  EXPECT_FLOAT_EQ(sd1.at("x").item<float>(), 3.14159274f);
+}
+
+TEST(TorchSave, HostileFilesAreRefusedByName) {
+  using namespace torch_save_test;
+  const std::string w = tensor("FloatStorage", "0", 2, 0, {2}, {1});
+  const std::string good_pickle = pickle("}" + str("w") + w + "s");
+  const std::string data = le(0, 4) + le(0, 4);
+  auto error_for = [&](const std::string& bytes) {
+    return error_of([&] { model::read_torch_save(write("bad.pth", bytes)); });
+  };
+  const std::string good = zip({{"data.pkl", good_pickle}, {"data/0", data}});
+  EXPECT_EQ(model::read_torch_save(write("good.pth", good)).size(), 1u);
+  std::string deep;
+  for (int i = 0; i < 40; ++i) deep += "]";
+  for (int i = 0; i < 39; ++i) deep += "a";
+  std::string marks((size_t{1} << 20) + 1, '(');
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {good.substr(0, good.size() / 2), "not a readable torch.save file"},
+      {"", "too short"},
+      {zip({{"data.pkl", good_pickle}, {"data/0", data}}, 8), "is compressed"},
+      {zip({{"data/0", data}}), "no data.pkl"},
+      {zip({{"data.pkl", good_pickle}}), "no record data/0"},
+      {zip({{"data.pkl", good_pickle}, {"data/0", le(0, 4)}}), "reaches past its stored data"},
+      {zip({{"data.pkl", pickle("}" + str("w") + tensor("FloatStorage", "0", 2, 1, {2}, {1}) + "s")},
+            {"data/0", data}}),
+       "reaches past its stored data"},
+      {zip({{"data.pkl", pickle(global("os", "system") + "(" + str("true") + "tR")}}),
+       "unsupported global 'os system'"},
+      {zip({{"data.pkl", pickle("}" + str("w") + w + "s")}, {"data/0", data}, {"data/0", data}}),
+       "appears twice"},
+      {zip({{"data.pkl", pickle(deep)}}), "nested more than"},
+      {zip({{"data.pkl", pickle("h\x05")}}), "memo entry 5 was never stored"},
+      {zip({{"data.pkl", pickle("}" + i1(1) + i1(2) + "s")}}), "not a string"},
+      {zip({{"data.pkl", pickle("\xff")}}), "unsupported pickle opcode 0xff"},
+      {zip({{"data.pkl", std::string("\x80\x02}", 3)}}), "truncated pickle"},
+      {zip({{"data.pkl", pickle(marks)}}), "more than 1048576"},
+      {zip({{"data.pkl", pickle(str("w"))}}), "entry '' is a str"},
+      {zip({{"data.pkl", pickle("}" + str("w") + global("torch", "SecretStorage") + "s")}}),
+       "entry 'w' is a global"},
+  };
+  for (const auto& [bytes, expected] : cases) {
+    const std::string e = error_for(bytes);
+    EXPECT_NE(e.find(expected), std::string::npos) << "expected '" << expected << "', got: " << e;
+  }
 }
