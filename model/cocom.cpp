@@ -369,7 +369,6 @@ std::unique_ptr<CocomModel> CocomModel::load_pisco(const std::string& dir, Cocom
     fail("--compr-rate ", opt.compr_rate, ": ", dir, " is a PISCO checkpoint with ",
          m->cfg_.doc_max_length / m->cfg_.compr_rate, " memory tokens (its rate cannot change)");
   }
-  if (opt.keep_lora_adapters) fail(dir, ": training a PISCO checkpoint is not supported yet");
   const std::string base = resolve_base_model_dir(
       dir, m->cfg_.decoder_model_name, opt.decoder_tokenizer, "decoder", "--decoder-tokenizer");
   m->set_decoder_tokenizer(base);
@@ -405,13 +404,28 @@ std::unique_ptr<CocomModel> CocomModel::load_pisco(const std::string& dir, Cocom
   auto files = CheckpointFiles::open(base);
   {
     WeightSource src(*files, "", {});
-    PiscoWeights pw(src, std::move(first_last), fl_path, adapters.at("decoder_adapter"));
+    // Training keeps the adapters apart (take_lora_adapters) instead of merging one.
+    const std::map<std::string, StoredLoraAdapter> none;
+    PiscoWeights pw(src, std::move(first_last), fl_path,
+                    opt.keep_lora_adapters ? none : adapters.at("decoder_adapter"));
     m->decoder_ = MistralModel::from_weights(dcfg, pw, opt.device, opt.decoder_weights);
     src.check_all_used();
   }
-  // Compression runs with the encoder adapter alone when there is one: on the fly, as its
-  // contribution minus the decoding adapter's (merged above), one stacked adapter per module.
-  if (adapters.count("encoder_adapter")) {
+  if (opt.keep_lora_adapters) {
+    for (auto& [name, modules] : adapters) {
+      for (auto& [stem, ad] : modules) {
+        lora_slot(stem, ad_path, dcfg.num_hidden_layers);  // a module the forward adapts
+        ad.a = ad.a.to(opt.device);
+        ad.b = ad.b.to(opt.device);
+      }
+    }
+    m->lora_adapters_ = std::move(adapters.at("decoder_adapter"));
+    if (adapters.count("encoder_adapter")) {
+      m->compressor_lora_adapters_ = std::move(adapters.at("encoder_adapter"));
+    }
+  } else if (adapters.count("encoder_adapter")) {
+    // Compression runs with the encoder adapter alone: on the fly, as its contribution minus
+    // the decoding adapter's (merged above), one stacked adapter per module.
     auto hooks = std::make_shared<ForwardHooks>();
     hooks->decoder_lora.resize(size_t(dcfg.num_hidden_layers));
     hooks->lora_scale = 1.0;

@@ -118,6 +118,11 @@ class CocomModel {
   std::map<std::string, StoredLoraAdapter> take_lora_adapters() {
     return std::move(lora_adapters_);
   }
+  // With CocomLoadOptions::keep_lora_adapters on a PISCO checkpoint: its encoder_adapter, the
+  // one compression runs with (empty when the checkpoint has only the decoding adapter).
+  std::map<std::string, StoredLoraAdapter> take_compressor_lora_adapters() {
+    return std::move(compressor_lora_adapters_);
+  }
   // CocomLoadOptions::prompt_memory_mb in bytes (the default for random models).
   int64_t prompt_memory_bytes() const { return prompt_memory_bytes_; }
 
@@ -136,7 +141,7 @@ class CocomModel {
   format::Tokens tokens_;  // points into *dec_tok_ (shared by with_rate copies)
   double load_seconds_ = 0;
   int64_t prompt_memory_bytes_ = int64_t{8192} << 20;
-  std::map<std::string, StoredLoraAdapter> lora_adapters_;
+  std::map<std::string, StoredLoraAdapter> lora_adapters_, compressor_lora_adapters_;
   std::shared_ptr<const ForwardHooks> compressor_hooks_;
 };
 
@@ -165,6 +170,16 @@ int64_t write_random_cocom(const Json& spec, const std::string& spec_path, bool 
 // tokenizer and random weights (which a published checkpoint leaves to the base repository).
 // Spec: compr_rate, doc_max_length (128), lora_r, "decoder" (a config with the base
 // vocabulary), "decoder_tokenizer". Returns the number of parameters written.
+// Writes the files of a PISCO checkpoint in the published layout into `out` (which must hold,
+// or have config.json name, the base decoder): config.json from `cfg`, adapters.pth
+// ({adapter name: {"model.layers.N.<module>.lora_{A,B}.weight": tensor}}) and
+// decoder_first_last_layers.pth (model.embed_tokens.weight, lm_head.weight), as torch.save
+// files with tensors in `dtype`. Each file is replaced atomically.
+void write_pisco_files(
+    const std::string& out, const CocomConfig& cfg,
+    const std::map<std::string, at::Tensor>& first_last,
+    const std::map<std::string, std::map<std::string, StoredLoraAdapter>>& adapters, DType dtype);
+
 int64_t write_random_pisco(const Json& spec, const std::string& spec_path, const std::string& out,
                            uint64_t seed, DType dtype);
 

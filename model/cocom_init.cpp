@@ -129,6 +129,38 @@ int64_t write_random_cocom(const Json& spec, const std::string& spec_path, bool 
   return params;
 }
 
+void write_pisco_files(
+    const std::string& out, const CocomConfig& cfg,
+    const std::map<std::string, at::Tensor>& first_last,
+    const std::map<std::string, std::map<std::string, StoredLoraAdapter>>& adapters, DType dtype) {
+  const at::ScalarType st = dtype == DType::F32   ? at::kFloat
+                            : dtype == DType::F16 ? at::kHalf
+                                                  : at::kBFloat16;
+  auto save = [&](const std::string& path, const c10::IValue& v) {
+    const std::vector<char> bytes = torch::pickle_save(v);
+    write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
+  };
+  c10::Dict<std::string, at::Tensor> fl;
+  for (const auto& [name, t] : first_last)
+    fl.insert(name, t.detach().to(at::kCPU, st).contiguous());
+  save(join_path(out, "decoder_first_last_layers.pth"), fl);
+  c10::Dict<std::string, c10::Dict<std::string, at::Tensor>> ads;
+  for (const auto& [adapter, modules] : adapters) {
+    c10::Dict<std::string, at::Tensor> keys;
+    for (const auto& [stem, ad] : modules) {
+      keys.insert(stem + ".lora_A.weight", ad.a.detach().to(at::kCPU, st).contiguous());
+      keys.insert(stem + ".lora_B.weight", ad.b.detach().to(at::kCPU, st).contiguous());
+    }
+    ads.insert(adapter, keys);
+  }
+  save(join_path(out, "adapters.pth"), ads);
+  Json cj = cfg.to_json();
+  cj["torch_dtype"] = dtype == DType::F32   ? "float32"
+                      : dtype == DType::F16 ? "float16"
+                                            : "bfloat16";
+  write_json_file(join_path(out, "config.json"), cj);
+}
+
 int64_t write_random_pisco(const Json& spec, const std::string& spec_path, const std::string& out,
                            uint64_t seed, DType dtype) {
   CocomConfig cc;
@@ -171,55 +203,34 @@ int64_t write_random_pisco(const Json& spec, const std::string& spec_path, const
   }
   int64_t params = write_random_decoder(dcfg, base_dec, seed, dtype);
 
-  const at::ScalarType st = dtype == DType::F32   ? at::kFloat
-                            : dtype == DType::F16 ? at::kHalf
-                                                  : at::kBFloat16;
   RandomWeights rnd(seed + 1);
-  auto save = [&](const std::string& path, const c10::IValue& v) {
-    const std::vector<char> bytes = torch::pickle_save(v);
-    write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
-  };
   // The vocabulary resized by n memory tokens, <AE>, <ENC> and <SEP>.
   const int64_t rows = dcfg.vocab_size + cc.doc_max_length / cc.compr_rate + 3;
-  {
-    c10::Dict<std::string, at::Tensor> fl;
-    for (const char* name : {"model.embed_tokens.weight", "lm_head.weight"}) {
-      fl.insert(name, rnd.get(name, {rows, dcfg.hidden_size}, c10::kCPU).to(st));
-      params += rows * dcfg.hidden_size;
-    }
-    save(join_path(out, "decoder_first_last_layers.pth"), fl);
+  std::map<std::string, at::Tensor> first_last;
+  for (const char* name : {"model.embed_tokens.weight", "lm_head.weight"}) {
+    first_last[name] = rnd.get(name, {rows, dcfg.hidden_size}, c10::kCPU);
+    params += rows * dcfg.hidden_size;
   }
-  {
-    const int64_t H = dcfg.hidden_size, I = dcfg.intermediate_size;
-    const int64_t nq = dcfg.num_attention_heads * dcfg.head_dim;
-    const int64_t nkv = dcfg.num_key_value_heads * dcfg.head_dim;
-    const std::vector<std::pair<int64_t, int64_t>> shapes = {{nq, H}, {nkv, H}, {nkv, H}, {H, nq},
-                                                             {I, H},  {I, H},   {H, I}};
-    c10::Dict<std::string, c10::Dict<std::string, at::Tensor>> adapters;
-    for (const char* adapter : {"decoder_adapter", "encoder_adapter"}) {
-      if (!two && std::string(adapter) == "encoder_adapter") continue;
-      c10::Dict<std::string, at::Tensor> keys;
-      for (int64_t l = 0; l < dcfg.num_hidden_layers; ++l) {
-        for (int s = 0; s < kLoraSlots; ++s) {
-          const auto [o, i] = shapes[size_t(s)];
-          const std::string stem =
-              "model.layers." + std::to_string(l) + "." + lora_module_name(s) + ".";
-          keys.insert(stem + "lora_A.weight",
-                      rnd.get(adapter + stem + "A", {cc.lora_r, i}, c10::kCPU).to(st));
-          keys.insert(stem + "lora_B.weight",
-                      rnd.get(adapter + stem + "B", {o, cc.lora_r}, c10::kCPU).to(st));
-          params += cc.lora_r * (i + o);
-        }
+  const int64_t H = dcfg.hidden_size, I = dcfg.intermediate_size;
+  const int64_t nq = dcfg.num_attention_heads * dcfg.head_dim;
+  const int64_t nkv = dcfg.num_key_value_heads * dcfg.head_dim;
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{nq, H}, {nkv, H}, {nkv, H}, {H, nq},
+                                                           {I, H},  {I, H},   {H, I}};
+  std::map<std::string, std::map<std::string, StoredLoraAdapter>> adapters;
+  for (const std::string adapter : {"decoder_adapter", "encoder_adapter"}) {
+    if (!two && adapter == "encoder_adapter") continue;
+    for (int64_t l = 0; l < dcfg.num_hidden_layers; ++l) {
+      for (int s = 0; s < kLoraSlots; ++s) {
+        const auto [o, i] = shapes[size_t(s)];
+        const std::string stem = "model.layers." + std::to_string(l) + "." + lora_module_name(s);
+        StoredLoraAdapter& ad = adapters[adapter][stem];
+        ad.a = rnd.get(adapter + stem + ".A", {cc.lora_r, i}, c10::kCPU);
+        ad.b = rnd.get(adapter + stem + ".B", {o, cc.lora_r}, c10::kCPU);
+        params += cc.lora_r * (i + o);
       }
-      adapters.insert(adapter, keys);
     }
-    save(join_path(out, "adapters.pth"), adapters);
   }
-  Json cj = cc.to_json();
-  cj["torch_dtype"] = dtype == DType::F32   ? "float32"
-                      : dtype == DType::F16 ? "float16"
-                                            : "bfloat16";
-  write_json_file(join_path(out, "config.json"), cj);
+  write_pisco_files(out, cc, first_last, adapters, dtype);
   return params;
 }
 

@@ -161,14 +161,14 @@ using ValuePtr = std::shared_ptr<Value>;
 struct Value {
   enum class Kind { None, Bool, Int, Float, Str, Tuple, List, Dict, Global, Storage, Tensor };
   Kind kind = Kind::None;
-  int64_t i = 0;                 // Int, Bool; Storage: numel; Tensor: storage offset
-  double f = 0;                  // Float
-  std::string s;                 // Str; Global: "module name"; Storage: record key
-  at::ScalarType dtype = at::kFloat;  // Storage, Tensor
-  std::vector<ValuePtr> items;   // Tuple, List; Tensor: {storage}
+  int64_t i = 0;                         // Int, Bool; Storage: numel; Tensor: storage offset
+  double f = 0;                          // Float
+  std::string s;                         // Str; Global: "module name"; Storage: record key
+  at::ScalarType dtype = at::kFloat;     // Storage, Tensor
+  std::vector<ValuePtr> items;           // Tuple, List; Tensor: {storage}
   std::map<std::string, ValuePtr> dict;  // Dict
-  std::vector<int64_t> sizes, strides;                 // Tensor
-  int depth = 0;                 // nesting below this value
+  std::vector<int64_t> sizes, strides;   // Tensor
+  int depth = 0;                         // nesting below this value
 };
 
 const char* kind_name(Value::Kind k) {
@@ -202,26 +202,25 @@ const char* kind_name(Value::Kind k) {
 // torch.<Type>Storage -> its element type; false for anything else.
 bool storage_dtype(const std::string& global, at::ScalarType* out) {
   static const std::map<std::string, at::ScalarType> types = {
-      {"torch FloatStorage", at::kFloat},   {"torch DoubleStorage", at::kDouble},
-      {"torch HalfStorage", at::kHalf},     {"torch BFloat16Storage", at::kBFloat16},
-      {"torch LongStorage", at::kLong},     {"torch IntStorage", at::kInt},
-      {"torch ShortStorage", at::kShort},   {"torch CharStorage", at::kChar},
-      {"torch ByteStorage", at::kByte},     {"torch BoolStorage", at::kBool}};
+      {"torch FloatStorage", at::kFloat}, {"torch DoubleStorage", at::kDouble},
+      {"torch HalfStorage", at::kHalf},   {"torch BFloat16Storage", at::kBFloat16},
+      {"torch LongStorage", at::kLong},   {"torch IntStorage", at::kInt},
+      {"torch ShortStorage", at::kShort}, {"torch CharStorage", at::kChar},
+      {"torch ByteStorage", at::kByte},   {"torch BoolStorage", at::kBool}};
   const auto it = types.find(global);
   if (it == types.end()) return false;
   *out = it->second;
   return true;
 }
 
-constexpr int kMaxDepth = 32;          // nesting of tuples, lists and dicts
-constexpr int kMaxDims = 16;           // dimensions of a tensor
+constexpr int kMaxDepth = 32;  // nesting of tuples, lists and dicts
+constexpr int kMaxDims = 16;   // dimensions of a tensor
 constexpr uint64_t kMaxPickleBytes = uint64_t{64} << 20;
 constexpr size_t kMaxValues = size_t{1} << 20;  // values and MARKs; a 7B state dict needs ~10^4
 
 class Unpickler {
  public:
-  Unpickler(const std::vector<uint8_t>& bytes, const std::string& path)
-      : in_(bytes), path_(path) {}
+  Unpickler(const std::vector<uint8_t>& bytes, const std::string& path) : in_(bytes), path_(path) {}
 
   ~Unpickler() {
     // Values may hold each other (memo references, even cycles): empty them all first, so
@@ -439,7 +438,8 @@ class Unpickler {
   }
   ValuePtr top(uint64_t at, Value::Kind k) {
     ValuePtr v = top(at);
-    if (v->kind != k) bad(at, "expected a ", kind_name(k), " on the stack, found a ", kind_name(v->kind));
+    if (v->kind != k)
+      bad(at, "expected a ", kind_name(k), " on the stack, found a ", kind_name(v->kind));
     return v;
   }
   std::vector<ValuePtr> pop_n(size_t n, uint64_t at) {
@@ -529,11 +529,13 @@ class Unpickler {
       v->i = as_int(a[1], "a tensor's storage offset", at);
       v->sizes = int_tuple(a[2], "a tensor's size", at);
       v->strides = int_tuple(a[3], "a tensor's stride", at);
-      if (v->sizes.size() != v->strides.size()) bad(at, "a tensor's size and stride differ in length");
+      if (v->sizes.size() != v->strides.size())
+        bad(at, "a tensor's size and stride differ in length");
       return v;
     }
     if (fn->s == "torch._utils _rebuild_parameter") {  // (tensor, requires_grad, hooks)
-      if (a.empty() || a[0]->kind != Value::Kind::Tensor) bad(at, "_rebuild_parameter without a tensor");
+      if (a.empty() || a[0]->kind != Value::Kind::Tensor)
+        bad(at, "_rebuild_parameter without a tensor");
       return a[0];
     }
     if (fn->s == "torch.jit._pickle restore_type_tag") {  // (value, type name)
@@ -641,9 +643,11 @@ std::map<std::string, at::Tensor> read_torch_save(const std::string& path, int64
          " a state dict needs");
   }
   if (const auto bo = dir.find("byteorder"); bo != dir.end()) {
-    const std::vector<uint8_t> b = f.bytes(bo->second.offset, std::min<uint64_t>(bo->second.size, 16));
+    const std::vector<uint8_t> b =
+        f.bytes(bo->second.offset, std::min<uint64_t>(bo->second.size, 16));
     if (std::string(b.begin(), b.end()) != "little") {
-      fail(path, ": byteorder '", std::string(b.begin(), b.end()), "' (only little-endian is read)");
+      fail(path, ": byteorder '", std::string(b.begin(), b.end()),
+           "' (only little-endian is read)");
     }
   }
   const std::vector<uint8_t> bytes = f.bytes(pkl->second.offset, pkl->second.size);

@@ -60,15 +60,7 @@ std::string copy_checkpoint(const std::string& part, const std::string& tag) {
   return dir;
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a cocom::Error";
-  return "";
-}
+using test::error_of;
 
 class CocomGolden : public ::testing::TestWithParam<std::string> {};
 
@@ -340,7 +332,7 @@ std::string i1(int v) { return "K" + le(uint64_t(v), 1); }
 std::string tensor(const std::string& type, const std::string& key, int numel, int offset,
                    const std::vector<int>& sizes, const std::vector<int>& strides) {
   std::string s = global("torch._utils", "_rebuild_tensor_v2") + "((" + str("storage") +
-                   global("torch", type) + str(key) + str("cpu") + i1(numel) + "tQ" + i1(offset);
+                  global("torch", type) + str(key) + str("cpu") + i1(numel) + "tQ" + i1(offset);
   s += "(";
   for (int v : sizes) s += i1(v);
   s += "t(";
@@ -361,22 +353,21 @@ std::string write(const std::string& name, const std::string& bytes) {
 TEST(TorchSave, ReadsStateDictsAsTorchSaveWritesThem) {
   using namespace torch_save_test;
   // bf16 0x3f80 = 1.0, 0x4000 = 2.0, 0xc040 = -3.0, 0x3f00 = 0.5, 0x4080 = 4.0, 0x0000 = 0.
-  const std::string bf16 = le(0x3f80, 2) + le(0x4000, 2) + le(0xc040, 2) + le(0x3f00, 2) +
-                           le(0x4080, 2) + le(0x0000, 2);
+  const std::string bf16 =
+      le(0x3f80, 2) + le(0x4000, 2) + le(0xc040, 2) + le(0x3f00, 2) + le(0x4080, 2) + le(0x0000, 2);
   // {'outer': {'w': [2,3] tensor, 'wt': its transpose (strides 1,3 of the same storage),
   //            'tail': 2 values from offset 4}}, 'n': int64 [7, -1]} with SETITEM (a
   // one-entry dict, which libtorch's own unpickler refuses) and SETITEMS, memo puts and gets.
-  const std::string inner =
-      "}q\x01(" + str("w") + "q\x02" + tensor("BFloat16Storage", "0", 6, 0, {2, 3}, {3, 1}) +
-      str("wt") + tensor("BFloat16Storage", "0", 6, 0, {3, 2}, {1, 3}) + str("tail") +
-      tensor("BFloat16Storage", "0", 6, 4, {2}, {1}) + "u";
+  const std::string inner = "}q\x01(" + str("w") + "q\x02" +
+                            tensor("BFloat16Storage", "0", 6, 0, {2, 3}, {3, 1}) + str("wt") +
+                            tensor("BFloat16Storage", "0", 6, 0, {3, 2}, {1, 3}) + str("tail") +
+                            tensor("BFloat16Storage", "0", 6, 4, {2}, {1}) + "u";
   const std::string body = std::string("}q\0(", 4) + str("outer") + inner + str("n") +
                            tensor("LongStorage", "1", 2, 0, {2}, {1}) + "u";
-  const std::string path =
-      write("sd.pth", zip({{"data.pkl", pickle(body)},
-                           {"data/0", bf16},
-                           {"data/1", le(7, 8) + le(uint64_t(-1), 8)},
-                           {"version", "3\n"}}));
+  const std::string path = write("sd.pth", zip({{"data.pkl", pickle(body)},
+                                                {"data/0", bf16},
+                                                {"data/1", le(7, 8) + le(uint64_t(-1), 8)},
+                                                {"version", "3\n"}}));
   const auto sd = model::read_torch_save(path);
   ASSERT_EQ(sd.size(), 4u);
   const at::Tensor w = sd.at("outer/w"), wt = sd.at("outer/wt"), tail = sd.at("outer/tail");
@@ -393,11 +384,11 @@ TEST(TorchSave, ReadsStateDictsAsTorchSaveWritesThem) {
   EXPECT_EQ(n[1].item<int64_t>(), -1);
 
   // One entry through SETITEM, and the TorchScript pickler's restore_type_tag wrapper.
-  const std::string one =
-      global("torch.jit._pickle", "restore_type_tag") + std::string("q\0}", 3) + str("x") +
-      tensor("FloatStorage", "0", 1, 0, {}, {}) + "s" + str("Dict[str, Tensor]") + "\x86R";
-  const auto sd1 =
-      model::read_torch_save(write("one.pth", zip({{"data.pkl", pickle(one)}, {"data/0", le(0x40490fdb, 4)}})));
+  const std::string one = global("torch.jit._pickle", "restore_type_tag") + std::string("q\0}", 3) +
+                          str("x") + tensor("FloatStorage", "0", 1, 0, {}, {}) + "s" +
+                          str("Dict[str, Tensor]") + "\x86R";
+  const auto sd1 = model::read_torch_save(
+      write("one.pth", zip({{"data.pkl", pickle(one)}, {"data/0", le(0x40490fdb, 4)}})));
   ASSERT_EQ(sd1.count("x"), 1u);
   EXPECT_FLOAT_EQ(sd1.at("x").item<float>(), 3.14159274f);
 }
@@ -423,7 +414,8 @@ TEST(TorchSave, HostileFilesAreRefusedByName) {
       {zip({{"data/0", data}}), "no data.pkl"},
       {zip({{"data.pkl", good_pickle}}), "no record data/0"},
       {zip({{"data.pkl", good_pickle}, {"data/0", le(0, 4)}}), "reaches past its stored data"},
-      {zip({{"data.pkl", pickle("}" + str("w") + tensor("FloatStorage", "0", 2, 1, {2}, {1}) + "s")},
+      {zip({{"data.pkl",
+             pickle("}" + str("w") + tensor("FloatStorage", "0", 2, 1, {2}, {1}) + "s")},
             {"data/0", data}}),
        "reaches past its stored data"},
       {zip({{"data.pkl", pickle(global("os", "system") + "(" + str("true") + "tR")}}),

@@ -14,6 +14,7 @@
 #include "generate/cocom_generate.h"
 #include "model/checkpoint_io.h"
 #include "model/cocom.h"
+#include "model/weights.h"
 #include "test_util.h"
 #include "train/examples.h"
 #include "train/trainable_cocom.h"
@@ -36,14 +37,14 @@ struct HandFormat {
   train::ExampleFormat f;
   HandFormat() {
     tok = model::load_tokenizer(test::fixtures_dir() + "/tokenizer/llama_cocom");
-    f.decoder_tokenizer = tok.get();
-    f.mem_id = 1000;
-    f.ae_id = 1001;
-    f.enc_id = 1002;
-    f.sep_id = 1003;
+    f.tokens.tokenizer = tok.get();
+    f.tokens.mem = 1000;
+    f.tokens.ae = 1001;
+    f.tokens.enc = 1002;
+    f.tokens.sep = 1003;
+    f.tokens.use_sep = true;
     f.compr_rate = 4;
     f.context_max_length = 8;  // n = 2 <MEM> slots
-    f.sep = true;
   }
 };
 
@@ -127,6 +128,7 @@ TEST(TrainExamples, ContinuationSplit) {
 
 std::string cocom_dir() { return test::fixtures_dir() + "/cocom"; }
 std::string light_dir() { return test::fixtures_dir() + "/cocom-light"; }
+std::string pisco_dir() { return test::fixtures_dir() + "/pisco-hub"; }
 
 const std::vector<std::string> kPassages = {
     "The Eiffel Tower is in Paris, the capital of France.",
@@ -211,6 +213,12 @@ void check_matches_runtime(const std::string& dir) {
 
 TEST(TrainableCocom, MatchesRuntimeDecoderCompressor) { check_matches_runtime(cocom_dir()); }
 TEST(TrainableCocom, MatchesRuntimeLight) { check_matches_runtime(light_dir()); }
+// PISCO: the runtime merges decoder_adapter and compresses with encoder_adapter on the fly (as
+// a difference); the trainer applies each adapter alone on the unmerged base weights.
+TEST(TrainableCocom, MatchesRuntimePisco) { check_matches_runtime(pisco_dir()); }
+TEST(TrainableCocom, MatchesRuntimePiscoSingleAdapter) {
+  check_matches_runtime(pisco_dir() + "/single_adapter");
+}
 
 // The trainer trains the inference model's own tensors (stacked q/k/v and gate/up matrices):
 // saved with the adapters apart, the checkpoint holds exactly the tensors it was loaded from,
@@ -445,6 +453,84 @@ TEST(Trainer, SavedModelReloadsAndGenerates) {
   at::NoGradGuard ng;
   auto enc = compress::encoder_inputs(*start, kPassages, 32, compress::Padding::MaxLength);
   EXPECT_GT(max_rel_diff(compress::compress(*trained, enc), compress::compress(*start, enc)), 1e-4);
+  fs::remove_all(tmp);
+}
+
+// PISCO fine-tuning trains both published adapters (decoding and compression), saves the
+// published layout (adapters.pth, decoder_first_last_layers.pth, base_decoder/ unchanged),
+// which the runtime loads and which computes what the trainer computes; resuming from a
+// checkpoint is bit-identical.
+TEST(Trainer, PiscoFinetunesBothAdaptersAndSavesThePublishedLayout) {
+  std::string tmp = test::make_temp_dir("train_pisco");
+  auto o = tiny_options(pisco_dir(), write_qa_data(tmp), tmp + "/out");
+  o.task = train::Task::Finetune;
+  o.batch_size = 3;
+  expect_loss_decreases(o, "PISCO QA");
+
+  o.max_steps = 4;
+  auto t = train::Trainer::create(o);
+  t->log = [](const std::string&) {};
+  std::vector<double> straight;
+  for (int i = 0; i < 2; ++i) straight.push_back(t->train_step().loss);
+  t->save_checkpoint(tmp + "/ck");
+  for (int i = 0; i < 2; ++i) straight.push_back(t->train_step().loss);
+  auto resumed = train::Trainer::resume(tmp + "/ck");
+  resumed->log = [](const std::string&) {};
+  std::vector<double> again(straight.begin(), straight.begin() + 2);
+  for (double v : losses_of(*resumed)) again.push_back(v);
+  EXPECT_EQ(again, straight);
+
+  t->save_model(tmp + "/saved");
+  for (const char* f : {"config.json", "adapters.pth", "decoder_first_last_layers.pth",
+                        "base_decoder/model.safetensors", "base_decoder/tokenizer.model"}) {
+    EXPECT_TRUE(fs::exists(tmp + "/saved/" + f)) << f;
+  }
+  EXPECT_FALSE(fs::exists(tmp + "/saved/model.safetensors"));
+  // Both adapters moved; the embedding and lm_head rows (frozen) did not.
+  const auto before = model::read_torch_save(pisco_dir() + "/adapters.pth");
+  const auto after = model::read_torch_save(tmp + "/saved/adapters.pth");
+  ASSERT_EQ(before.size(), after.size());
+  int moved_dec = 0, moved_enc = 0;
+  for (const auto& [name, w] : before) {
+    ASSERT_TRUE(after.count(name)) << name;
+    ASSERT_EQ(after.at(name).sizes(), w.sizes()) << name;
+    if (!at::equal(after.at(name), w))
+      ++(name.rfind("decoder_adapter/", 0) == 0 ? moved_dec : moved_enc);
+  }
+  EXPECT_GT(moved_dec, 0);
+  EXPECT_GT(moved_enc, 0);
+  const auto fl0 = model::read_torch_save(pisco_dir() + "/decoder_first_last_layers.pth");
+  const auto fl1 = model::read_torch_save(tmp + "/saved/decoder_first_last_layers.pth");
+  for (const auto& [name, w] : fl0) EXPECT_TRUE(at::equal(fl1.at(name), w)) << name;
+
+  auto& tm = t->model();
+  tm.set_training(false);
+  auto rt = model::CocomModel::load(tmp + "/saved");
+  ASSERT_TRUE(rt->config().pisco);
+  at::NoGradGuard ng;
+  auto enc = compress::encoder_inputs(*rt, kPassages, 32, compress::Padding::MaxLength);
+  at::Tensor want = compress::compress(*rt, enc);
+  at::Tensor got = tm.compress(enc.input_ids, enc.attention_mask, enc.mem_per_passage);
+  EXPECT_LT(max_rel_diff(got, want), 2e-5);
+  auto start = model::CocomModel::load(pisco_dir());
+  EXPECT_GT(max_rel_diff(want, compress::compress(*start, enc)), 1e-4);
+  auto dec = generate::decoder_prompts(*rt, {"Where is the tower?"}, 2, enc.mem_per_passage);
+  model::SamplingOptions so;
+  so.max_new_tokens = 3;
+  auto ans = generate::generate_answers(
+      *rt, generate::embed_with_contexts(*rt, dec, want.narrow(0, 0, 2), 2), dec.attention_mask,
+      so);
+  EXPECT_EQ(ans.texts.size(), 1u);
+
+  // Merging is refused by name; full-parameter training too.
+  EXPECT_NE(
+      test::error_of([&] { tm.save(tmp + "/merged", /*merge_lora=*/true); }).find("--merge-lora"),
+      std::string::npos);
+  train::TrainableOptions full;
+  full.lora_r = 0;
+  EXPECT_NE(
+      test::error_of([&] { train::TrainableCocom::load(pisco_dir(), full); }).find("--lora-r 0"),
+      std::string::npos);
   fs::remove_all(tmp);
 }
 

@@ -8,7 +8,21 @@
 #include <fstream>
 #include <stdexcept>
 
+#include <gtest/gtest.h>
+
+#include "common/error.h"
+
 namespace cocom::test {
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected a cocom::Error";
+  return "";
+}
 
 std::string fixtures_dir() { return std::string(COCOM_TEST_DATA_DIR) + "/fixtures"; }
 

@@ -1,6 +1,7 @@
 // Shared helpers for the test suite.
 #pragma once
 
+#include <functional>
 #include <string>
 
 namespace cocom::test {
@@ -15,6 +16,8 @@ void write_bytes(const std::string& path, const std::string& bytes);
 int run_command(const std::string& cmd, std::string* output);
 // Path of the built `cocom` binary.
 std::string cocom_binary();
+// The message of the cocom::Error `fn` throws; a test failure (and "") when it throws none.
+std::string error_of(const std::function<void()>& fn);
 
 // Sets an environment variable for a scope, restoring the previous value (or its absence).
 class ScopedEnv {

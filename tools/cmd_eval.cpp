@@ -116,13 +116,17 @@ void add_eval_command(CLI::App& app, const GlobalOptions& g, int& rc) {
       "counting as gold when its document's title, id or source file stem equals a gold id. "
       "Baselines: closed-book = <s>[INST]question\\n[/INST]\\n; uncompressed = the passages' "
       "text in the prompt (as `cocom ask --no-compress`). A question whose retrieval finds "
-      "nothing is answered without passages (counted in the JSON's retrieval object).");
+      "nothing is answered without passages (counted in the JSON's retrieval object).\n"
+      "PISCO checkpoints use their own published prompts in every configuration (system "
+      "message, \"Background:\" with the <MEM0>..<MEMn-1> slots or the passages' text, "
+      "\"Question:\"); reconstruction uses <AE><s> + <MEM0>..<MEMn-1>.");
   c->add_option("--task", o.task, "reconstruction or qa")
       ->required()
       ->check(CLI::IsMember({"reconstruction", "qa"}));
-  c->add_option("--model", o.model,
-                "COCOM checkpoint directory (default: the store's with --db, else the project's "
-                "default model, models/default or $COCOM_DEFAULT_MODEL)");
+  c->add_option(
+      "--model", o.model,
+      "COCOM or PISCO checkpoint directory (default: the store's with --db, else the project's "
+      "default model, models/default or $COCOM_DEFAULT_MODEL)");
   c->add_option("--data", o.data,
                 "jsonl: {\"text\"} passages (reconstruction) or {\"question\", \"answers\"} "
                 "lines (qa)")

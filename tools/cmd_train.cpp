@@ -19,7 +19,8 @@ struct TrainArgs {
 void add_options(CLI::App* c, TrainArgs& a, bool pretrain) {
   train::TrainOptions& o = a.opt;
   c->add_option("--model", o.model,
-                "COCOM checkpoint to start from (e.g. made by `cocom model init --arch cocom`)");
+                "COCOM, COCOM-light or PISCO checkpoint to start from (e.g. made by `cocom "
+                "model init --arch cocom`); a PISCO one is saved in its published layout");
   c->add_option("--data", o.data,
                 pretrain
                     ? "jsonl with one {\"text\": ...} passage per line"
@@ -41,10 +42,13 @@ void add_options(CLI::App* c, TrainArgs& a, bool pretrain) {
         ->capture_default_str();
   }
   c->add_option("--lora-r", o.lora_r,
-                "LoRA rank on every decoder linear layer (alpha = 2r); 0 = full-parameter")
+                "LoRA rank on every decoder linear layer (alpha = 2r); 0 = full-parameter. "
+                "A PISCO checkpoint trains its own two adapters at their rank")
       ->capture_default_str();
   c->add_option("--lora-dropout", o.lora_dropout, "LoRA dropout")->capture_default_str();
-  c->add_flag("--merge-lora", o.merge_lora, "merge LoRA into the weights of the saved model");
+  c->add_flag("--merge-lora", o.merge_lora,
+              "merge LoRA into the weights of the saved model (not for PISCO, whose published "
+              "layout keeps its adapters apart)");
   c->add_option("--training-form", o.training_form,
                 "both, or compressor (decoder frozen; COCOM-light)")
       ->check(CLI::IsMember({"both", "compressor"}))

@@ -44,37 +44,31 @@ std::vector<std::vector<int64_t>> tokenize(const model::Tokenizer& tok,
 }
 
 void check_format(const ExampleFormat& f) {
-  if (f.decoder_tokenizer == nullptr) fail("training examples: no decoder tokenizer");
+  const model::Tokenizer* tok = f.tokens.tokenizer;
+  if (tok == nullptr) fail("training examples: no decoder tokenizer");
   if (f.compr_rate < 1) fail("training examples: compr_rate must be positive");
   if (f.context_max_length < 1) fail("--context-max-length must be positive");
-  if (f.mem_id < 0 || f.ae_id < 0 || f.enc_id < 0 || f.sep_id < 0) {
+  if (f.tokens.mem < 0 || f.tokens.ae < 0 || f.tokens.enc < 0 || f.tokens.sep < 0) {
     fail("training examples: the decoder tokenizer lacks the COCOM tokens <MEM> <AE> <ENC> <SEP>");
   }
-  if (f.decoder_tokenizer->bos_id() < 0 || f.decoder_tokenizer->eos_id() < 0) {
+  if (tok->bos_id() < 0 || tok->eos_id() < 0) {
     fail("training examples: the decoder tokenizer needs <s> and </s>");
   }
 }
 
-// The COCOM layout of format/ with this format's tokens.
-format::Tokens tokens_of(const ExampleFormat& f) {
-  format::Tokens t;
-  t.tokenizer = f.decoder_tokenizer;
-  t.mem = f.mem_id;
-  t.ae = f.ae_id;
-  t.enc = f.enc_id;
-  t.sep = f.sep_id;
-  t.use_sep = f.sep;
-  return t;
+// Where `ids` holds a memory slot (<MEM>; PISCO: any of <MEM0> .. <MEMn-1>).
+at::Tensor slot_mask(const ExampleFormat& f, const at::Tensor& ids) {
+  return (ids >= f.tokens.mem).logical_and(ids < f.tokens.mem + f.tokens.mem_count);
 }
 
 // Labels for the pretraining decoder rows: every id except pads, <s>, <MEM> (and <AE>).
 at::Tensor pretraining_labels(const ExampleFormat& f, const at::Tensor& ids, const at::Tensor& mask,
                               bool mask_ae) {
-  const model::Tokenizer& tok = *f.decoder_tokenizer;
+  const model::Tokenizer& tok = *f.tokens.tokenizer;
   at::Tensor labels = ids.clone();
-  at::Tensor drop = (mask == 0).logical_or(ids == tok.bos_id()).logical_or(ids == f.mem_id);
+  at::Tensor drop = (mask == 0).logical_or(ids == tok.bos_id()).logical_or(slot_mask(f, ids));
   if (tok.pad_id() >= 0) drop = drop.logical_or(ids == tok.pad_id());
-  if (mask_ae) drop = drop.logical_or(ids == f.ae_id);
+  if (mask_ae) drop = drop.logical_or(ids == f.tokens.ae);
   return labels.masked_fill(drop, kIgnoreIndex);
 }
 
@@ -82,7 +76,7 @@ at::Tensor pretraining_labels(const ExampleFormat& f, const at::Tensor& ids, con
 // a passage or question containing the literal text <MEM> would shift the replacement.
 void check_slots(const ExampleFormat& f, const TrainBatch& b) {
   const int64_t want = b.passages_per_row * b.mem_per_passage;
-  at::Tensor per_row = (b.dec_input_ids == f.mem_id).sum(1);
+  at::Tensor per_row = slot_mask(f, b.dec_input_ids).sum(1);
   for (int64_t i = 0; i < per_row.size(0); ++i) {
     if (per_row[i].item<int64_t>() != want) {
       fail("training example ", i, " of a ", batch_kind_name(b.kind), " batch has ",
@@ -91,7 +85,7 @@ void check_slots(const ExampleFormat& f, const TrainBatch& b) {
     }
   }
   if (f.compressor_tokenizer == nullptr) {
-    at::Tensor enc_rows = (b.enc_input_ids == f.mem_id).sum(1);
+    at::Tensor enc_rows = slot_mask(f, b.enc_input_ids).sum(1);
     if (!(enc_rows == b.mem_per_passage).all().item<bool>()) {
       fail("a passage of a ", batch_kind_name(b.kind),
            " batch contains the literal token <MEM>; remove it from the data");
@@ -106,9 +100,9 @@ TrainBatch make_pretraining_batch(const ExampleFormat& f, const std::vector<std:
   TrainBatch b;
   b.kind = kind;
   encode_passages(f, passages, &b);
-  const model::Tokenizer& tok = *f.decoder_tokenizer;
+  const model::Tokenizer& tok = *f.tokens.tokenizer;
   const int64_t n = f.mem_per_passage();
-  const format::Tokens ft = tokens_of(f);
+  const format::Tokens& ft = f.tokens;
   const std::string prompt = kind == BatchKind::AutoEncoding ? format::autoencoding_prompt(ft, n)
                                                              : format::continuation_prompt(ft, n);
   std::vector<std::string> texts;
@@ -131,6 +125,7 @@ TrainBatch make_pretraining_batch(const ExampleFormat& f, const std::vector<std:
 }  // namespace
 
 int64_t ExampleFormat::mem_per_passage() const {
+  if (tokens.family == format::Family::Pisco) return tokens.mem_count;
   return format::slots_per_passage(context_max_length, compr_rate);
 }
 
@@ -156,14 +151,16 @@ void encode_passages(const ExampleFormat& f, const std::vector<std::string>& pas
                      TrainBatch* batch) {
   check_format(f);
   const int64_t n = f.mem_per_passage();
-  const format::Tokens ft = tokens_of(f);
+  const format::Tokens& ft = f.tokens;
   batch->mem_per_passage = n;
   std::vector<std::vector<int64_t>> ids, mask;
   if (f.compressor_tokenizer == nullptr) {
-    const model::Tokenizer& tok = *f.decoder_tokenizer;
+    const model::Tokenizer& tok = *f.tokens.tokenizer;
     std::vector<std::string> texts;
     for (const auto& p : passages) texts.push_back(format::compressor_text(ft, p));
-    const int64_t L = f.context_max_length + 3;
+    // PISCO: every row cut and padded to its fixed compressor length, as at inference.
+    const int64_t L = ft.family == format::Family::Pisco ? format::kPiscoCompressorTokens
+                                                         : f.context_max_length + 3;
     ids = tokenize(tok, texts, false, L);
     pad_rows(&ids, &mask, size_t(L), tok.pad_id() >= 0 ? tok.pad_id() : tok.bos_id(),
              model::PaddingSide::Left);
@@ -197,7 +194,7 @@ TrainBatch make_qa_batch(const ExampleFormat& f, const std::vector<QAExample>& e
   check_format(f);
   if (examples.empty()) fail("training examples: empty batch");
   if (k < 1) fail("QA examples: at least one passage per question is needed");
-  const model::Tokenizer& tok = *f.decoder_tokenizer;
+  const model::Tokenizer& tok = *f.tokens.tokenizer;
   TrainBatch b;
   b.kind = BatchKind::QA;
   b.passages_per_row = k;
@@ -212,7 +209,7 @@ TrainBatch make_qa_batch(const ExampleFormat& f, const std::vector<QAExample>& e
   }
   encode_passages(f, passages, &b);
   const int64_t n = b.mem_per_passage;
-  const format::Tokens ft = tokens_of(f);
+  const format::Tokens& ft = f.tokens;
   std::vector<std::vector<int64_t>> ids, label_rows;
   for (const auto& e : examples) {
     const std::string prompt = format::qa_prompt(ft, k, n, e.question);
@@ -247,7 +244,7 @@ TrainBatch make_qa_batch(const ExampleFormat& f, const std::vector<QAExample>& e
 std::pair<std::string, std::string> split_for_continuation(const ExampleFormat& f,
                                                            const std::string& text) {
   check_format(f);
-  const model::Tokenizer& tok = *f.decoder_tokenizer;
+  const model::Tokenizer& tok = *f.tokens.tokenizer;
   std::vector<int64_t> ids = tok.encode(text, false);
   const size_t L = static_cast<size_t>(f.context_max_length);
   size_t cut = ids.size() > L ? L : ids.size() / 2;

@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "format/format.h"
 #include "model/tokenizer.h"
 
 namespace cocom::train {
@@ -34,15 +35,15 @@ constexpr int64_t kIgnoreIndex = -100;
 
 // What a batch builder needs to know about the model (see TrainableCocom::example_format()).
 struct ExampleFormat {
-  const model::Tokenizer* decoder_tokenizer = nullptr;     // with <MEM> <AE> <ENC> <SEP>, pad = <s>
+  // The decoder tokenizer (pad = <s> when it has none) and the COCOM or PISCO tokens in it;
+  // tokens.use_sep: <SEP> after each passage's slots (QA prompt).
+  format::Tokens tokens;
   const model::Tokenizer* compressor_tokenizer = nullptr;  // nullptr: the decoder compresses
-  int64_t mem_id = -1, ae_id = -1, enc_id = -1, sep_id = -1;
   int64_t compr_rate = 16;
   int64_t context_max_length = 128;  // compressor tokens per passage
-  bool sep = true;                   // <SEP> after each passage's slots (QA prompt)
   int64_t max_answer_tokens = 128;   // QA: longer answers are cut (before </s>)
 
-  // <MEM> slots per passage: ceil(context_max_length / compr_rate).
+  // Slots per passage: ceil(context_max_length / compr_rate); PISCO: its memory tokens.
   int64_t mem_per_passage() const;
 };
 

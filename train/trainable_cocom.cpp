@@ -80,8 +80,14 @@ std::unique_ptr<TrainableCocom> TrainableCocom::load(const std::string& dir,
   m->opt_ = opt;
   // Adapters in the checkpoint stay adapters when they have the rank asked for (or the decoder
   // is frozen); otherwise they are merged into the base weights at load and fresh ones made.
-  const int64_t old_r = stored_lora_rank(dir);
-  const bool keep = old_r > 0 && (frozen_decoder || old_r == opt.lora_r);
+  // PISCO's two adapters (decoding, compression) are always trained as they are.
+  if (saved.pisco && opt.lora_r == 0) {
+    fail(dir,
+         ": a PISCO checkpoint is trained through its adapters; full-parameter training "
+         "(--lora-r 0) is not available for it");
+  }
+  const int64_t old_r = saved.pisco ? 0 : stored_lora_rank(dir);
+  const bool keep = saved.pisco || (old_r > 0 && (frozen_decoder || old_r == opt.lora_r));
   model::CocomLoadOptions lo;
   lo.device = opt.device;
   lo.decoder_tokenizer = opt.decoder_tokenizer;
@@ -100,6 +106,13 @@ std::unique_ptr<TrainableCocom> TrainableCocom::load(const std::string& dir,
       m->lora_[stem] = {ad.a, ad.b};
       m->lora_r_ = ad.a.size(0);
       m->lora_scale_ = ad.scale;
+    }
+    for (auto& [stem, ad] : m->model_->take_compressor_lora_adapters()) {
+      if (ad.a.size(0) != m->lora_r_) {
+        fail(dir, ": the encoder adapter has rank ", ad.a.size(0), ", the decoder adapter ",
+             m->lora_r_, " (both are trained with one scale)");
+      }
+      m->compressor_lora_[stem] = {ad.a, ad.b};
     }
   } else if (opt.lora_r > 0 && !frozen_decoder) {
     m->lora_r_ = opt.lora_r;
@@ -125,9 +138,11 @@ std::unique_ptr<TrainableCocom> TrainableCocom::load(const std::string& dir,
   for (size_t l = 0; l < layers; ++l) {
     for (int s = 0; s < model::kLoraSlots; ++s) known.insert(module_stem(l, s));
   }
-  for (const auto& [stem, ad] : m->lora_) {
-    if (!known.count(stem)) {
-      fail(dir, ": LoRA adapter on 'decoder.", stem, "', a module this decoder does not adapt");
+  for (const auto* adapters : {&m->lora_, &m->compressor_lora_}) {
+    for (const auto& [stem, ad] : *adapters) {
+      if (!known.count(stem)) {
+        fail(dir, ": LoRA adapter on 'decoder.", stem, "', a module this decoder does not adapt");
+      }
     }
   }
   if (!dev.is_cpu()) {
@@ -157,6 +172,10 @@ void TrainableCocom::collect_trainable() {
         trainable_.push_back({"decoder." + stem + ".lora_A", ad.a});
         trainable_.push_back({"decoder." + stem + ".lora_B", ad.b});
       }
+      for (auto& [stem, ad] : compressor_lora_) {
+        trainable_.push_back({"encoder_adapter." + stem + ".lora_A", ad.a});
+        trainable_.push_back({"encoder_adapter." + stem + ".lora_B", ad.b});
+      }
     } else {
       for (auto& [name, t] : model_->decoder().parameters()) {
         trainable_.push_back({"decoder." + name, t});
@@ -176,17 +195,11 @@ void TrainableCocom::collect_trainable() {
 }
 
 ExampleFormat TrainableCocom::example_format(int64_t context_max_length) const {
-  const format::Tokens& t = model_->tokens();
   ExampleFormat f;
-  f.decoder_tokenizer = &model_->decoder_tokenizer();
+  f.tokens = model_->tokens();
   f.compressor_tokenizer = model_->compressor_tokenizer();
-  f.mem_id = t.mem;
-  f.ae_id = t.ae;
-  f.enc_id = t.enc;
-  f.sep_id = t.sep;
   f.compr_rate = config().compr_rate;
   f.context_max_length = context_max_length;
-  f.sep = config().sep;
   return f;
 }
 
@@ -207,15 +220,17 @@ at::Tensor TrainableCocom::dropout(const at::Tensor& x, double p) {
   return x * keep * (1.0 / (1.0 - p));
 }
 
-model::ForwardHooks TrainableCocom::hooks() {
+model::ForwardHooks TrainableCocom::hooks(bool compressing) {
   model::ForwardHooks h;
-  if (!lora_.empty()) {
+  // PISCO compresses with its encoder adapter alone (when it has one).
+  const auto& lora = compressing && !compressor_lora_.empty() ? compressor_lora_ : lora_;
+  if (!lora.empty()) {
     const size_t layers = static_cast<size_t>(decoder_config().num_hidden_layers);
     h.decoder_lora.resize(layers);
     for (size_t l = 0; l < layers; ++l) {
       for (int s = 0; s < model::kLoraSlots; ++s) {
-        auto it = lora_.find(module_stem(l, s));
-        if (it != lora_.end()) h.decoder_lora[l][size_t(s)] = it->second;
+        auto it = lora.find(module_stem(l, s));
+        if (it != lora.end()) h.decoder_lora[l][size_t(s)] = it->second;
       }
     }
     h.lora_scale = lora_scale_;
@@ -230,7 +245,7 @@ model::ForwardHooks TrainableCocom::hooks() {
 at::Tensor TrainableCocom::decoder_hidden(const at::Tensor& inputs_embeds,
                                           const at::Tensor& attention_mask,
                                           const at::Tensor& position_ids) {
-  const model::ForwardHooks h = hooks();
+  const model::ForwardHooks h = hooks(false);
   model::DecoderForwardOptions fo;
   fo.compute_logits = false;
   fo.hooks = &h;
@@ -249,7 +264,7 @@ at::Tensor TrainableCocom::compress(const at::Tensor& enc_input_ids,
   in.input_ids = enc_input_ids.to(at::kLong);
   in.attention_mask = enc_attention_mask;
   in.mem_per_passage = n;
-  const model::ForwardHooks h = hooks();
+  const model::ForwardHooks h = hooks(true);
   return compress::compress_on_device(*model_, in, &h);
 }
 
@@ -287,6 +302,10 @@ LossOutput TrainableCocom::loss(const TrainBatch& b) {
 
 void TrainableCocom::save(const std::string& dir, bool merge_lora, model::DType dtype) const {
   fs::create_directories(dir);
+  if (config().pisco) {
+    save_pisco(dir, merge_lora, dtype);
+    return;
+  }
   const bool separate = !lora_.empty() && !merge_lora;
   const std::string prefix = separate ? "decoder.base_model.model." : "decoder.";
   model::NamedTensors out;
@@ -336,6 +355,42 @@ void TrainableCocom::save(const std::string& dir, bool merge_lora, model::DType 
                      : dtype == model::DType::F16 ? "float16"
                                                   : "float32";
   write_json_file(join_path(dir, "config.json"), j);
+}
+
+// The published PISCO layout: adapters.pth and decoder_first_last_layers.pth beside a
+// base_decoder/ whose weights, unchanged by adapter training, are linked (or copied) from the
+// base model the checkpoint was loaded with.
+void TrainableCocom::save_pisco(const std::string& dir, bool merge_lora, model::DType dtype) const {
+  if (merge_lora) {
+    fail(
+        "--merge-lora: a PISCO checkpoint keeps its decoding and compression adapters apart "
+        "(the published layout has no merged form)");
+  }
+  const std::string base = join_path(dir, "base_decoder");
+  const std::string from = model_->decoder_source();
+  if (!(fs::exists(base) && fs::equivalent(from, base))) {
+    fs::create_directories(base);
+    for (const auto& e : fs::directory_iterator(from)) {
+      if (!e.is_regular_file()) continue;
+      const fs::path to = fs::path(base) / e.path().filename();
+      fs::remove(to);
+      std::error_code ec;
+      fs::create_hard_link(e.path(), to, ec);
+      if (ec) fs::copy_file(e.path(), to);
+    }
+  }
+  std::map<std::string, at::Tensor> first_last;
+  for (const auto& [name, t] : model_->decoder().hf_tensors()) {
+    if (name == "model.embed_tokens.weight" || name == "lm_head.weight") first_last[name] = t;
+  }
+  std::map<std::string, std::map<std::string, model::StoredLoraAdapter>> adapters;
+  for (const auto& [stem, ad] : lora_) adapters["decoder_adapter"][stem] = {ad.a, ad.b, 0};
+  for (const auto& [stem, ad] : compressor_lora_) {
+    adapters["encoder_adapter"][stem] = {ad.a, ad.b, 0};
+  }
+  model::CocomConfig c = config();
+  c.decoder_model_name = "base_decoder";
+  model::write_pisco_files(dir, c, first_last, adapters, dtype);
 }
 
 at::Tensor TrainableCocom::rng_state() const { return gen_.get_state(); }

@@ -19,9 +19,9 @@
 
 #include "model/cocom.h"
 #include "model/config.h"
+#include "model/forward_hooks.h"
 #include "model/safetensors.h"
 #include "model/tokenizer.h"
-#include "model/forward_hooks.h"
 #include "train/examples.h"
 
 namespace cocom::train {
@@ -60,6 +60,7 @@ class TrainableCocom {
   const model::CocomModel& model() const { return *model_; }
   ExampleFormat example_format(int64_t context_max_length) const;
   bool has_lora() const { return !lora_.empty(); }
+  int64_t lora_rank() const { return lora_r_; }
 
   // The parameters the optimizer updates, sorted by name (a stable order for checkpoints).
   const NamedTensorList& trainable_parameters() const { return trainable_; }
@@ -102,13 +103,16 @@ class TrainableCocom {
  private:
   TrainableCocom() = default;
   at::Tensor dropout(const at::Tensor& x, double p);
-  // The adapters and dropout for one forward (dropout only in training mode).
-  model::ForwardHooks hooks();
+  // The adapters and dropout for one forward (dropout only in training mode); `compressing`:
+  // PISCO's compression adapter when it has one.
+  model::ForwardHooks hooks(bool compressing);
+  void save_pisco(const std::string& dir, bool merge_lora, model::DType dtype) const;
   void collect_trainable();
 
   TrainableOptions opt_;
   std::unique_ptr<model::CocomModel> model_;
-  std::map<std::string, model::LoraAdapter> lora_;  // module stem -> adapter
+  std::map<std::string, model::LoraAdapter> lora_;             // module stem -> adapter
+  std::map<std::string, model::LoraAdapter> compressor_lora_;  // PISCO's encoder_adapter
   int64_t lora_r_ = 0;
   double lora_scale_ = 0;
   double bert_hidden_dropout_ = 0.1, bert_attention_dropout_ = 0.1;

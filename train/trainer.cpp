@@ -648,8 +648,10 @@ void Trainer::run() {
       std::to_string(o.batch_size * o.grad_accum) + " examples, " +
       std::to_string(model_->trainable_parameters().size()) + " trainable tensors (" +
       (o.training_form == "compressor" ? std::string("compressor only, decoder frozen")
-       : model_->has_lora()            ? "decoder LoRA r " + std::to_string(o.lora_r)
-                                       : std::string("full-parameter decoder")) +
+       : model_->has_lora()
+           ? (model_->config().pisco ? "PISCO adapters, LoRA r " : "decoder LoRA r ") +
+                 std::to_string(model_->lora_rank())
+           : std::string("full-parameter decoder")) +
       ")" + (step_ > 0 ? ", resumed at step " + std::to_string(step_) : "") + " on " +
       model_->options().device.str() + (o.bf16 ? " (bf16 autocast)" : ""));
   if (o.bf16 && model_->options().device.is_cpu()) {
