@@ -280,6 +280,7 @@ Status Engine::Open(const Options& options, std::shared_ptr<Model> model,
     ko.read_only = o.read_only;
     ko.retriever_dir = o.retriever_dir;
     ko.index_factory = o.index_factory;
+    ko.bm25_language = o.bm25_language;
     if (o.embedding_dtype) ko.embedding_dtype = EmbeddingDTypeName(*o.embedding_dtype);
     if (o.context_max_length) ko.context_max_length = *o.context_max_length;
     if (o.chunk_overlap_tokens) ko.chunk_overlap_tokens = *o.chunk_overlap_tokens;
@@ -533,12 +534,14 @@ Result<EngineStats> Engine::Stats() const {
     st.embedding_dim = mf.embedding_dim;
     st.embedding_dtype = to_public(mf.embedding_dtype);
     st.index_factory = mf.index_factory;
+    st.bm25_analyzer = mf.analyzer.empty() ? "words" : mf.analyzer;
     st.embedding_bytes = info.value("embeddings", int64_t{0}) * mf.embeddings_per_passage *
                          mf.embedding_dim * dtype_bytes(mf.embedding_dtype);
     st.has_dense_retriever = impl_->ks->has_dense();
     st.model_loaded = impl_->ks->model_loaded();
     st.questions_answered = impl_->questions.load();
     info["embedding_bytes"] = st.embedding_bytes;
+    info["bm25_analyzer"] = st.bm25_analyzer;
     info["model_loaded"] = st.model_loaded;
     info["questions_answered"] = st.questions_answered;
     info["has_dense_retriever"] = st.has_dense_retriever;

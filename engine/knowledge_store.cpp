@@ -149,9 +149,11 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
   const bool asks_change = !opt0.model_dir.empty() || opt.model || opt.embedding_dtype ||
                            opt.index_factory || opt.context_max_length ||
                            opt.chunk_overlap_tokens || opt.query_prefix || opt.passage_prefix ||
-                           !opt0.retriever_dir.empty();
+                           opt.bm25_language || !opt0.retriever_dir.empty();
   const bool empty_store = exists && !opt.read_only && (opt.need_model || asks_change) &&
                            ks->store_->stats().documents == 0 && ks->store_->stats().passages == 0;
+  std::optional<std::string> analyzer;  // the requested one, canonical
+  if (opt.bm25_language) analyzer = index::check_analyzer(*opt.bm25_language);
   if (exists) {
     stored = ks->store_->manifest();
     Json legacy = file_exists(settings_path) ? read_json_file(settings_path) : Json::object();
@@ -161,7 +163,10 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
                   fixed);
     check_setting(db, "Options::embedding_dtype", "--embedding-dtype", opt.embedding_dtype,
                   std::string(storage::embedding_dtype_name(stored.embedding_dtype)), fixed);
+    check_setting(db, "Options::bm25_language", "--language", analyzer,
+                  stored.analyzer.empty() ? std::string("words") : stored.analyzer, fixed);
     st = stored;
+    if (analyzer) st.analyzer = *analyzer;
     if (opt.index_factory) st.index_factory = *opt.index_factory;
     if (opt.embedding_dtype) {
       auto dtype = storage::parse_embedding_dtype(*opt.embedding_dtype);
@@ -197,6 +202,7 @@ std::unique_ptr<KnowledgeStore> KnowledgeStore::open(const KnowledgeStoreOptions
     if (opt.retriever_dir.empty()) opt.retriever_dir = st.retriever_dir;
   } else {
     st.index_factory = opt.index_factory.value_or("Flat");
+    st.analyzer = analyzer.value_or(index::default_analyzer());
     const std::string dt = opt.embedding_dtype.value_or("fp16");
     auto dtype = storage::parse_embedding_dtype(dt);
     if (!dtype) fail("--embedding-dtype ", dt, ": expected fp16, bf16, fp32 or int8");
@@ -487,7 +493,13 @@ std::vector<storage::NewPassage> KnowledgeStore::make_passages(
       const float* v = rv.data_ptr<float>() + int64_t(i) * rv.size(1);
       np[i].retriever_vector.assign(v, v + rv.size(1));
     }
-    np[i].terms = index::analyze(p.text);
+    // Title words count twice in stores with a named analyzer: the passage text starts with
+    // the title, and its words are added once more.
+    const std::string& analyzer = store_->manifest().analyzer;
+    np[i].terms = index::analyze(p.text, analyzer);
+    if (!analyzer.empty()) {
+      for (auto& t : index::analyze(doc.title, analyzer)) np[i].terms.push_back(std::move(t));
+    }
   }
   retriever_flat->clear();
   if (rv.defined()) retriever_flat->assign(rv.data_ptr<float>(), rv.data_ptr<float>() + rv.numel());
@@ -726,6 +738,14 @@ Retrieval KnowledgeStore::retrieve(const std::string& query, size_t k, SearchMod
   std::vector<float> qvec = embed_query(query, mode);
   std::shared_lock<WriterPriorityMutex> lock(mu_);
   r.hits = search_locked(query, qvec, k, mode);
+  if (r.hits.empty() && mode == SearchMode::Bm25 && retriever_) {
+    // No passage shares a word with the question: the nearest passages by meaning instead.
+    lock.unlock();
+    log::info("no lexical match for the question; retrieving with the dense retriever");
+    qvec = embed_query(query, SearchMode::Dense);
+    lock.lock();
+    r.hits = search_locked(query, qvec, k, SearchMode::Dense);
+  }
   r.retrieve_seconds = since(t0);
   const storage::Manifest& mf = store_->manifest();
   r.embeddings_per_passage = mf.embeddings_per_passage;
@@ -756,8 +776,8 @@ std::vector<SearchHit> KnowledgeStore::search_locked(const std::string& query,
   const size_t wide = std::max<size_t>(k, 20);
   std::vector<std::pair<uint64_t, double>> lexical, dense;
   if (mode != SearchMode::Dense)
-    lexical =
-        index::bm25_search(*store_, index::analyze(query), mode == SearchMode::Bm25 ? k : wide);
+    lexical = index::bm25_search(*store_, index::analyze(query, store_->manifest().analyzer),
+                                 mode == SearchMode::Bm25 ? k : wide);
   if (mode != SearchMode::Bm25) {
     for (const auto& [id, s] : dense_->search(qvec, mode == SearchMode::Dense ? k : wide)) {
       dense.push_back({id, double(s)});

@@ -36,6 +36,7 @@ struct KnowledgeStoreOptions {
   std::optional<std::string> embedding_dtype;   // fp16 | bf16 | fp32 | int8; default fp16
   std::optional<int64_t> context_max_length;    // default 128
   std::optional<int64_t> chunk_overlap_tokens;  // default 0
+  std::optional<std::string> bm25_language;     // index::check_analyzer; default english
   std::optional<std::string> query_prefix, passage_prefix;  // retriever prefixes; default ""
   int64_t compress_batch_size = 8;
   // A document of more passages is compressed and written in parts of this many (memory

@@ -12,10 +12,23 @@
 
 namespace cocom::index {
 
-// NFKC + case folding (utf8proc), then runs of letters and digits; combining marks continue a
-// run that a letter or digit started. Ill-formed UTF-8 bytes separate words. The same on both
+// The terms of a text under a store's analyzer (its manifest's `analyzer`), the same on both
 // sides: passages when they are stored, queries when they are searched.
-std::vector<std::string> analyze(const std::string& text);
+//   "words" (or "", stores made before analyzers were named): NFKC + case folding (utf8proc),
+//     then runs of letters and digits; combining marks continue a run that a letter or digit
+//     started. Ill-formed UTF-8 bytes separate words.
+//   "snowball:<language>": the same words with the accents of Latin, Greek and Cyrillic letters
+//     folded (é -> e), English stop words dropped (for english), each word stemmed by the
+//     language's Snowball algorithm (libstemmer): "disclaims", "disclaimed" -> "disclaim".
+std::vector<std::string> analyze(const std::string& text, const std::string& analyzer = "");
+
+// The analyzer of new stores: "snowball:english".
+std::string default_analyzer();
+// The canonical analyzer for a --language value ("english", "snowball:german", "words");
+// throws naming the languages libstemmer has.
+std::string check_analyzer(const std::string& name);
+// libstemmer's languages, comma-separated (for --help and errors).
+std::string analyzer_languages();
 
 struct Bm25Params {
   double k1 = 0.9;

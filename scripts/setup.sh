@@ -20,6 +20,7 @@ PACKAGES=(
   libspdlog-dev nlohmann-json3-dev libcli11-dev libutf8proc-dev
   libgumbo-dev libpoppler-cpp-dev libmd4c-dev  # HTML, PDF and Markdown readers
   libxxhash-dev         # content hashes of checkpoints (a store knows its model by them)
+  libstemmer-dev        # Snowball stemming for BM25
   libedit-dev           # line editing and history in `cocom console`
   libcpp-httplib-dev    # HTTP for `cocom serve`
   libgtest-dev

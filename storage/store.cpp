@@ -92,6 +92,7 @@ Json manifest_json(const Manifest& m) {
   j["retriever_fingerprint"] = m.retriever_fingerprint;
   j["retriever_dim"] = m.retriever_dim;
   j["index_factory"] = m.index_factory;
+  if (!m.analyzer.empty()) j["analyzer"] = m.analyzer;
   if (m.context_max_length > 0) j["context_max_length"] = m.context_max_length;
   if (m.chunk_overlap_tokens >= 0) j["chunk_overlap_tokens"] = m.chunk_overlap_tokens;
   if (m.has_prefixes) {
@@ -119,6 +120,7 @@ Manifest manifest_from_json(const Json& j, const std::string& origin) {
   m.retriever_fingerprint = json_string_or(j, "retriever_fingerprint", "", origin);
   m.retriever_dim = json_int_or(j, "retriever_dim", 0, origin);
   m.index_factory = json_string_or(j, "index_factory", "Flat", origin);
+  m.analyzer = json_string_or(j, "analyzer", "", origin);
   m.context_max_length = json_int_or(j, "context_max_length", 0, origin);
   m.chunk_overlap_tokens = json_int_or(j, "chunk_overlap_tokens", -1, origin);
   m.has_prefixes = j.contains("query_prefix");

@@ -29,6 +29,9 @@ struct Manifest {
   std::string retriever_fingerprint;  // empty = no dense retriever (BM25 only)
   int64_t retriever_dim = 0;
   std::string index_factory = "Flat";
+  // The BM25 analyzer (index::analyze), fixed when the store is created: "words",
+  // "snowball:<language>"; "" in stores made before it was recorded (read as "words").
+  std::string analyzer;
 
   // The store's settings, fixed when it is created; the engine refuses an open that asks for
   // other values. Stores made before they were kept here read as unknown (0, -1, false,

@@ -508,7 +508,8 @@ TEST_F(ApiStore, AskMatchesTheInternalPipelineStreamsAndCancels) {
     EXPECT_FALSE(baseline.compressed);
     EXPECT_EQ(ids_of(baseline.sources), ids_of(top));
 
-    auto bad = e->Ask(q, {0, std::nullopt, std::nullopt, cocom::GenerationOptions{0, 0, 0, 1, 0}});
+    auto bad =
+        e->Ask(q, {0, std::nullopt, std::nullopt, cocom::GenerationOptions{0, 0, 0, 1, 0}, {}});
     EXPECT_EQ(bad.status().code(), cocom::Status::Code::kInvalidArgument);
     EXPECT_TRUE(has(bad.status().message(), "max_new_tokens")) << bad.status().ToString();
     EXPECT_EQ(e->Ask(" ").status().code(), cocom::Status::Code::kInvalidArgument);
@@ -549,6 +550,65 @@ TEST_F(ApiStore, AskMatchesTheInternalPipelineStreamsAndCancels) {
     passage_tokens += static_cast<int64_t>(tok.encode(p.text, false).size());
   EXPECT_GE(baseline.timings.prompt_tokens, passage_tokens + question_part);
   EXPECT_NE(baseline.timings.prompt_tokens, answer.timings.prompt_tokens);
+}
+
+// BM25 with Snowball stemming, the default for new stores: a question finds a passage in
+// other word forms ("warranties" / "Warranty", "disclaim" / "Disclaimer"), accents fold, stop
+// words alone match nothing, title words weigh more. The language is the store's: fixed once
+// it holds documents, "words" keeps exact words, an unknown language is named.
+TEST(ApiBm25, StemmedLanguageIsTheStoresAndFixed) {
+  const std::string dir = cocom::test::make_temp_dir("api-bm25");
+  const std::vector<cocom::Document> docs = {
+      {"notes", "Notes", "Liability is limited by the contract.", ""},
+      {"gpl-15", "Disclaimer of Warranty",
+       "There is none for the program, to the extent permitted by applicable law.", ""},
+      {"gpl-16", "Liability", "In no event will any copyright holder pay damages.", ""},
+      {"cafe", "Menu", "Our caf\xC3\xA9 serves coffee and pastries every morning.", ""}};
+  auto search = [](cocom::Engine& e, const std::string& q) {
+    std::vector<std::string> ids;
+    auto hits = e.Search(q, {4, cocom::SearchMode::kBm25});
+    EXPECT_TRUE(hits.ok()) << hits.status().ToString();
+    if (hits.ok()) {
+      for (const auto& h : *hits) ids.push_back(h.document_id);
+    }
+    return ids;
+  };
+  auto stemmed = open_ok(base_options(dir + "/stemmed"));
+  ASSERT_TRUE(stemmed);
+  ASSERT_TRUE(stemmed->IngestDocuments(docs).ok());
+  EXPECT_EQ(stemmed->Stats()->bm25_analyzer, "snowball:english");
+  EXPECT_EQ(search(*stemmed, "What warranties does the licence disclaim?"),
+            std::vector<std::string>{"gpl-15"});
+  EXPECT_EQ(search(*stemmed, "CAFE"), std::vector<std::string>{"cafe"});
+  EXPECT_TRUE(search(*stemmed, "the of and is").empty());
+  // "liability": "notes" (ingested first: the smaller id, which wins ties) has it once in its
+  // text, "gpl-16" in its title, which counts twice.
+  EXPECT_EQ(search(*stemmed, "liability"), (std::vector<std::string>{"gpl-16", "notes"}));
+
+  cocom::Options wo = base_options(dir + "/words");
+  wo.bm25_language = "words";
+  auto words = open_ok(wo);
+  ASSERT_TRUE(words);
+  ASSERT_TRUE(words->IngestDocuments(docs).ok());
+  EXPECT_EQ(words->Stats()->bm25_analyzer, "words");
+  EXPECT_TRUE(search(*words, "warranties disclaim").empty());
+  EXPECT_EQ(search(*words, "warranty"), std::vector<std::string>{"gpl-15"});
+  words.reset();
+  wo.bm25_language = "german";
+  cocom::Status s = open_status(wo);
+  EXPECT_EQ(s.code(), cocom::Status::Code::kInvalidArgument) << s.ToString();
+  EXPECT_TRUE(has(s.ToString(), "snowball:german") && has(s.ToString(), "words")) << s.ToString();
+  wo.bm25_language.reset();  // unset: the store's own
+  words = open_ok(wo);
+  ASSERT_TRUE(words);
+  EXPECT_EQ(words->Stats()->bm25_analyzer, "words");
+
+  cocom::Options bad = base_options(dir + "/bad");
+  bad.bm25_language = "klingon";
+  s = open_status(bad);
+  EXPECT_TRUE(has(s.ToString(), "klingon") && has(s.ToString(), "english")) << s.ToString();
+  EXPECT_FALSE(fs::exists(dir + "/bad/CURRENT"));
+  fs::remove_all(dir);
 }
 
 TEST(ApiConcurrency, ReadersDuringIngestion) {

@@ -420,6 +420,41 @@ double bm25_term(double n, double df, double tf, double len, double avgdl, doubl
 
 }  // namespace
 
+// The Snowball analyzer: Porter2 stems (hand-checked against the algorithm's rules), English
+// stop words, accents of Latin letters folded but the marks of other scripts kept.
+TEST(Analyze, SnowballEnglish) {
+  const std::string en = "snowball:english";
+  EXPECT_EQ(analyze("Disclaimer of Warranty", en),
+            (std::vector<std::string>{"disclaim", "warranti"}));
+  EXPECT_EQ(analyze("the warranties it disclaimed", en),
+            (std::vector<std::string>{"warranti", "disclaim"}));
+  EXPECT_EQ(analyze("Running connections", en), (std::vector<std::string>{"run", "connect"}));
+  EXPECT_EQ(analyze("Caf\xC3\xA9 CAFE caf\x65\xCC\x81", en),
+            (std::vector<std::string>{"cafe", "cafe", "cafe"}));
+  // Devanagari vowel signs and viramas stay in their word.
+  const std::string hindi =
+      "\xE0\xA4\xB9\xE0\xA4\xBF\xE0\xA4\xA8\xE0\xA5\x8D\xE0\xA4\xA6\xE0\xA5\x80";
+  EXPECT_EQ(analyze(hindi, en), (std::vector<std::string>{hindi}));
+  EXPECT_TRUE(analyze("the and of", en).empty());
+  // German: no English stop words, its own stems.
+  EXPECT_EQ(analyze("the H\xC3\xA4user", "snowball:german"),
+            (std::vector<std::string>{"the", "haus"}));
+  // "words" and "" are the unstemmed analyzer.
+  EXPECT_EQ(analyze("Running caf\xC3\xA9", "words"),
+            (std::vector<std::string>{"running", "caf\xC3\xA9"}));
+  EXPECT_EQ(analyze("Running", ""), std::vector<std::string>{"running"});
+  EXPECT_THROW(analyze("x", "porter"), Error);
+  EXPECT_EQ(cocom::index::check_analyzer("english"), en);
+  EXPECT_EQ(cocom::index::check_analyzer("snowball:german"), "snowball:german");
+  EXPECT_EQ(cocom::index::check_analyzer("words"), "words");
+  try {
+    cocom::index::check_analyzer("klingon");
+    ADD_FAILURE() << "klingon accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("english"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Bm25, HandComputedScores) {
   TempStore t;
   // Three one-passage documents: lengths 3, 5 and 3; N = 3, avgdl = 11 / 3.

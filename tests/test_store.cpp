@@ -391,7 +391,9 @@ TEST(Store, SigkillDuringALongDocumentLeavesNoPartOfIt) {
   EXPECT_GT(v1, 12);  // several parts
   // Closed cleanly, the store leaves no write-ahead log behind (memtables were flushed).
   for (const auto& f : fs::directory_iterator(db)) {
-    if (f.path().extension() == ".log") EXPECT_EQ(f.file_size(), 0u) << f.path();
+    if (f.path().extension() == ".log") {
+      EXPECT_EQ(f.file_size(), 0u) << f.path();
+    }
   }
   EXPECT_GT(hits_for(db, "quokka"), 0);
   // A new version killed in the middle: the old one stays whole, the new one invisible.

@@ -46,6 +46,7 @@ std::string cli_terms(const std::string& api_message) {
       {"weights", "--weights"},
       {"embedding_dtype", "--embedding-dtype"},
       {"index_factory", "--index"},
+      {"bm25_language", "--language"},
       {"chunk_overlap_tokens", "--overlap"},
       {"passages_per_batch", "--passages-per-batch"},
       {"max_file_bytes", "--max-file-mb"},

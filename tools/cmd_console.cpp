@@ -413,7 +413,7 @@ class Console {
                 static_cast<long long>(s.embeddings_per_passage),
                 static_cast<long long>(s.embedding_dim), EmbeddingDTypeName(s.embedding_dtype),
                 static_cast<double>(s.embedding_bytes) / 1e6);
-    std::printf("index          %s\n", s.index_factory.c_str());
+    std::printf("index          %s, BM25 %s\n", s.index_factory.c_str(), s.bm25_analyzer.c_str());
     std::printf(
         "session        k = %zu, mode = %s, compress = %s, max new tokens = %d, "
         "%lld answered\n",

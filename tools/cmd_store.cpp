@@ -66,6 +66,7 @@ Options store_options(const GlobalOptions& g, const StoreArgs& a) {
   o.model_dir = a.model;
   o.retriever_dir = a.retriever;
   if (!a.index_factory.empty()) o.index_factory = a.index_factory;
+  if (!a.language.empty()) o.bm25_language = a.language;
   if (!a.embedding_dtype.empty()) o.embedding_dtype = embedding_dtype_flag(a.embedding_dtype);
   o.device = g.device;
   o.threads = g.threads;
@@ -321,12 +322,13 @@ int cmd_store_info(const GlobalOptions& g, const StoreArgs& a, bool json) {
                                        ? "none (BM25 only)"
                                        : j["retriever"].get<std::string>().c_str());
   std::printf(
-      "documents:   %lld\npassages:    %lld\nembeddings:  %lld\nBM25 docs:   %lld\nindex:       "
-      "%lld vectors (%s)\n",
+      "documents:   %lld\npassages:    %lld\nembeddings:  %lld\nBM25 docs:   %lld (analyzer %s)\n"
+      "index:       %lld vectors (%s)\n",
       static_cast<long long>(j["documents"].get<int64_t>()),
       static_cast<long long>(j["passages"].get<int64_t>()),
       static_cast<long long>(j["embeddings"].get<int64_t>()),
       static_cast<long long>(j["bm25_documents"].get<int64_t>()),
+      j.value("bm25_analyzer", std::string("words")).c_str(),
       static_cast<long long>(j["index_vectors"].get<int64_t>()),
       j["index_factory"].get<std::string>().c_str());
   return 0;

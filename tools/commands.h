@@ -75,7 +75,7 @@ void run_cocom_conformance(const GlobalOptions& g, const std::string& fixtures,
 // Options shared by the store commands.
 struct StoreArgs {
   std::string db, model, retriever, index_factory, embedding_dtype, decoder_tokenizer,
-      compressor_tokenizer, query_prefix, passage_prefix;
+      compressor_tokenizer, query_prefix, passage_prefix, language;
   std::string weights = "fp32";  // --weights (ingest): resident format of the decoder compressor
 };
 struct IngestArgs {

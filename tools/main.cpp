@@ -13,6 +13,7 @@
 #include "bench/bench_runtime.h"
 #include "bench/bench_store.h"
 #include "common/error.h"
+#include "index/bm25.h"
 #include "tools/commands.h"
 
 using namespace cocom::cli;
@@ -213,6 +214,10 @@ int main(int argc, char** argv) {
       c->add_option("--retriever", s.retriever,
                     "dense retriever: a sentence-transformers BERT directory (optional)");
       c->add_option("--index", s.index_factory, "FAISS factory string (default Flat)");
+      c->add_option("--language", s.language,
+                    "BM25 stemming language of a new store: english (default; with English "
+                    "stop words), any other Snowball language (" +
+                        cocom::index::analyzer_languages() + "), or words (no stemming)");
       c->add_option("--embedding-dtype", s.embedding_dtype,
                     "fp16 (default), bf16, fp32 or int8 (per-vector scale)");
       c->add_option("--decoder-tokenizer", s.decoder_tokenizer, "base decoder directory");

@@ -242,6 +242,10 @@ struct Options {
   std::optional<EmbeddingDType> embedding_dtype;  // context embeddings on disk; kFp16
   std::optional<int> context_max_length;          // compressor tokens per passage; 128
   std::optional<int> chunk_overlap_tokens;        // tokens repeated between passages; 0
+  // BM25's language: Snowball stemming (and, for English, stop words) of passages and
+  // questions alike ("english", "german", ... any libstemmer language), or "words" for none;
+  // "english". Stores made before this was kept read as "words".
+  std::optional<std::string> bm25_language;
   // A document of more passages than this is compressed and written in parts of this many
   // (memory bounded by the part, whatever the document's size), each its own write; readers
   // see the document only once every part is in. Ingest's progress is called after each
@@ -386,6 +390,7 @@ struct EngineStats {
   int64_t embedding_dim = 0;
   EmbeddingDType embedding_dtype = EmbeddingDType::kFp16;
   std::string index_factory;
+  std::string bm25_analyzer;    // "words" or "snowball:<language>"
   int64_t embedding_bytes = 0;  // context embeddings stored, in bytes
   bool has_dense_retriever = false;
   bool model_loaded = false;
