@@ -12,9 +12,9 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "compress/compressor.h"
-#include "ingest/documents.h"
 #include "engine/knowledge_store.h"
 #include "generate/cocom_generate.h"
+#include "ingest/documents.h"
 #include "model/cocom.h"
 #include "model/quant.h"
 #include "model/runtime.h"
@@ -114,7 +114,8 @@ std::vector<PassageExample> read_passages(const std::string& path, size_t limit)
   return out;
 }
 
-std::vector<QaExample> read_qa(const std::string& path, size_t limit, bool need_contexts) {
+std::vector<QaExample> read_qa(const std::string& path, size_t limit, bool need_contexts,
+                               bool retrieval) {
   std::vector<QaExample> out;
   for_each_record(path, limit, [&](const Json& j, size_t no, const std::string& where) {
     QaExample e;
@@ -122,20 +123,23 @@ std::vector<QaExample> read_qa(const std::string& path, size_t limit, bool need_
     e.question = required_text(j, "question", where);
     e.id = optional_id(j, "id", where);
     auto a = j.find("answers");
-    if (a == j.end() || a->is_null()) {
+    const bool no_answers = a == j.end() || a->is_null();
+    if (no_answers && !retrieval) {
       fail(where, ": missing field 'answers' (a list of gold answer strings)");
     }
-    if (!a->is_array()) {
-      fail(where, ": field 'answers' must be a list of strings, got ", type_name(*a), " ",
-           quoted(*a));
-    }
-    if (a->empty()) fail(where, ": field 'answers' is an empty list (give at least one answer)");
-    for (size_t i = 0; i < a->size(); ++i) {
-      const Json& v = (*a)[i];
-      if (!v.is_string()) {
-        fail(where, ": answers[", i, "] must be a string, got ", type_name(v), " ", quoted(v));
+    if (!no_answers) {  // optional for retrieval questions, checked when given
+      if (!a->is_array()) {
+        fail(where, ": field 'answers' must be a list of strings, got ", type_name(*a), " ",
+             quoted(*a));
       }
-      e.answers.push_back(v.get<std::string>());
+      if (a->empty()) fail(where, ": field 'answers' is an empty list (give at least one answer)");
+      for (size_t i = 0; i < a->size(); ++i) {
+        const Json& v = (*a)[i];
+        if (!v.is_string()) {
+          fail(where, ": answers[", i, "] must be a string, got ", type_name(v), " ", quoted(v));
+        }
+        e.answers.push_back(v.get<std::string>());
+      }
     }
     auto c = j.find("contexts");
     if (c != j.end() && !c->is_null()) {
@@ -179,6 +183,11 @@ std::vector<QaExample> read_qa(const std::string& path, size_t limit, bool need_
           fail(where, ": gold[", i, "] must be a string or an integer, got ", type_name(v));
         }
       }
+    }
+    if (retrieval && e.gold.empty()) {
+      fail(where,
+           ": no 'gold' ids: a retrieval question names the documents that answer it "
+           "(ids, titles or file stems)");
     }
     out.push_back(std::move(e));
   });
@@ -262,11 +271,14 @@ Json EvalReport::to_json() const {
   j["n"] = n;
   j["max_new_tokens"] = max_new_tokens;
   j["context_max_length"] = context_max_length;
-  if (task == "qa") j["k"] = k;
+  if (task == "qa" || task == "retrieval") j["k"] = k;
   Json cj = Json::object();
   for (const auto& c : configs) {
     Json o;
-    if (task == "qa") {
+    if (task == "retrieval") {
+      o["recall_at_k"] = c.recall;
+      o["mrr"] = c.mrr;
+    } else if (task == "qa") {
       o["match"] = c.scores.match;
       o["exact_match"] = c.scores.exact_match;
       o["f1"] = c.scores.f1;
@@ -293,6 +305,14 @@ Json EvalReport::to_json() const {
   if (task == "reconstruction") j["truncated"] = truncated;
   j["seconds"] = seconds;
   return j;
+}
+
+double reciprocal_rank(const std::vector<RetrievedDoc>& retrieved,
+                       const std::vector<std::string>& gold) {
+  for (size_t i = 0; i < retrieved.size(); ++i) {
+    if (is_gold(retrieved[i], gold)) return 1.0 / double(i + 1);
+  }
+  return 0;
 }
 
 // ---- running ------------------------------------------------------------------------------
@@ -652,17 +672,89 @@ void run_qa(const EvalOptions& opt, const Loaded& l, const std::vector<QaExample
   if (rep->recall_questions > 0) rep->recall_at_k = recall_sum;
   if (rep->no_passage_questions > 0) {
     log::warn("{} question(s) retrieved no passage and were answered without passages",
-                 rep->no_passage_questions);
+              rep->no_passage_questions);
   }
   rep->n = ex.size();
 }
 
 }  // namespace
 
+namespace {
+
+// --task retrieval: the store searched in each mode, no model loaded.
+void run_retrieval(const EvalOptions& opt, const std::vector<QaExample>& ex, EvalReport* rep) {
+  engine::KnowledgeStoreOptions so;
+  so.db = opt.db;
+  so.need_model = false;
+  so.read_only = true;
+  so.create_if_missing = false;
+  auto store = engine::KnowledgeStore::open(so);
+  std::vector<engine::SearchMode> modes;
+  if (!opt.search_mode.empty()) {
+    modes.push_back(engine::parse_search_mode(opt.search_mode));
+    if (modes[0] != engine::SearchMode::Bm25 && !store->has_dense()) {
+      fail("--mode ", opt.search_mode, ": the store at ", opt.db,
+           " has no dense retriever (ingest with --retriever DIR)");
+    }
+  } else {
+    modes.push_back(engine::SearchMode::Bm25);
+    if (store->has_dense()) {
+      modes.push_back(engine::SearchMode::Dense);
+      modes.push_back(engine::SearchMode::Hybrid);
+    }
+  }
+  rep->model = store->options().model_dir;
+  rep->context_max_length = store->context_max_length();
+  rep->recall_questions = ex.size();
+  for (engine::SearchMode mode : modes) {
+    ConfigResult c;
+    c.name = mode == engine::SearchMode::Dense  ? "dense"
+             : mode == engine::SearchMode::Bm25 ? "bm25"
+                                                : "hybrid";
+    c.uses_retrieval = true;
+    const auto t = Clock::now();
+    for (size_t i = 0; i < ex.size(); ++i) {
+      std::vector<RetrievedDoc> docs;
+      for (const auto& h : store->search(ex[i].question, size_t(opt.k), mode)) {
+        docs.push_back({h.passage.doc_id, h.title, h.source});
+      }
+      if (docs.empty()) ++rep->no_passage_questions;
+      c.recall += recall_of_example(docs, ex[i].gold);
+      c.mrr += reciprocal_rank(docs, ex[i].gold);
+      if (opt.progress) opt.progress({i + 1, ex.size(), since(t)});
+    }
+    c.scores.count = ex.size();
+    if (!ex.empty()) {
+      c.recall /= double(ex.size());
+      c.mrr /= double(ex.size());
+    }
+    c.seconds = since(t);
+    rep->configs.push_back(c);
+  }
+  rep->search_mode = rep->configs.size() == 1 ? rep->configs[0].name : "all";
+}
+
+}  // namespace
+
 EvalReport run_evaluation(const EvalOptions& opt) {
   const auto t0 = Clock::now();
-  if (opt.task != "reconstruction" && opt.task != "qa") {
-    fail("--task ", opt.task, ": expected reconstruction or qa");
+  if (opt.task != "reconstruction" && opt.task != "qa" && opt.task != "retrieval") {
+    fail("--task ", opt.task, ": expected reconstruction, qa or retrieval");
+  }
+  if (opt.task == "retrieval") {
+    if (opt.db.empty()) fail("--task retrieval: --db STORE is required (the store searched)");
+    if (!opt.baselines.empty()) fail("--baselines: only for --task qa");
+    if (opt.k < 1) fail("--k must be at least 1");
+    const std::vector<QaExample> qs = read_qa(opt.data, opt.limit, false, /*retrieval=*/true);
+    EvalReport rep;
+    rep.task = opt.task;
+    rep.data = opt.data;
+    rep.db = opt.db;
+    rep.k = opt.k;
+    rep.n = qs.size();
+    run_retrieval(opt, qs, &rep);
+    rep.seconds = since(t0);
+    return rep;
   }
   if (opt.task == "reconstruction" && !opt.db.empty()) {
     fail("--db: the reconstruction task compresses the passages of --data; it takes no store");

@@ -6,6 +6,9 @@
 //    compressor's context length is first cut as ingestion cuts it (the first passage that
 //    ingest::chunk_document makes of it); the reference for scoring is that cut text, i.e.
 //    exactly what was compressed. Scores: ROUGE-L and normalised exact match.
+//  - retrieval: questions with gold document ids searched in a knowledge store, no model
+//    loaded: recall@k and MRR (the reciprocal rank of the first gold passage in the top k, 0
+//    when none is there) for bm25 and, with a dense retriever, dense and hybrid.
 //  - qa: questions answered from k passages -- retrieved from a knowledge store (its stored
 //    context embeddings, as `cocom ask` answers) or the line's "contexts" compressed on the
 //    fly -- with the runtime's decoder prompt and greedy decoding. Scores (each the best over
@@ -51,8 +54,9 @@ struct QaExample {
 // object becomes "Title. text"), "gold" entries that are neither strings nor integers.
 // `need_contexts`: a line without contexts is an error (no store to retrieve from).
 std::vector<PassageExample> read_passages(const std::string& path, size_t limit = 0);
+// `retrieval`: "answers" may be absent and "gold" is required (--task retrieval).
 std::vector<QaExample> read_qa(const std::string& path, size_t limit = 0,
-                               bool need_contexts = false);
+                               bool need_contexts = false, bool retrieval = false);
 
 // ---- scoring (no model) -----------------------------------------------------------------
 
@@ -84,7 +88,7 @@ struct EvalProgress {
 };
 
 struct EvalOptions {
-  std::string task;   // "reconstruction" or "qa"
+  std::string task;   // "reconstruction", "qa" or "retrieval"
   std::string model;  // COCOM checkpoint (default: the store's with --db, else
                       // cocom::DefaultModelDir())
   std::string data;
@@ -109,6 +113,7 @@ struct ConfigResult {
   QaScores scores;     // reconstruction: rouge_l and exact_match are the reported ones
   double seconds = 0;  // compression (on the fly) + prompt assembly + generation
   bool uses_retrieval = false;
+  double recall = 0, mrr = 0;  // retrieval: means over the questions
 };
 
 struct EvalReport {
@@ -126,6 +131,11 @@ struct EvalReport {
 
   Json to_json() const;
 };
+
+// Mean reciprocal rank's term for one question: 1 / (1 + the index of the first gold passage
+// among `retrieved`), 0 when none is gold.
+double reciprocal_rank(const std::vector<RetrievedDoc>& retrieved,
+                       const std::vector<std::string>& gold);
 
 // Throws cocom::Error naming the file/line or option at fault.
 EvalReport run_evaluation(const EvalOptions& opt);

@@ -13,8 +13,8 @@
 #include "common/error.h"
 #include "common/json_util.h"
 #include "compress/compressor.h"
-#include "generate/cocom_generate.h"
 #include "eval/evaluate.h"
+#include "generate/cocom_generate.h"
 #include "model/cocom.h"
 #include "model/generation.h"
 #include "tests/test_util.h"
@@ -113,6 +113,16 @@ TEST(EvalScoring, AggregationMatchesHandComputedMeans) {
   EXPECT_NEAR(m.f1, ref.f1, 1e-12);
   EXPECT_EQ(eval::mean_scores({}).count, 0u);
   EXPECT_EQ(eval::mean_scores({}).match, 0.0);
+}
+
+TEST(EvalScoring, ReciprocalRankOfTheFirstGoldPassage) {
+  const std::vector<eval::RetrievedDoc> docs = {
+      {"a", "Alpha", "/x/a.txt"}, {"b", "Beta", "/x/b.md"}, {"c", "Gamma", "/x/c.txt"}};
+  EXPECT_DOUBLE_EQ(eval::reciprocal_rank(docs, {"a"}), 1.0);
+  EXPECT_DOUBLE_EQ(eval::reciprocal_rank(docs, {"Gamma", "b"}), 0.5);  // the first gold counts
+  EXPECT_DOUBLE_EQ(eval::reciprocal_rank(docs, {"c"}), 1.0 / 3);
+  EXPECT_DOUBLE_EQ(eval::reciprocal_rank(docs, {"z"}), 0.0);
+  EXPECT_DOUBLE_EQ(eval::reciprocal_rank({}, {"a"}), 0.0);
 }
 
 TEST(EvalScoring, GoldDocumentsByTitleIdOrSourceStem) {
@@ -223,11 +233,7 @@ TEST(EvalReconstruction, PromptIsTheTrainingRowWithoutItsPassage) {
             (std::vector<int64_t>{1001, 1, 1000, 1000}));
   // The same ids start the auto-encoding training row (after its left padding).
   train::ExampleFormat f;
-  f.decoder_tokenizer = &tok;
-  f.mem_id = m->mem_id();
-  f.ae_id = m->ae_id();
-  f.enc_id = m->enc_id();
-  f.sep_id = m->sep_id();
+  f.tokens = m->tokens();
   f.compr_rate = m->config().compr_rate;
   f.context_max_length = 8;
   train::TrainBatch b = train::make_autoencoding_batch(f, {"Paris is big."});
@@ -486,6 +492,26 @@ TEST(EvalQa, StoreRetrievalRecallAndAnswersFromStoredEmbeddings) {
   EXPECT_DOUBLE_EQ(*rb.recall_at_k, 0.75);
   ASSERT_EQ(rb.configs.size(), 3u);
   EXPECT_EQ(rb.configs[2].scores.count, 5u);
+
+  // --task retrieval on the same store: BM25 top 1 (no model loaded), recall@1 = MRR = 0.75
+  // over the four questions with gold ids; a line without gold ids is named.
+  eval::EvalOptions ro;
+  ro.task = "retrieval";
+  ro.db = db;
+  ro.data = o.data;
+  ro.k = 1;
+  ro.limit = 4;
+  eval::EvalReport rr = eval::run_evaluation(ro);
+  ASSERT_EQ(rr.configs.size(), 1u);  // no dense retriever: bm25 only
+  EXPECT_EQ(rr.configs[0].name, "bm25");
+  EXPECT_DOUBLE_EQ(rr.configs[0].recall, 0.75);
+  EXPECT_DOUBLE_EQ(rr.configs[0].mrr, 0.75);
+  EXPECT_DOUBLE_EQ(rr.to_json()["configurations"]["bm25"]["mrr"].get<double>(), 0.75);
+  ro.limit = 0;
+  const std::string msg = error_of([&] { eval::run_evaluation(ro); });
+  EXPECT_TRUE(has(msg, "qa.jsonl:5") && has(msg, "gold")) << msg;
+  ro.db.clear();
+  EXPECT_TRUE(has(error_of([&] { eval::run_evaluation(ro); }), "--db"));
 
   // A directory that is not a store is refused (and not created).
   o.db = d.path + "/nostore";

@@ -20,6 +20,20 @@ struct EvalArgs {
 };
 
 void print_table(const eval::EvalReport& r) {
+  if (r.task == "retrieval") {
+    std::printf("cocom eval retrieval: %zu questions from %s\nstore %s, top %lld\n\n", r.n,
+                r.data.c_str(), r.db.c_str(), static_cast<long long>(r.k));
+    const std::string rk = "recall@" + std::to_string(r.k);
+    std::printf("%-8s %9s %7s %9s\n", "mode", rk.c_str(), "MRR", "seconds");
+    for (const auto& c : r.configs) {
+      std::printf("%-8s %9.3f %7.3f %9.2f\n", c.name.c_str(), c.recall, c.mrr, c.seconds);
+    }
+    if (r.no_passage_questions > 0) {
+      std::printf("(%zu searches found no passage)\n", r.no_passage_questions);
+    }
+    std::printf("(means over the questions; %.2f s in all)\n", r.seconds);
+    return;
+  }
   const bool qa = r.task == "qa";
   std::printf("cocom eval %s: %zu examples from %s\n", r.task.c_str(), r.n, r.data.c_str());
   std::printf("model %s", r.model.c_str());
@@ -117,25 +131,31 @@ void add_eval_command(CLI::App& app, const GlobalOptions& g, int& rc) {
       "Baselines: closed-book = <s>[INST]question\\n[/INST]\\n; uncompressed = the passages' "
       "text in the prompt (as `cocom ask --no-compress`). A question whose retrieval finds "
       "nothing is answered without passages (counted in the JSON's retrieval object).\n"
+      "retrieval (--db required, no model loaded): each {\"question\", \"gold\": [...]} line "
+      "is searched in the store with --mode, or with bm25 and, when the store has a dense "
+      "retriever, dense and hybrid; recall@k and MRR (1 / the rank of the first gold passage "
+      "in the top k, 0 when none) are averaged over the questions. A passage is gold as for qa.\n"
       "PISCO checkpoints use their own published prompts in every configuration (system "
       "message, \"Background:\" with the <MEM0>..<MEMn-1> slots or the passages' text, "
       "\"Question:\"); reconstruction uses <AE><s> + <MEM0>..<MEMn-1>.");
-  c->add_option("--task", o.task, "reconstruction or qa")
+  c->add_option("--task", o.task, "reconstruction, qa or retrieval")
       ->required()
-      ->check(CLI::IsMember({"reconstruction", "qa"}));
+      ->check(CLI::IsMember({"reconstruction", "qa", "retrieval"}));
   c->add_option(
       "--model", o.model,
       "COCOM or PISCO checkpoint directory (default: the store's with --db, else the project's "
       "default model, models/default or $COCOM_DEFAULT_MODEL)");
   c->add_option("--data", o.data,
-                "jsonl: {\"text\"} passages (reconstruction) or {\"question\", \"answers\"} "
-                "lines (qa)")
+                "jsonl: {\"text\"} passages (reconstruction), {\"question\", \"answers\"} "
+                "lines (qa) or {\"question\", \"gold\"} lines (retrieval)")
       ->required();
-  c->add_option("--db", o.db, "qa: retrieve the passages from this store (made by cocom ingest)");
-  c->add_option("--k", o.k, "qa: passages per question")->capture_default_str();
+  c->add_option("--db", o.db,
+                "qa: retrieve the passages from this store (made by cocom ingest); retrieval: "
+                "the store searched (required)");
+  c->add_option("--k", o.k, "qa and retrieval: passages per question")->capture_default_str();
   c->add_option("--mode", o.search_mode,
                 "qa with --db: dense, bm25 or hybrid (default: hybrid with a retriever, else "
-                "bm25)");
+                "bm25); retrieval: the one mode measured (default: every mode the store has)");
   c->add_option("--baselines", a.baselines,
                 "qa: comma list of closed-book, uncompressed (evaluated beside the compressed "
                 "answers)");
