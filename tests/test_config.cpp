@@ -17,19 +17,7 @@ namespace fs = std::filesystem;
 
 std::string fixture(const std::string& rel) { return test::fixtures_dir() + "/" + rel; }
 
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected cocom::Error, got another exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected cocom::Error, nothing was thrown";
-  return "";
-}
+using test::error_of;
 
 #define EXPECT_HAS(msg, piece) \
   EXPECT_NE(std::string(msg).find(piece), std::string::npos) << "message: " << (msg)

@@ -32,16 +32,7 @@ bool has(const std::string& s, const std::string& needle) {
   return s.find(needle) != std::string::npos;
 }
 
-// The message of the cocom::Error that `fn` throws ("" when it does not throw).
-template <typename F>
-std::string error_of(F fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 std::vector<Json> read_jsonl(const std::string& path) {
   std::ifstream in(path);

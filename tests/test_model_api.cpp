@@ -212,9 +212,9 @@ TEST(ModelApi, ConcurrentAnswersAreBatchedAndUnchanged) {
   ASSERT_TRUE(cocom::Model::Open(mo, &batched).ok());
   auto e = plain->Compress(kPassages);
   ASSERT_TRUE(e.ok());
-  const std::vector<std::string> questions = {
-      "What does the GPL guarantee?", "What is RocksDB?", "What replaces the text?",
-      "Who wrote RocksDB?", "Why compress passages?", "Is the GPL free?"};
+  const std::vector<std::string> questions = {"What does the GPL guarantee?", "What is RocksDB?",
+                                              "What replaces the text?",      "Who wrote RocksDB?",
+                                              "Why compress passages?",       "Is the GPL free?"};
   cocom::GenerationOptions g;
   g.max_new_tokens = 12;
   std::vector<std::string> expected;
@@ -295,7 +295,7 @@ TEST(ModelApi, TwoEnginesOnOneModelShareItsWeights) {
     EXPECT_EQ(st->added, 1);
   }
   for (auto& e : engines) {
-    auto a = e->Ask("What does the store keep?", {1, cocom::SearchMode::kBm25, {}, {}});
+    auto a = e->Ask("Which software does the store keep?", {1, cocom::SearchMode::kBm25, {}, {}});
     ASSERT_TRUE(a.ok()) << a.status().ToString();
   }
   // One copy of the weights: both engines answer with the Model's own CocomModel.

@@ -37,19 +37,7 @@ std::string st_bytes(const std::string& header, const std::string& data) {
 std::string slurp(const std::string& path) { return read_text_file(path); }
 
 // Runs `fn`, expects a cocom::Error and returns its message ("" + a test failure otherwise).
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected cocom::Error, got another exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected cocom::Error, nothing was thrown";
-  return "";
-}
+using test::error_of;
 
 class SafetensorsTest : public ::testing::Test {
  protected:

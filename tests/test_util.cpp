@@ -19,8 +19,11 @@ std::string error_of(const std::function<void()>& fn) {
     fn();
   } catch (const Error& e) {
     return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected a cocom::Error, got another exception: " << e.what();
+    return "";
   }
-  ADD_FAILURE() << "expected a cocom::Error";
+  ADD_FAILURE() << "expected a cocom::Error, nothing was thrown";
   return "";
 }
 
