@@ -1,14 +1,16 @@
 // Office and e-book documents: .docx (WordprocessingML), .odt (OpenDocument text) and .epub,
 // read from their zip container (archive.cpp, bounded) with libxml2's streaming reader.
 //
-// XML safety: documents that declare entities (<!ENTITY) are refused before parsing, so no
-// entity is ever expanded (billion laughs, external entities); the parser runs without
+// XML safety: documents that declare entities (<!ENTITY) are refused before parsing (and, in
+// another encoding, when the parsed DOCTYPE shows them, before any content), so no entity is
+// ever expanded (billion laughs, external entities); the parser runs without
 // XML_PARSE_NOENT (no substitution), XML_PARSE_DTDLOAD (no external DTD), with XML_PARSE_NONET
 // (no network) and without XML_PARSE_HUGE, so libxml2's own limits stay on (depth 256, 10 MB per
 // text node). The reader is a pull parser: memory does not grow with the document's depth.
 // EPUB chapters are XHTML read by the HTML reader (gumbo, depth-bounded), which expands no
 // entities beyond HTML's named characters.
 #include <libxml/parser.h>
+#include <libxml/tree.h>
 #include <libxml/xmlreader.h>
 
 #include <algorithm>
@@ -82,6 +84,15 @@ void parse_xml(const std::string& xml, const std::string& name, const std::strin
                    error.empty() ? std::string() : " (" + error + ")");
     }
     const int type = xmlTextReaderNodeType(r.get());
+    if (type == XML_READER_TYPE_DOCUMENT_TYPE) {
+      // The byte check above misses a declaration in another encoding (UTF-16): look at the
+      // parsed internal subset before any content, and so any reference, is read.
+      const xmlDoc* d = xmlTextReaderCurrentDoc(r.get());
+      if (d && d->intSubset && (d->intSubset->entities || d->intSubset->pentities)) {
+        fail("cannot read ", name, ": ", part,
+             " declares XML entities (refused: entity expansion is not accepted)");
+      }
+    }
     if (type == XML_READER_TYPE_ELEMENT) {
       const std::string local = str(xmlTextReaderConstLocalName(r.get()));
       const bool empty = xmlTextReaderIsEmptyElement(r.get()) == 1;

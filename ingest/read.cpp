@@ -570,6 +570,12 @@ class Reader {
       *why = "binary file (" + (m.empty() ? std::string("unknown type") : m) + ")";
       return Format::kUnknown;
     }
+    // Text that is a document: text/* (plain, source code, ...), mail and news, JSON. Other
+    // textual types (PostScript, SVG, RTF, ...) are markup or programs, not documents to read.
+    if (m.rfind("text/", 0) != 0 && m.rfind("message/", 0) != 0 && m != "application/json") {
+      *why = "not a document format read as text (" + m + ")";
+      return Format::kUnknown;
+    }
     *why = cs;
     return Format::kText;
   }
