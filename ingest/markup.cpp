@@ -184,6 +184,10 @@ std::string tex_strip(const std::string& s) {
         i = j;
         continue;
       }
+      if (static_cast<unsigned char>(n) >= 0x80) {  // a backslash before a multi-byte character
+        ++i;                                        // goes; the character stays whole
+        continue;
+      }
       if (n == '\\') {
         out.push_back('\n');
       } else if (n == ',' || n == ';' || n == ' ' || n == '!') {

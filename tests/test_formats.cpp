@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/utf8.h"
 #include "ingest/documents.h"
 #include "tests/test_util.h"
 
@@ -97,6 +98,11 @@ std::string make_tar(const std::string& name, const std::string& data) {
   archive_write_close(a);
   archive_write_free(a);
   return std::string(buf.data(), used);
+}
+
+std::string trim_newlines(std::string s) {
+  while (!s.empty() && s.back() == '\n') s.pop_back();
+  return s;
 }
 
 const Document* find_doc(const ReadResult& r, const std::string& id) {
@@ -379,21 +385,35 @@ TEST(Formats, RstOrgTexAndCsvAreReadAsText) {
   EXPECT_EQ(cocom::ingest::tex_to_text("\\title{open\n\\textbf{x", &title), "open\nx");
   EXPECT_EQ(title, "open x");
   EXPECT_EQ(cocom::ingest::tex_to_text("a\\", &title), "a");
+  // A backslash before a multi-byte character drops the backslash only (found by fuzz_formats).
+  EXPECT_EQ(cocom::ingest::tex_to_text("x\\\xC3\xA9y", &title), "x\xC3\xA9y");
+
+  // Empty input, invalid UTF-8 (repaired with a warning by read_paths, like any text file).
+  for (auto* f :
+       {&cocom::ingest::rst_to_text, &cocom::ingest::org_to_text, &cocom::ingest::tex_to_text}) {
+    title = "x";
+    EXPECT_EQ(trim_newlines((*f)("", &title)), "");
+    EXPECT_EQ(title, "");
+  }
 
   std::string dir = make_temp_dir("fmt-markup");
+  write_bytes(dir + "/e.tex", "caf\xE9 \\emph{x}\n");
   write_bytes(dir + "/a.rst", "Title\n=====\n\nBody.\n");
   write_bytes(dir + "/b.org", "#+title: B\nBody.\n");
   write_bytes(dir + "/c.tex", "\\title{C}\nBody.\n");
   write_bytes(dir + "/d.csv", "name,size\nfoo,1\n");
   ReadResult r = cocom::ingest::read_paths({dir});
-  ASSERT_EQ(r.documents.size(), 4u);
+  ASSERT_EQ(r.documents.size(), 5u);
   EXPECT_EQ(r.documents[0].title, "Title");
   EXPECT_EQ(r.documents[1].title, "B");
   EXPECT_EQ(r.documents[2].title, "C");
   EXPECT_EQ(r.documents[3].title, "d");
   EXPECT_EQ(r.documents[3].text, "name,size\nfoo,1\n");
+  EXPECT_EQ(r.documents[4].text, "caf\xEF\xBF\xBD x\n");
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_EQ(r.warnings[0], dir + "/e.tex: replaced 1 invalid UTF-8 sequence(s) with U+FFFD");
   EXPECT_EQ(r.formats,
-            (std::map<std::string, int64_t>{{"csv", 1}, {"org", 1}, {"rst", 1}, {"tex", 1}}));
+            (std::map<std::string, int64_t>{{"csv", 1}, {"org", 1}, {"rst", 1}, {"tex", 2}}));
   fs::remove_all(dir);
 }
 
@@ -509,11 +529,30 @@ TEST(Formats, HostileContainersGiveClearReasons) {
   for (int i = 0; i < 20; ++i) many.emplace_back("word/media/p" + std::to_string(i) + ".xml", "x");
   write_bytes(dir + "/many.docx", make_zip(many));
 
+  // EPUB and ODT: truncated, empty, invalid UTF-8 in a chapter (repaired like HTML files).
+  const std::string book = make_zip(epub_entries("B"));
+  write_bytes(dir + "/truncated.epub", book.substr(0, book.size() * 2 / 3));
+  write_bytes(dir + "/empty.epub", "");
+  write_bytes(dir + "/truncated.odt", odt("<text:p>x</text:p>", "T").substr(0, 100));
+  Entries bad_chapter = epub_entries("Bad Bytes");
+  bad_chapter[3].second = xhtml("One", "<p>caf\xE9 \xF0\x9F</p>");
+  write_bytes(dir + "/bad-chapter.epub", make_zip(bad_chapter));
+
   ReadOptions opt;
   opt.max_unpacked_bytes = int64_t{1} << 20;
   opt.max_archive_entries = 16;
   ReadResult r = cocom::ingest::read_paths({dir}, opt);
   auto reason = [&](const std::string& f) { return find_skip(r, dir + "/" + f); };
+  for (const char* f : {"truncated.epub", "truncated.odt"}) {
+    EXPECT_EQ(reason(f).rfind("cannot read " + dir + "/" + f + ": ", 0), 0u)
+        << f << ": " << reason(f);
+  }
+  EXPECT_EQ(reason("empty.epub"), "cannot read " + dir + "/empty.epub: not a zip archive");
+  const Document* bc = find_doc(r, dir + "/bad-chapter.epub");
+  ASSERT_TRUE(bc);
+  EXPECT_EQ(bc->title, "Bad Bytes");
+  EXPECT_TRUE(cocom::utf8::is_valid(bc->text));
+  EXPECT_TRUE(has(bc->text, "caf\xEF\xBF\xBD")) << bc->text;
 
   // In UTF-16 the bytes do not give the declaration away; libxml2's amplification guard (or
   // the DOCTYPE check, whichever comes first) stops it before anything is expanded.
@@ -558,7 +597,7 @@ TEST(Formats, HostileContainersGiveClearReasons) {
   EXPECT_EQ(reason("many.docx"), "cannot read " + dir +
                                      "/many.docx: more than max_archive_entries (16) entries in "
                                      "the archive");
-  EXPECT_EQ(r.documents.size(), 2u);  // meta-laughs, bad-title
+  EXPECT_EQ(r.documents.size(), 3u);  // meta-laughs, bad-title, bad-chapter
   fs::remove_all(dir);
 }
 
