@@ -82,8 +82,8 @@ struct ReadResult {
 // the reader: .txt .text, .md .markdown, .html .htm .xhtml, .pdf, .jsonl, .rst, .org, .tex,
 // .csv, .docx, .odt, .epub, and .gz .bz2 .xz (decompressed within max_unpacked_bytes; the inner
 // name, "foo.md" of "foo.md.gz", picks the inner reader). A file without an extension or with
-// another one is typed by its content (libmagic): text (text/* types, mail, JSON; UTF-8, ASCII or
-// Latin-1, converted) is read as text, HTML, PDF, compressed data and the container formats by
+// another one is typed by its content (libmagic): text (UTF-8, ASCII or Latin-1, converted; not
+// PostScript, SVG or RTF) is read as text, HTML, PDF, compressed data and the container formats by
 // their readers, and anything else is skipped with its MIME type ("binary file (image/png)",
 // "not a document format read as text (application/postscript)"). Directories holding a cocom store
 // or any other RocksDB database are never walked into (one `skipped` entry names them), and hidden

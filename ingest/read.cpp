@@ -570,9 +570,9 @@ class Reader {
       *why = "binary file (" + (m.empty() ? std::string("unknown type") : m) + ")";
       return Format::kUnknown;
     }
-    // Text that is a document: text/* (plain, source code, ...), mail and news, JSON. Other
-    // textual types (PostScript, SVG, RTF, ...) are markup or programs, not documents to read.
-    if (m.rfind("text/", 0) != 0 && m.rfind("message/", 0) != 0 && m != "application/json") {
+    // Any text is read (libmagic's finer types are often wrong for prose: a README.Debian was
+    // "HP-GL"), except text that is a page description or a picture, not prose.
+    if (m == "application/postscript" || m == "image/svg+xml" || m == "text/rtf") {
       *why = "not a document format read as text (" + m + ")";
       return Format::kUnknown;
     }
