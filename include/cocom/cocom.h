@@ -298,7 +298,9 @@ struct IngestProgress {
 };
 
 struct IngestOptions {
-  std::vector<std::string> include, exclude;  // fnmatch globs (paths only)
+  // fnmatch globs (paths only). Hidden files and directories under a walked directory are left
+  // out unless an include glob names them with their leading dot (".notes", ".*").
+  std::vector<std::string> include, exclude;
   // Called after every document, and after every part of a long one (see
   // Options::passages_per_batch). Return false to stop: the documents already complete stay
   // stored, a long document cut between its parts is dropped whole (an older version of it
