@@ -99,6 +99,7 @@ IngestStats to_stats(const engine::IngestSummary& s) {
   r.warnings = s.warnings;
   r.stopped_early = s.stopped_early;
   r.seconds = s.seconds;
+  r.formats = s.formats;
   return r;
 }
 
@@ -364,8 +365,19 @@ Result<IngestStats> Engine::Ingest(const std::vector<std::string>& paths,
                                            std::to_string(options.max_nesting_depth) +
                                            ": must be at least 1"));
     }
+    for (const auto& [field, value] :
+         {std::make_pair("max_unpacked_bytes", options.max_unpacked_bytes),
+          std::make_pair("max_archive_entries", options.max_archive_entries)}) {
+      if (value < 0) {
+        throw_status(Status::InvalidArgument(std::string("IngestOptions::") + field + " " +
+                                             std::to_string(value) +
+                                             ": must be >= 0 (0 = no limit)"));
+      }
+    }
     ro.max_file_bytes = options.max_file_bytes;
     ro.max_nesting_depth = options.max_nesting_depth;
+    ro.max_unpacked_bytes = options.max_unpacked_bytes;
+    ro.max_archive_entries = options.max_archive_entries;
     out = to_stats(impl_->ks->ingest_paths(paths, ro, progress_fn(options)));
   });
   if (!s.ok()) return s;

@@ -76,6 +76,7 @@ Json IngestSummary::to_json() const {
   for (const auto& s : skipped) sk.push_back({{"path", s.path}, {"reason", s.reason}});
   j["skipped"] = sk;
   j["warnings"] = warnings;
+  j["formats"] = formats;
   return j;
 }
 
@@ -622,6 +623,7 @@ IngestSummary KnowledgeStore::ingest_paths(const std::vector<std::string>& paths
   ingest::ReadResult rr = ingest::read_paths(paths, ro);
   sum.skipped = rr.skipped;
   sum.warnings = rr.warnings;
+  sum.formats = rr.formats;
   sum = ingest_all(rr.documents, std::move(sum), progress);
   sum.seconds = since(t0);
   return sum;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -70,6 +71,7 @@ struct IngestSummary {
   std::vector<std::string> warnings;
   bool stopped_early = false;  // the progress callback returned false
   double seconds = 0;
+  std::map<std::string, int64_t> formats;  // files read, by format (ingest::ReadResult)
   Json to_json() const;
 };
 

@@ -32,15 +32,16 @@ namespace {
 
 void silence_poppler(const std::string&, void*) {}
 
-}  // namespace
-
-std::string pdf_to_text(const std::string& path, std::string* title) {
+void silence_poppler_once() {
   static const bool silenced = [] {
     poppler::set_debug_error_function(&silence_poppler, nullptr);
     return true;
   }();
   (void)silenced;
-  std::unique_ptr<poppler::document> doc(poppler::document::load_from_file(path));
+}
+
+std::string document_text(std::unique_ptr<poppler::document> doc, const std::string& path,
+                          std::string* title) {
   if (!doc) fail_corrupt("cannot read PDF ", path, ": corrupt, encrypted or unreadable");
   if (doc->is_locked()) fail("cannot read PDF ", path, ": encrypted (password required)");
   std::string out;
@@ -62,6 +63,23 @@ std::string pdf_to_text(const std::string& path, std::string* title) {
     *title = collapse_ws(normalize_text(t));
   }
   return out;
+}
+
+}  // namespace
+
+std::string pdf_to_text(const std::string& path, std::string* title) {
+  silence_poppler_once();
+  return document_text(std::unique_ptr<poppler::document>(poppler::document::load_from_file(path)),
+                       path, title);
+}
+
+std::string pdf_bytes_to_text(const std::string& bytes, const std::string& name,
+                              std::string* title) {
+  silence_poppler_once();
+  if (bytes.size() > static_cast<size_t>(INT32_MAX)) fail("cannot read PDF ", name, ": over 2 GiB");
+  return document_text(std::unique_ptr<poppler::document>(poppler::document::load_from_raw_data(
+                           bytes.data(), static_cast<int>(bytes.size()))),
+                       name, title);
 }
 
 }  // namespace cocom::ingest

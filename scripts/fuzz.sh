@@ -18,7 +18,7 @@ BUILD="$ROOT/build-fuzz"
 CORPUS="$ROOT/fuzz-corpus"
 FIXTURES="$ROOT/tests/data/fixtures"
 ALL_TARGETS=(fuzz_safetensors fuzz_config fuzz_tokenizer fuzz_documents fuzz_read_paths fuzz_chunker
-             fuzz_serve_api fuzz_torch_save)
+             fuzz_serve_api fuzz_torch_save fuzz_formats)
 
 seconds=60
 jobs=2
@@ -273,6 +273,57 @@ seed_torch_save() {
   cp "$FIXTURES/pisco-hub/adapters.pth" "$dir/two-adapters.pth"
   cp "$FIXTURES/pisco-hub/decoder_first_last_layers.pth" "$dir/first-last.pth"
   chmod u+w "$dir"/*
+}
+
+# fuzz_formats: the first byte picks the mode (byte % 16, see fuzz/fuzz_formats.cpp): whole
+# .gz/.bz2/.xz/.docx/.odt/.epub/README/.rst/.org/.tex/.csv files, or one XML part (docx body,
+# odt content, epub package, epub chapter) that the target wraps in a valid container.
+seed_formats() {
+  local dir="$CORPUS/fuzz_formats"
+  mkdir -p "$dir"
+  local py=/usr/bin/python3
+  [[ -x $py ]] || py=python3
+  "$py" - "$dir" <<'PY' || echo "fuzz.sh: (could not write the fuzz_formats seeds)"
+import bz2, gzip, io, lzma, os, sys, zipfile
+out = sys.argv[1]
+def put(mode, name, data):
+    with open(os.path.join(out, name), "wb") as f:
+        f.write(bytes([mode]) + data)
+def zipped(entries):
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
+        for n, d in entries:
+            z.writestr(n, d, compress_type=zipfile.ZIP_STORED if n == "mimetype" else None)
+    return b.getvalue()
+text = b"Release notes\n\nThe frobnicator is fixed.\n"
+W = b'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+body = b'<?xml version="1.0"?><w:document ' + W + b'><w:body><w:p><w:r><w:t>Hi</w:t><w:tab/><w:t>there</w:t></w:r></w:p></w:body></w:document>'
+rels = b'<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="r" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="word/document.xml"/></Relationships>'
+core = b'<?xml version="1.0"?><cp:coreProperties xmlns:cp="urn:cp" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>T</dc:title></cp:coreProperties>'
+NS = b'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" xmlns:dc="http://purl.org/dc/elements/1.1/"'
+content = b'<?xml version="1.0"?><office:document-content ' + NS + b'><office:body><office:text><text:h>H</text:h><text:p>a<text:s text:c="2"/>b<text:tab/>c</text:p></office:text></office:body></office:document-content>'
+container = b'<?xml version="1.0"?><container xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles><rootfile full-path="OPS/p.opf"/></rootfiles></container>'
+opf = b'<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf"><metadata xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>T</dc:title></metadata><manifest><item id="c" href="c.xhtml"/></manifest><spine><itemref idref="c"/></spine></package>'
+chapter = b'<?xml version="1.0"?><!DOCTYPE html><html xmlns="http://www.w3.org/1999/xhtml"><head><title>C</title></head><body><h1>C</h1><p>x &amp; y</p></body></html>'
+laughs = b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aa"><!ENTITY b "&a;&a;">]><w:document ' + W + b'><w:t>&b;</w:t></w:document>'
+put(0, "text.gz", gzip.compress(text))
+put(1, "text.bz2", bz2.compress(text))
+put(2, "text.xz", lzma.compress(text))
+put(3, "doc.docx", zipped([("[Content_Types].xml", b"<Types/>"), ("_rels/.rels", rels), ("word/document.xml", body), ("docProps/core.xml", core)]))
+put(4, "doc.odt", zipped([("mimetype", b"application/vnd.oasis.opendocument.text"), ("content.xml", content), ("meta.xml", b'<?xml version="1.0"?><m ' + NS + b'><dc:title>T</dc:title></m>')]))
+put(5, "book.epub", zipped([("mimetype", b"application/epub+zip"), ("META-INF/container.xml", container), ("OPS/p.opf", opf), ("OPS/c.xhtml", chapter)]))
+put(6, "README", text)
+put(7, "doc.rst", b"Title\n=====\n\nSee ``code`` and `link <http://x>`_.\n\n.. note::\n\n   :ref:`x`::\n")
+put(8, "doc.org", b"#+TITLE: T\n* TODO H\n:PROPERTIES:\n:ID: 1\n:END:\n[[http://x][d]]\n")
+put(9, "doc.tex", b"\\title{A \\emph{T}}\\begin{document}\\section{S}\\label{x} a~b 50\\% % c\n\\end{document}")
+put(10, "doc.csv", b"a,b\n1,2\n")
+put(11, "docx-body.xml", body)
+put(11, "docx-laughs.xml", laughs)
+put(12, "odt-content.xml", content)
+put(13, "epub-opf.xml", opf)
+put(14, "epub-chapter.xhtml", chapter)
+put(15, "readme-gz", text)
+PY
 }
 
 # --- run ---------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ PACKAGES=(
   libsentencepiece-dev sentencepiece
   libspdlog-dev nlohmann-json3-dev libcli11-dev libutf8proc-dev
   libgumbo-dev libpoppler-cpp-dev libmd4c-dev  # HTML, PDF and Markdown readers
+  libmagic-dev libarchive-dev libxml2-dev  # types by content; .gz/.bz2/.xz; .docx .odt .epub
   libxxhash-dev         # content hashes of checkpoints (a store knows its model by them)
   libstemmer-dev        # Snowball stemming for BM25
   libedit-dev           # line editing and history in `cocom console`

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -66,8 +67,9 @@ std::string route_of(const std::string& method, const std::string& path) {
 }
 
 const std::set<std::string>& upload_extensions() {
-  static const std::set<std::string> e = {".txt", ".md",  ".markdown", ".html",
-                                          ".htm", ".pdf", ".jsonl"};
+  static const std::set<std::string> e = {
+      ".txt", ".text", ".md",  ".markdown", ".html", ".htm",  ".xhtml", ".pdf", ".jsonl", ".rst",
+      ".org", ".tex",  ".csv", ".docx",     ".odt",  ".epub", ".gz",    ".bz2", ".xz"};
   return e;
 }
 
@@ -484,7 +486,8 @@ struct Server::Impl {
         for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
         if (!upload_extensions().count(lower)) {
           bad_field(p, base + ": unsupported file type '" + ext +
-                           "' (.txt .md .markdown .html .htm .pdf .jsonl)");
+                           "' (.txt .text .md .markdown .html .htm .xhtml .pdf .jsonl .rst .org "
+                           ".tex .csv .docx .odt .epub, or one of them as .gz .bz2 .xz)");
         }
         if (!names.insert(base).second) bad_field(p, base + ": the same file name twice");
         files.emplace_back(base, &f.content);
@@ -602,7 +605,12 @@ struct Server::Impl {
         io.source_name = [dir](const std::string& abs) {
           return fs::path(abs).lexically_relative(dir).string();
         };
-        r = c.engine->Ingest({dir.string()}, io);
+        // The uploaded files by name (a walk of the directory would leave hidden names out).
+        std::vector<std::string> paths;
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(dir, ec)) paths.push_back(e.path().string());
+        std::sort(paths.begin(), paths.end());
+        r = c.engine->Ingest(paths, io);
       } else {
         r = c.engine->IngestDocuments(job->documents, io);
       }

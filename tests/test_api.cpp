@@ -1057,6 +1057,44 @@ TEST(ApiIdentity, CliIngestChecksInputsBeforeCreatingTheStore) {
   fs::remove_all(dir);
 }
 
+// `cocom ingest` on a directory laid out like /usr/share/doc: files without an extension and
+// compressed ones are read, a binary is skipped with its type, the store inside the directory
+// is not walked into, a hidden file is left out; the summary says what was read per format.
+TEST(ApiIngest, CliReadsFilesByContentAndSaysWhatItRead) {
+  const std::string dir = cocom::test::make_temp_dir("api-ingest-formats");
+  const std::string docs = dir + "/doc/pkg";
+  fs::create_directories(docs);
+  cocom::test::write_bytes(docs + "/copyright",
+                           "Format: https://www.debian.org/doc/packaging-manuals/copyright\n"
+                           "License: GPL-3+\n This program is free software.\n");
+  cocom::test::write_bytes(docs + "/changelog.Debian", "pkg (1.0-1) unstable; urgency=low\n");
+  std::string out;
+  ASSERT_EQ(cocom::test::run_command("gzip -9 " + docs + "/changelog.Debian", &out), 0) << out;
+  cocom::test::write_bytes(docs + "/logo.png",
+                           std::string("\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01"
+                                       "\x08\x06\0\0\0\x1f\x15\xc4\x89",
+                                       33));
+  cocom::test::write_bytes(docs + "/.hidden", "not for the store");
+  const std::string bin = cocom::test::cocom_binary();
+  const std::string cmd = bin + " --threads 2 ingest --db " + dir + "/doc/store --model " +
+                          model_dir() + " " + dir + "/doc";
+  int rc = cocom::test::run_command(cmd, &out);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_TRUE(has(out, "2 added, 0 unchanged, 0 replaced, 2 skipped")) << out;
+  EXPECT_TRUE(has(out, "\n  read: 1 text, 1 text (gzip)\n")) << out;
+  EXPECT_TRUE(has(out, "skipped " + docs + "/logo.png: binary file (image/png)")) << out;
+  EXPECT_TRUE(has(out, "skipped " + dir + "/doc/store: a cocom store (not read)")) << out;
+  EXPECT_FALSE(has(out, ".hidden")) << out;
+  // Again: everything unchanged, the store still not read; --json carries the same.
+  rc = cocom::test::run_command(cmd + " --json 2>/dev/null", &out);
+  EXPECT_EQ(rc, 0) << out;
+  const Json j = parse_json_text(out, "cocom ingest --json");
+  EXPECT_EQ(j["unchanged"], 2);
+  EXPECT_EQ(j["formats"], Json({{"text", 1}, {"text (gzip)", 1}}));
+  EXPECT_EQ(j["skipped"].size(), 2u);
+  fs::remove_all(dir);
+}
+
 // A long document is compressed and written in parts of Options::passages_per_batch, with
 // progress after each part; stopping between parts drops it whole.
 TEST(ApiIngest, LongDocumentsInPartsAreWholeOrAbsent) {

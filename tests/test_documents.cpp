@@ -443,15 +443,19 @@ TEST(ReadPaths, AllFormatsInADirectory) {
               "{\"id\": \"nul\", \"text\": \"a\\u0000b\"}\n"
               "[1, 2]\n");
   write_bytes(dir + "/f.bin.txt", std::string("abc\0def", 7));
-  write_bytes(dir + "/g.xyz", "unsupported");
+  write_bytes(dir + "/g.xyz", "unknown extension, text content");
+  write_bytes(dir + "/i.bin", std::string("\x7f"
+                                          "ELF\x02\x01\x01\0\0\0\0\0\0\0\0\0",
+                                          16));
   write_bytes(dir + "/h.txt", "bad \xFF utf8");
   write_bytes(dir + "/Upper.TXT", "Upper case extension.");
   write_bytes(dir + "/noext", "no extension");
 
   ReadResult r = cocom::ingest::read_paths({dir});
-  ASSERT_EQ(r.documents.size(), 10u);
+  ASSERT_EQ(r.documents.size(), 12u);
 
-  // Sorted by relative path: Upper.TXT, a.txt, b.md, c.html, d.pdf, e.jsonl x4, h.txt.
+  // Sorted by relative path: Upper.TXT, a.txt, b.md, c.html, d.pdf, e.jsonl x4, g.xyz, h.txt,
+  // noext.
   EXPECT_EQ(r.documents[0].id, dir + "/Upper.TXT");
   EXPECT_EQ(r.documents[1].id, dir + "/a.txt");
 
@@ -510,9 +514,20 @@ TEST(ReadPaths, AllFormatsInADirectory) {
   EXPECT_TRUE(any_warning(r, dir + "/h.txt: replaced 1 invalid UTF-8"));
 
   EXPECT_EQ(find_skip(r, dir + "/f.bin.txt"), "binary file");
-  EXPECT_EQ(find_skip(r, dir + "/g.xyz"), "unsupported extension .xyz");
-  EXPECT_EQ(find_skip(r, dir + "/noext"), "unsupported extension (none)");
-  EXPECT_EQ(r.skipped.size(), 6u);  // 3 files, 3 jsonl lines
+  // No known extension: typed by content (text is read, a binary skipped with its type).
+  const Document* g = find_doc(r, dir + "/g.xyz");
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->text, "unknown extension, text content");
+  EXPECT_EQ(g->title, "g");
+  const Document* noext = find_doc(r, dir + "/noext");
+  ASSERT_TRUE(noext);
+  EXPECT_EQ(noext->text, "no extension");
+  EXPECT_EQ(noext->title, "noext");
+  EXPECT_EQ(find_skip(r, dir + "/i.bin").rfind("binary file (application/", 0), 0u)
+      << find_skip(r, dir + "/i.bin");
+  EXPECT_EQ(r.skipped.size(), 5u);  // 2 files, 3 jsonl lines
+  EXPECT_EQ(r.formats, (std::map<std::string, int64_t>{
+                           {"html", 1}, {"jsonl", 1}, {"markdown", 1}, {"pdf", 1}, {"text", 5}}));
 
   // Deterministic.
   ReadResult r2 = cocom::ingest::read_paths({dir});

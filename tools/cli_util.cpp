@@ -51,6 +51,7 @@ std::string cli_terms(const std::string& api_message) {
       {"passages_per_batch", "--passages-per-batch"},
       {"max_file_bytes", "--max-file-mb"},
       {"max_nesting_depth", "--max-nesting-depth"},
+      {"max_unpacked_bytes", "--max-unpacked-mb"},
       {"query_prefix", "--query-prefix"},
       {"passage_prefix", "--passage-prefix"},
       {"device", "--device"},

@@ -185,6 +185,10 @@ int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
   }
   if (a.max_nesting_depth < 1) fail("--max-nesting-depth ", a.max_nesting_depth, ": must be >= 1");
   io.max_file_bytes = a.max_file_mb << 20;
+  if (a.max_unpacked_mb < 0 || a.max_unpacked_mb > (int64_t{1} << 30)) {
+    fail("--max-unpacked-mb ", a.max_unpacked_mb, ": must be between 0 (no limit) and 2^30");
+  }
+  io.max_unpacked_bytes = a.max_unpacked_mb << 20;
   io.max_nesting_depth = a.max_nesting_depth;
   const bool tty = ::isatty(2) && !a.json && !a.progress_lines;
   // Ctrl-C stops after the document being written; what was committed stays.
@@ -222,12 +226,19 @@ int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
     for (const auto& k : s.skipped) sk.push_back({{"path", k.path}, {"reason", k.reason}});
     j["skipped"] = sk;
     j["warnings"] = s.warnings;
+    j["formats"] = s.formats;
     j["stopped_early"] = s.stopped_early;
     j["store"] = stats_json(*engine);
     std::cout << j.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
     return rc;
   }
   std::string skipped;
+  if (!s.formats.empty()) {  // what was read, by format
+    skipped += "\n  read:";
+    for (const auto& [format, files] : s.formats) {
+      skipped += (skipped.back() == ':' ? " " : ", ") + std::to_string(files) + " " + format;
+    }
+  }
   for (const auto& k : s.skipped) skipped += "\n  skipped " + k.path + ": " + k.reason;
   std::printf(
       "%lld added, %lld unchanged, %lld replaced, %zu skipped; %lld passages in %.1f s (%.1f "

@@ -83,7 +83,7 @@ struct IngestArgs {
   std::vector<std::string> paths, include, exclude;
   int64_t overlap = -1;  // -1: unset (the store's, or 0 for a new store)
   int64_t passages_per_batch = 256;
-  int64_t max_file_mb = 256, max_nesting_depth = 256;
+  int64_t max_file_mb = 256, max_nesting_depth = 256, max_unpacked_mb = 256;
   bool json = false;
   bool progress_lines = false;  // one progress line per document, even when stderr is no terminal
 };

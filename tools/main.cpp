@@ -234,9 +234,13 @@ int main(int argc, char** argv) {
   IngestArgs ing;
   auto* c_ing = app.add_subcommand(
       "ingest",
-      "read, chunk, compress and index documents (.txt .md .html .pdf .jsonl, directories)");
+      "read, chunk, compress and index documents (.txt .md .html .pdf .jsonl .rst .org .tex "
+      ".csv .docx .odt .epub, the same compressed as .gz .bz2 .xz, text files typed by content; "
+      "directories)");
   add_store_options(c_ing, ing.store, true);
-  c_ing->add_option("--include", ing.include, "glob of files to take (repeatable)");
+  c_ing->add_option("--include", ing.include,
+                    "glob of files to take (repeatable); hidden files and directories are "
+                    "skipped unless a glob names them with their leading dot (.notes, .*)");
   c_ing->add_option("--exclude", ing.exclude, "glob of files to skip (repeatable)");
   c_ing->add_option("--overlap", ing.overlap,
                     "tokens repeated between consecutive passages (a new store: default 0; an "
@@ -255,6 +259,11 @@ int main(int argc, char** argv) {
       ->add_option("--max-nesting-depth", ing.max_nesting_depth,
                    "HTML elements nested deeper are flattened (text kept); JSON lines nested "
                    "deeper are skipped")
+      ->capture_default_str();
+  c_ing
+      ->add_option("--max-unpacked-mb", ing.max_unpacked_mb,
+                   "skip a .gz/.bz2/.xz file or a .docx/.odt/.epub container that unpacks to "
+                   "more than this many MB (0 = no limit)")
       ->capture_default_str();
   c_ing->add_flag("--json", ing.json, "print a JSON summary");
   c_ing->add_flag("--progress-lines", ing.progress_lines,

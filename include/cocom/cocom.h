@@ -41,6 +41,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -301,7 +302,9 @@ struct IngestProgress {
 };
 
 struct IngestOptions {
-  std::vector<std::string> include, exclude;  // fnmatch globs (paths only)
+  // fnmatch globs (paths only). Hidden files and directories under a walked directory are left
+  // out unless an include glob names them with their leading dot (".notes", ".*").
+  std::vector<std::string> include, exclude;
   // Called after every document, and after every part of a long one (see
   // Options::passages_per_batch). Return false to stop: the documents already complete stay
   // stored, a long document cut between its parts is dropped whole (an older version of it
@@ -317,6 +320,11 @@ struct IngestOptions {
   // text kept, with a warning) and skips a JSON line ("FILE:N" in `skipped`).
   int64_t max_file_bytes = int64_t{256} << 20;
   int64_t max_nesting_depth = 256;
+  // Ingest(paths) only: a .gz/.bz2/.xz file or a .docx/.odt/.epub container unpacking to more
+  // than max_unpacked_bytes, or a container of more than max_archive_entries entries, is
+  // skipped with a reason naming the file and the limit (0 = no limit; < 0 is an error).
+  int64_t max_unpacked_bytes = int64_t{256} << 20;
+  int64_t max_archive_entries = 10000;
 };
 
 struct SkippedInput {
@@ -330,6 +338,10 @@ struct IngestStats {
   std::vector<std::string> warnings;
   bool stopped_early = false;
   double seconds = 0;
+  // Ingest(paths) only: files that gave documents, by the format they were read as ("text",
+  // "markdown", "html", "pdf", "jsonl", "rst", "org", "tex", "csv", "docx", "odt", "epub";
+  // "text (gzip)" for a compressed one).
+  std::map<std::string, int64_t> formats;
 };
 
 // ---------------------------------------------------------------------------------------------
