@@ -891,6 +891,8 @@ ImportSummary KnowledgeStore::import_shards(const std::string& db,
     storage::Manifest m = shards.front().manifest;
     m.schema_version = storage::kSchemaVersion;
     store = storage::Store::open(db, m);
+    // The view at once: Engine::Open knows a store by it, also one whose import is cut off.
+    write_store_view(*store);
     log::info("{}: created from the manifest of shard {}", db, shards.front().dir);
   }
   ImportSummary sum;
