@@ -27,6 +27,7 @@
 #include "model/runtime.h"
 #include "model/safetensors.h"
 #include "model/tokenizer.h"
+#include "storage/shard.h"
 #include "storage/store.h"
 
 #ifndef COCOM_SOURCE_DIR
@@ -195,7 +196,7 @@ struct CheckpointSpec {
 }  // namespace
 
 int run_store_bench(const StoreBenchOptions& opt) {
-  bool do_ingest = false, do_search = false;
+  bool do_ingest = false, do_search = false, do_import = false;
   {
     std::stringstream ss(opt.what);
     std::string part;
@@ -204,12 +205,16 @@ int run_store_bench(const StoreBenchOptions& opt) {
         do_ingest = true;
       } else if (part == "search") {
         do_search = true;
+      } else if (part == "import") {
+        do_import = true;
       } else if (!part.empty()) {
-        fail("--what ", opt.what, ": unknown part '", part, "' (expected ingest, search)");
+        fail("--what ", opt.what, ": unknown part '", part, "' (expected ingest, search, import)");
       }
     }
   }
-  if (!do_ingest && !do_search) fail("--what ", opt.what, ": nothing to run");
+  if (!do_ingest && !do_search && !do_import) fail("--what ", opt.what, ": nothing to run");
+  if (opt.import_passages < 1)
+    fail("--import-passages ", opt.import_passages, ": must be at least 1");
   if (opt.passages < 1) fail("--passages ", opt.passages, ": must be at least 1");
   if (opt.dim < 1) fail("--dim ", opt.dim, ": must be at least 1");
   if (opt.queries < 1) fail("--queries ", opt.queries, ": must be at least 1");
@@ -549,6 +554,113 @@ int run_store_bench(const StoreBenchOptions& opt) {
       out["search_settings"] = {
           {"passages", opt.passages}, {"dim", opt.dim}, {"queries", opt.queries}, {"k", 5}};
     }
+    if (do_import) {
+      // Sharded bulk ingestion's merge against the ordinary write path, on the same rows:
+      // documents of 10 passages with random context embeddings [8, 512] fp16 (8 KiB, the
+      // size of x16 embeddings at hidden 512) and ~100-word texts with their postings.
+      const int64_t n = opt.import_passages;
+      storage::Manifest man;
+      man.compressor_fingerprint = "bench-store-synthetic";
+      man.compr_rate = 16;
+      man.embeddings_per_passage = 8;
+      man.embedding_dim = 512;
+      man.embedding_dtype = storage::EmbeddingDType::F16;
+      man.context_max_length = 128;
+      man.chunk_overlap_tokens = 0;
+      man.has_prefixes = true;
+      std::normal_distribution<float> gauss(0.f, 1.f);
+      auto rows = [&](int64_t d0) {  // one document's passages, the same for every store
+        std::mt19937_64 drng(opt.seed * 1000003 + static_cast<uint64_t>(d0));
+        std::vector<storage::NewPassage> np;
+        for (int64_t p = 0; p < 10; ++p) {
+          storage::NewPassage x;
+          std::string text;
+          for (int w = 0; w < 100; ++w)
+            text += (w ? " " : "") + synthetic_word(int64_t(drng() % 20000));
+          x.record.index = p;
+          x.terms = index::analyze(text);
+          x.record.text = std::move(text);
+          x.embeddings.resize(8 * 512);
+          for (float& v : x.embeddings) v = gauss(drng);
+          np.push_back(std::move(x));
+        }
+        return np;
+      };
+      auto doc_of = [](int64_t d) {
+        storage::DocumentRecord doc;
+        doc.id = "doc-" + std::to_string(d);
+        doc.source = doc.id + ".txt";
+        doc.title = doc.id;
+        doc.content_hash = std::to_string(d);
+        doc.meta_json = "{}";
+        return doc;
+      };
+      const int64_t docs = (n + 9) / 10;
+      auto fill = [&](storage::Store& st) {
+        double t = now_s();
+        for (int64_t d = 0; d < docs; ++d) st.put_document(doc_of(d), rows(d));
+        return now_s() - t;
+      };
+      // The row generation alone, to take it out of the write times.
+      double t0 = now_s();
+      for (int64_t d = 0; d < docs; ++d) (void)rows(d);
+      const double gen_s = now_s() - t0;
+      const std::string plain_db = work + "/import-plain", worker_db = work + "/import-worker",
+                        shard_dir = work + "/import-shard", merged_db = work + "/import-merged";
+      for (const auto& d : {plain_db, worker_db, shard_dir, merged_db}) remove_all_quiet(d);
+      log("import: " + std::to_string(docs * 10) + " passages through put_document ...");
+      double write_s = 0;
+      uintmax_t plain_bytes = 0;
+      {
+        auto st = storage::Store::open(plain_db, man);
+        write_s = fill(*st) - gen_s;
+      }
+      for (const auto& e : fs::recursive_directory_iterator(plain_db)) {
+        if (e.is_regular_file()) plain_bytes += e.file_size();
+      }
+      double export_s = 0;
+      {
+        auto st = storage::Store::open(worker_db, man);
+        st->set_first_passage_id(storage::shard_first_passage_id(opt.seed, 0));
+        fill(*st);
+        t0 = now_s();
+        st->export_shard(shard_dir, 0, 1);
+        export_s = now_s() - t0;
+      }
+      log("import: validating and importing the shard ...");
+      t0 = now_s();
+      storage::ShardContents sc = storage::read_shard(shard_dir);
+      const double validate_s = now_s() - t0;
+      double link_s = 0;
+      {
+        auto st = storage::Store::open(merged_db, man);
+        t0 = now_s();
+        st->import_shards({sc});
+        link_s = now_s() - t0;
+      }
+      if (!keep) {
+        for (const auto& d : {plain_db, worker_db, shard_dir, merged_db}) remove_all_quiet(d);
+      }
+      const double pn = double(docs * 10);
+      Json ij;
+      ij["passages"] = docs * 10;
+      ij["embedding_shape"] = {8, 512};
+      ij["embedding_dtype"] = "fp16";
+      ij["store_bytes"] = plain_bytes;
+      ij["write_path_seconds"] = write_s;
+      ij["write_path_passages_per_s"] = pn / write_s;
+      ij["export_seconds"] = export_s;
+      ij["validate_seconds"] = validate_s;
+      ij["link_seconds"] = link_s;
+      ij["import_passages_per_s"] = pn / (validate_s + link_s);
+      ij["link_passages_per_s"] = pn / link_s;
+      out["import"] = ij;
+      std::snprintf(line, sizeof line,
+                    "import: write path %.0f passages/s; shard export %.2f s; import %.0f "
+                    "passages/s (validation %.2f s + link %.2f s)",
+                    pn / write_s, export_s, pn / (validate_s + link_s), validate_s, link_s);
+      log(line);
+    }
   } catch (...) {
     if (!keep) remove_all_quiet(work);
     throw;
@@ -604,6 +716,24 @@ int run_store_bench(const StoreBenchOptions& opt) {
                 b["p50_ms"].get<double>(), b["p99_ms"].get<double>(), b["mean_ms"].get<double>(),
                 b["fill_passages_per_s"].get<double>(),
                 double(b["db_bytes"].get<uintmax_t>()) / 1e6);
+  }
+  if (out.contains("import")) {
+    const Json& m = out["import"];
+    std::printf(
+        "\nImport of a shard vs the ordinary write path, %lld passages of [8, 512] fp16 "
+        "embeddings (%.1f MB store)\n",
+        static_cast<long long>(m["passages"].get<int64_t>()),
+        double(m["store_bytes"].get<uintmax_t>()) / 1e6);
+    std::printf("%-44s %10.2f s %12.0f passages/s\n", "write path (put_document per document)",
+                m["write_path_seconds"].get<double>(),
+                m["write_path_passages_per_s"].get<double>());
+    std::printf("%-44s %10.2f s\n", "worker: export as SST files",
+                m["export_seconds"].get<double>());
+    std::printf("%-44s %10.2f s %12.0f passages/s\n", "import: validation + IngestExternalFiles",
+                m["validate_seconds"].get<double>() + m["link_seconds"].get<double>(),
+                m["import_passages_per_s"].get<double>());
+    std::printf("%-44s %10.2f s %12.0f passages/s\n", "  of which IngestExternalFiles",
+                m["link_seconds"].get<double>(), m["link_passages_per_s"].get<double>());
   }
   return 0;
 }

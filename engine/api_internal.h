@@ -22,6 +22,10 @@
 
 namespace cocom {
 
+namespace engine {
+class KnowledgeStore;
+}  // namespace engine
+
 namespace api {
 
 using Clock = std::chrono::steady_clock;
@@ -155,6 +159,8 @@ at::Tensor contexts_tensor(const model::CocomModel& m, const ContextEmbeddings& 
 
 // Tests reach the objects behind the public API through this (tests/test_api.cpp).
 struct InternalAccess {
+  // The store under an Engine (IngestShard runs its worker store through it).
+  static engine::KnowledgeStore& knowledge_store(Engine& e);
   static std::shared_ptr<const model::CocomModel> cocom_model(const Model& m);
   // The Model's continuous-batching scheduler, or null (ModelOptions::max_batch = 0).
   static generate::Batcher* batcher(const Model& m);

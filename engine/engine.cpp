@@ -21,6 +21,7 @@
 #include "engine/knowledge_store.h"
 #include "generate/cocom_generate.h"
 #include "model/runtime.h"
+#include "storage/shard.h"
 #include "storage/store.h"
 
 namespace cocom {
@@ -113,6 +114,46 @@ engine::IngestProgressFn progress_fn(const IngestOptions& o) {
     q.seconds = p.seconds;
     return o.progress(q);
   };
+}
+
+// Ingest's inputs: every path must exist.
+void check_paths(const std::vector<std::string>& paths) {
+  if (paths.empty()) throw_status(Status::InvalidArgument("no paths given (files or directories)"));
+  for (const auto& p : paths) {
+    if (!std::filesystem::exists(p))
+      throw_status(Status::NotFound(p + ": no such file or directory"));
+  }
+}
+
+ingest::ReadOptions read_options(const IngestOptions& options) {
+  ingest::ReadOptions ro;
+  ro.include = options.include;
+  ro.exclude = options.exclude;
+  ro.source_name = options.source_name;
+  if (options.max_file_bytes < 0) {
+    throw_status(Status::InvalidArgument("IngestOptions::max_file_bytes " +
+                                         std::to_string(options.max_file_bytes) +
+                                         ": must be >= 0 (0 = no limit)"));
+  }
+  if (options.max_nesting_depth < 1) {
+    throw_status(Status::InvalidArgument("IngestOptions::max_nesting_depth " +
+                                         std::to_string(options.max_nesting_depth) +
+                                         ": must be at least 1"));
+  }
+  for (const auto& [field, value] :
+       {std::make_pair("max_unpacked_bytes", options.max_unpacked_bytes),
+        std::make_pair("max_archive_entries", options.max_archive_entries)}) {
+    if (value < 0) {
+      throw_status(Status::InvalidArgument(std::string("IngestOptions::") + field + " " +
+                                           std::to_string(value) +
+                                           ": must be >= 0 (0 = no limit)"));
+    }
+  }
+  ro.max_file_bytes = options.max_file_bytes;
+  ro.max_nesting_depth = options.max_nesting_depth;
+  ro.max_unpacked_bytes = options.max_unpacked_bytes;
+  ro.max_archive_entries = options.max_archive_entries;
+  return ro;
 }
 
 const char* code_name(Status::Code c) {
@@ -336,6 +377,8 @@ Result<std::shared_ptr<Model>> Engine::GetModel() const {
   return m;
 }
 
+engine::KnowledgeStore& InternalAccess::knowledge_store(Engine& e) { return *e.impl_->ks; }
+
 std::shared_ptr<const model::CocomModel> InternalAccess::cocom_model(const Engine& e) {
   if (!e.impl_->ks->model_loaded()) return nullptr;
   return e.impl_->ks->shared_model();
@@ -345,40 +388,8 @@ Result<IngestStats> Engine::Ingest(const std::vector<std::string>& paths,
                                    const IngestOptions& options) {
   IngestStats out;
   Status s = guard("Ingest", [&] {
-    if (paths.empty())
-      throw_status(Status::InvalidArgument("no paths given (files or directories)"));
-    for (const auto& p : paths) {
-      if (!std::filesystem::exists(p))
-        throw_status(Status::NotFound(p + ": no such file or directory"));
-    }
-    ingest::ReadOptions ro;
-    ro.include = options.include;
-    ro.exclude = options.exclude;
-    ro.source_name = options.source_name;
-    if (options.max_file_bytes < 0) {
-      throw_status(Status::InvalidArgument("IngestOptions::max_file_bytes " +
-                                           std::to_string(options.max_file_bytes) +
-                                           ": must be >= 0 (0 = no limit)"));
-    }
-    if (options.max_nesting_depth < 1) {
-      throw_status(Status::InvalidArgument("IngestOptions::max_nesting_depth " +
-                                           std::to_string(options.max_nesting_depth) +
-                                           ": must be at least 1"));
-    }
-    for (const auto& [field, value] :
-         {std::make_pair("max_unpacked_bytes", options.max_unpacked_bytes),
-          std::make_pair("max_archive_entries", options.max_archive_entries)}) {
-      if (value < 0) {
-        throw_status(Status::InvalidArgument(std::string("IngestOptions::") + field + " " +
-                                             std::to_string(value) +
-                                             ": must be >= 0 (0 = no limit)"));
-      }
-    }
-    ro.max_file_bytes = options.max_file_bytes;
-    ro.max_nesting_depth = options.max_nesting_depth;
-    ro.max_unpacked_bytes = options.max_unpacked_bytes;
-    ro.max_archive_entries = options.max_archive_entries;
-    out = to_stats(impl_->ks->ingest_paths(paths, ro, progress_fn(options)));
+    check_paths(paths);
+    out = to_stats(impl_->ks->ingest_paths(paths, read_options(options), progress_fn(options)));
   });
   if (!s.ok()) return s;
   return out;
@@ -440,6 +451,7 @@ Result<std::vector<Passage>> Engine::Search(const std::string& query,
     if (query.find_first_not_of(" \t\r\n") == std::string::npos) {
       throw_status(Status::InvalidArgument("the query is empty"));
     }
+    impl_->ks->catch_up();  // a read-only Engine: what the writer committed since
     const size_t k = options.k ? options.k : impl_->opt.top_k;
     const SearchMode mode = options.mode.value_or(impl_->opt.search_mode);
     check_mode(mode, impl_->ks->has_dense(), "SearchOptions::mode");
@@ -469,6 +481,7 @@ Result<Answer> Engine::Impl::ask(const std::string& question, const TokenCallbac
     if (question.find_first_not_of(" \t\r\n") == std::string::npos) {
       throw_status(Status::InvalidArgument("the question is empty"));
     }
+    ks->catch_up();  // a read-only Engine: what the writer committed since
     const size_t k = options.k ? options.k : opt.top_k;
     const SearchMode mode = options.mode.value_or(opt.search_mode);
     check_mode(mode, ks->has_dense(), "AskOptions::mode");
@@ -534,6 +547,7 @@ Result<Answer> Engine::Impl::ask(const std::string& question, const TokenCallbac
 Result<EngineStats> Engine::Stats() const {
   EngineStats st;
   Status s = guard("Stats", [&] {
+    impl_->ks->catch_up();
     Json info = impl_->ks->info();
     const storage::Manifest& mf = impl_->ks->store().manifest();
     st.db_path = impl_->opt.db_path;
@@ -562,6 +576,86 @@ Result<EngineStats> Engine::Stats() const {
   });
   if (!s.ok()) return s;
   return st;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shards
+
+Result<IngestStats> IngestShard(const Options& options, const std::vector<std::string>& paths,
+                                const ShardOptions& shard, const IngestOptions& ingest) {
+  namespace fs = std::filesystem;
+  IngestStats out;
+  Status s = guard("IngestShard", [&] {
+    if (shard.count < 1 || shard.count > static_cast<int>(storage::kMaxShards) || shard.index < 0 ||
+        shard.index >= shard.count) {
+      throw_status(Status::InvalidArgument(
+          "ShardOptions " + std::to_string(shard.index) + "/" + std::to_string(shard.count) +
+          " (--shard I/N): expected 0 <= I < N <= " + std::to_string(storage::kMaxShards)));
+    }
+    if (shard.export_dir.empty()) {
+      throw_status(Status::InvalidArgument(
+          "ShardOptions::export_dir is empty (--export-sst DIR): name where the shard goes"));
+    }
+    check_paths(paths);
+    const ingest::ReadOptions ro = read_options(ingest);
+    const fs::path dir(shard.export_dir);
+    const fs::path work = dir / "work";
+    std::error_code ec;
+    if (fs::exists(dir / "shard.json", ec)) {
+      throw_status(Status::InvalidArgument(
+          "--export-sst " + shard.export_dir +
+          ": holds a finished shard already (shard.json); use another directory"));
+    }
+    if (fs::exists(dir, ec)) {
+      if (!fs::is_directory(dir, ec)) {
+        throw_status(
+            Status::InvalidArgument("--export-sst " + shard.export_dir + ": is not a directory"));
+      }
+      for (const auto& e : fs::directory_iterator(dir, ec)) {
+        if (e.path().filename() != "work") {
+          throw_status(Status::InvalidArgument(
+              "--export-sst " + shard.export_dir + ": is not empty (it holds " +
+              e.path().filename().string() + "); a shard goes into a new directory"));
+        }
+      }
+    }
+    fs::remove_all(work, ec);  // what a killed worker left
+    Options o = options;
+    o.db_path = work.string();
+    o.create_if_missing = true;
+    o.read_only = false;
+    o.load_model_eagerly = true;
+    std::unique_ptr<Engine> engine;
+    Status st = Engine::Open(o, &engine);
+    if (!st.ok()) throw_status(st);
+    out = to_stats(InternalAccess::knowledge_store(*engine).ingest_shard(
+        paths, ro, progress_fn(ingest), shard.index, shard.count, shard.export_dir));
+    engine.reset();
+    fs::remove_all(work, ec);
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+Result<ImportStats> ImportShards(const std::string& db_path,
+                                 const std::vector<std::string>& shard_dirs) {
+  ImportStats out;
+  Status s = guard("ImportShards", [&] {
+    if (db_path.empty())
+      throw_status(Status::InvalidArgument("the store directory is empty (--db)"));
+    if (shard_dirs.empty()) {
+      throw_status(Status::InvalidArgument("no shard directories given"));
+    }
+    const engine::ImportSummary sum = engine::KnowledgeStore::import_shards(db_path, shard_dirs);
+    out.imported = sum.result.imported;
+    out.already_imported = sum.result.already;
+    out.documents = sum.result.documents;
+    out.passages = sum.result.passages;
+    out.index_vectors = sum.index_vectors;
+    out.seconds = sum.seconds;
+  });
+  if (!s.ok()) return s;
+  return out;
 }
 
 }  // namespace cocom

@@ -1,5 +1,6 @@
 #include "engine/knowledge_store.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -16,6 +17,7 @@
 #include "model/fingerprint.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
+#include "storage/shard.h"
 
 namespace fs = std::filesystem;
 
@@ -54,6 +56,43 @@ void check_finite(const at::Tensor& t, const std::string& maker, const std::stri
   fail_precondition("--model ", model_dir, ": this checkpoint (", fp,
                     ") is not the compressor the store at ", db, " was built with (", stored_fp,
                     "); pass the original --model, or ingest into a new store");
+}
+
+void write_store_view(const storage::Store& store) {
+  // cocom-db.json: what the manifest says, for people and scripts (never read back, except to
+  // upgrade a store made before the manifest kept its settings).
+  const storage::Manifest m = store.manifest();
+  Json s;
+  s["model"] = m.model_dir;
+  s["retriever"] = m.retriever_dir;
+  s["index_factory"] = m.index_factory;
+  s["embedding_dtype"] = storage::embedding_dtype_name(m.embedding_dtype);
+  s["context_max_length"] = m.context_max_length;
+  s["chunk_overlap_tokens"] = m.chunk_overlap_tokens;
+  s["query_prefix"] = m.query_prefix;
+  s["passage_prefix"] = m.passage_prefix;
+  s["ingest_weights"] = m.ingest_weights;
+  s["compressor_fingerprint"] = m.compressor_fingerprint;
+  s["compr_rate"] = m.compr_rate;
+  s["embedding_shape"] = {m.embeddings_per_passage, m.embedding_dim};
+  s["note"] = "a view of the store's manifest (in RocksDB); editing it changes nothing";
+  const std::string path = join_path(store.path(), kSettingsFile);
+  Json old = file_exists(path) ? read_json_file(path) : Json();
+  if (old != s) write_json_file(path, s);
+}
+
+// A dense index of every retriever vector the store holds.
+std::unique_ptr<index::DenseIndex> dense_from_store(const storage::Store& store,
+                                                    const std::string& factory, int64_t dim) {
+  auto fresh = index::DenseIndex::create(factory, dim);
+  std::vector<uint64_t> ids;
+  std::vector<float> vecs;
+  store.for_each_retriever_vector([&](uint64_t id, const std::vector<float>& v) {
+    ids.push_back(id);
+    vecs.insert(vecs.end(), v.begin(), v.end());
+  });
+  if (!ids.empty()) fresh->add(ids, vecs);
+  return fresh;
 }
 
 }  // namespace
@@ -345,28 +384,7 @@ void KnowledgeStore::check_writable(const char* what) const {
   }
 }
 
-void KnowledgeStore::write_settings_view() const {
-  // cocom-db.json: what the manifest says, for people and scripts (never read back, except to
-  // upgrade a store made before the manifest kept its settings).
-  const storage::Manifest m = store_->manifest();
-  Json s;
-  s["model"] = m.model_dir;
-  s["retriever"] = m.retriever_dir;
-  s["index_factory"] = m.index_factory;
-  s["embedding_dtype"] = storage::embedding_dtype_name(m.embedding_dtype);
-  s["context_max_length"] = m.context_max_length;
-  s["chunk_overlap_tokens"] = m.chunk_overlap_tokens;
-  s["query_prefix"] = m.query_prefix;
-  s["passage_prefix"] = m.passage_prefix;
-  s["ingest_weights"] = m.ingest_weights;
-  s["compressor_fingerprint"] = m.compressor_fingerprint;
-  s["compr_rate"] = m.compr_rate;
-  s["embedding_shape"] = {m.embeddings_per_passage, m.embedding_dim};
-  s["note"] = "a view of the store's manifest (in RocksDB); editing it changes nothing";
-  const std::string path = join_path(store_->path(), kSettingsFile);
-  Json old = file_exists(path) ? read_json_file(path) : Json();
-  if (old != s) write_json_file(path, s);
-}
+void KnowledgeStore::write_settings_view() const { write_store_view(*store_); }
 
 void KnowledgeStore::check_ingest_weights(const model::CocomModel& m) {
   const std::string w = model::weight_format_name(m.decoder().weight_format());
@@ -434,14 +452,7 @@ const model::CocomModel& KnowledgeStore::loaded_model() const { return *shared_m
 void KnowledgeStore::rebuild_dense() {
   // Built aside (writers are serialised, so the store does not change meanwhile), then
   // swapped in under the exclusive lock so that searches never see a half-built index.
-  auto fresh = index::DenseIndex::create(*opt_.index_factory, retriever_->dim());
-  std::vector<uint64_t> ids;
-  std::vector<float> vecs;
-  store_->for_each_retriever_vector([&](uint64_t id, const std::vector<float>& v) {
-    ids.push_back(id);
-    vecs.insert(vecs.end(), v.begin(), v.end());
-  });
-  if (!ids.empty()) fresh->add(ids, vecs);
+  auto fresh = dense_from_store(*store_, *opt_.index_factory, retriever_->dim());
   const uint64_t seq = store_->sequence();
   {
     std::unique_lock<WriterPriorityMutex> lock(mu_);
@@ -845,6 +856,122 @@ Json KnowledgeStore::info() const {
   j["model"] = opt_.model_dir;
   j["retriever"] = opt_.retriever_dir;
   return j;
+}
+
+// ---------------------------------------------------------------------------------------
+// Shards and readers catching up
+
+IngestSummary KnowledgeStore::ingest_shard(const std::vector<std::string>& paths,
+                                           const ingest::ReadOptions& ro,
+                                           const IngestProgressFn& progress, int64_t index,
+                                           int64_t count, const std::string& export_dir) {
+  auto t0 = std::chrono::steady_clock::now();
+  check_writable("ingest");
+  if (count < 1 || count > storage::kMaxShards || index < 0 || index >= count) {
+    fail("--shard ", index, "/", count, ": expected I/N with 0 <= I < N <= ", storage::kMaxShards);
+  }
+  loaded_model();
+  IngestSummary sum;
+  ingest::ReadResult rr = ingest::read_paths(paths, ro);
+  sum.skipped = rr.skipped;
+  sum.warnings = rr.warnings;
+  // The run: every input document (every worker reads the same list), so that the shards of
+  // one run get disjoint passage id ranges without talking to each other.
+  std::vector<std::string> keys;
+  keys.reserve(rr.documents.size());
+  for (const auto& d : rr.documents) keys.push_back(d.id + '\n' + ingest::content_hash(d));
+  std::sort(keys.begin(), keys.end());
+  uint64_t run = fnv1a64("cocom-shard-run/" + std::to_string(count));
+  for (const auto& k : keys) run = fnv1a64(k + '\n', run);
+  std::vector<ingest::Document> mine;
+  for (auto& d : rr.documents) {
+    if (storage::shard_of_document(d.id, count) == index) mine.push_back(std::move(d));
+  }
+  store_->set_first_passage_id(storage::shard_first_passage_id(run, index));
+  sum = ingest_all(mine, std::move(sum), progress);
+  if (!sum.stopped_early) store_->export_shard(export_dir, index, count);
+  sum.seconds = since(t0);
+  return sum;
+}
+
+ImportSummary KnowledgeStore::import_shards(const std::string& db,
+                                            const std::vector<std::string>& dirs) {
+  auto t0 = std::chrono::steady_clock::now();
+  if (db.empty()) fail("--db: a store directory is required");
+  if (dirs.empty()) fail("store import: give at least one shard directory");
+  // Every shard is read and checked before the store is touched.
+  std::vector<storage::ShardContents> shards;
+  for (const auto& d : dirs) shards.push_back(storage::read_shard(d));
+  std::unique_ptr<storage::Store> store;
+  if (file_exists(join_path(db, "CURRENT"))) {
+    storage::Manifest none;
+    none.schema_version = 0;
+    store = storage::Store::open(db, none);
+    if (store->manifest().schema_version == 0) store.reset();  // a creation cut off: again
+  }
+  if (!store) {
+    storage::Manifest m = shards.front().manifest;
+    m.schema_version = storage::kSchemaVersion;
+    store = storage::Store::open(db, m);
+    // The view at once: Engine::Open knows a store by it, also one whose import is cut off.
+    write_store_view(*store);
+    log::info("{}: created from the manifest of shard {}", db, shards.front().dir);
+  }
+  ImportSummary sum;
+  sum.result = store->import_shards(shards);
+  const storage::Manifest mf = store->manifest();
+  if (mf.retriever_dim > 0) {
+    const std::string path = join_path(db, "dense.faiss");
+    bool fresh = false;
+    if (sum.result.imported.empty() && file_exists(path)) {
+      try {
+        auto d = index::DenseIndex::load(path, mf.retriever_dim);
+        fresh = d->saved_sequence() == store->sequence();
+        sum.index_vectors = d->size();
+      } catch (const Error&) {
+      }
+    }
+    if (!fresh) {
+      auto d = dense_from_store(*store, mf.index_factory, mf.retriever_dim);
+      d->save(path, store->sequence());
+      sum.index_vectors = d->size();
+    }
+  }
+  write_store_view(*store);
+  sum.seconds = since(t0);
+  return sum;
+}
+
+bool KnowledgeStore::catch_up() {
+  if (!opt_.read_only) return false;
+  std::lock_guard<std::mutex> one(write_mu_);  // one catch-up at a time (a reader never writes)
+  bool changed = false;
+  try {
+    {
+      std::unique_lock<WriterPriorityMutex> lock(mu_);
+      changed = store_->catch_up();
+    }
+    if (changed && retriever_) {
+      const uint64_t seq = store_->sequence();
+      std::unique_ptr<index::DenseIndex> fresh;
+      if (file_exists(index_path_)) {
+        try {
+          auto d = index::DenseIndex::load(index_path_, retriever_->dim());
+          if (d->saved_sequence() == seq) fresh = std::move(d);
+        } catch (const Error&) {
+        }
+      }
+      // Built beside the one in use: searches go on meanwhile (no catch-up can run).
+      if (!fresh) fresh = dense_from_store(*store_, *opt_.index_factory, retriever_->dim());
+      std::unique_lock<WriterPriorityMutex> lock(mu_);
+      dense_ = std::move(fresh);
+    }
+  } catch (const Error& e) {
+    log::warn("{}: could not catch up with the writer ({}); answering from the last view", opt_.db,
+              e.what());
+    return false;
+  }
+  return changed;
 }
 
 }  // namespace cocom::engine

@@ -65,6 +65,13 @@ struct IngestProgress {
 // stop (what is committed stays; a long document cut in the middle is dropped whole).
 using IngestProgressFn = std::function<bool(const IngestProgress&)>;
 
+// What import_shards did.
+struct ImportSummary {
+  storage::ImportResult result;
+  int64_t index_vectors = 0;  // in the rebuilt dense index (0 without a retriever)
+  double seconds = 0;
+};
+
 struct IngestSummary {
   int64_t added = 0, unchanged = 0, replaced = 0, passages = 0;
   std::vector<ingest::SkippedFile> skipped;
@@ -109,6 +116,23 @@ class KnowledgeStore {
   // The same, with a progress callback that can stop the ingestion.
   IngestSummary ingest_paths(const std::vector<std::string>& paths, const ingest::ReadOptions& ro,
                              const IngestProgressFn& progress);
+  // Sharded bulk ingestion (storage/shard.h): reads `paths` whole, keeps the documents of
+  // shard `index` of `count` (by a hash of their id), ingests them into this store, which
+  // must be a new one of its own (its passages are numbered in the run's range), and writes
+  // it as a shard into `export_dir` (nothing when the progress callback stopped it).
+  IngestSummary ingest_shard(const std::vector<std::string>& paths, const ingest::ReadOptions& ro,
+                             const IngestProgressFn& progress, int64_t index, int64_t count,
+                             const std::string& export_dir);
+  // Links shards into the store at `db` (created from the first shard's manifest when there
+  // is none; storage::Store::import_shards says what is checked and what is atomic), then
+  // rebuilds the dense index from RocksDB and writes cocom-db.json. The store's lock is held
+  // throughout; no model or retriever is loaded.
+  static ImportSummary import_shards(const std::string& db, const std::vector<std::string>& dirs);
+  // A read-only store: moves to what the writer has committed since (storage::Store::
+  // catch_up), and the dense index with it (the writer's file when it is current, else rebuilt
+  // from RocksDB). Returns true when the store changed; false for a writer, or when catching
+  // up failed (logged; the view stays as it was). Safe to call from any thread.
+  bool catch_up();
   // Documents already in memory (ids must be non-empty and unique; the caller checks).
   IngestSummary ingest_documents(const std::vector<ingest::Document>& docs,
                                  const IngestProgressFn& progress = nullptr);

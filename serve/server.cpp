@@ -464,11 +464,22 @@ struct Server::Impl {
     return o;
   }
 
+  // A replica (--read-only) never writes its stores.
+  void refuse_when_read_only(const std::string& name) const {
+    if (!opt.read_only) return;
+    throw ApiError(403, "permission_error",
+                   "the collection '" + name +
+                       "' is served read-only (cocom serve --read-only): write to it where it is "
+                       "ingested",
+                   "", "read_only");
+  }
+
   void add_documents(const httplib::Request& req, httplib::Response& res) {
     const std::string key = authenticate(req);
     const std::string name = req.matches[1];
     Collection& c = collection_for(key, name, "");
     refuse_when_stopping();
+    refuse_when_read_only(name);
     auto job = std::make_shared<Job>();
     job->collection = name;
     job->created = std::time(nullptr);
@@ -560,6 +571,7 @@ struct Server::Impl {
     const std::string doc = req.matches[2];
     Collection& c = collection_for(key, name, "");
     refuse_when_stopping();
+    refuse_when_read_only(name);
     Result<int64_t> n = c.engine->Remove(doc);
     if (!n.ok()) throw from_status(n.status());
     if (n.value() == 0) {
@@ -786,6 +798,7 @@ Status Server::Create(const ServeOptions& o, std::unique_ptr<Server>* server) {
     Options eo;
     eo.db_path = dir;
     eo.create_if_missing = false;
+    eo.read_only = o.read_only;  // a replica: catches up before each request, never writes
     eo.top_k = o.top_k;
     eo.threads = o.threads;
     // The store names its model: open it once to read which, then share one Model per

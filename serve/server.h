@@ -29,7 +29,10 @@ struct ServeOptions {
   size_t max_body_bytes = size_t(64) << 20;
   int max_tokens = 4096;  // the largest max_tokens a request may ask
   size_t top_k = 5;
-  bool web = true;                    // serve the page at /
+  bool web = true;  // serve the page at /
+  // Replicas: every store is opened as a RocksDB secondary (Options::read_only), catches up
+  // with its writer before each request and is never written; ingestion and removal get 403.
+  bool read_only = false;
   double shutdown_grace_seconds = 5;  // answers in flight may finish this long after a stop
   std::function<void(const std::string&)> print;  // start-up lines (stdout); null = none
 };

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "common/json_util.h"
 #include "storage/store.h"
 
 namespace cocom::storage::detail {
@@ -23,5 +24,24 @@ std::string encode_document(const DocumentRecord& d);
 DocumentRecord decode_document(const std::string& s, const std::string& what);
 std::string encode_passage(const StoredPassage& p);
 StoredPassage decode_passage(uint64_t id, const std::string& s, const std::string& what);
+
+// The manifest as JSON (store.cpp): the store's "manifest" row and shard.json's "manifest".
+Json manifest_json(const Manifest& m);
+Manifest manifest_from_json(const Json& j, const std::string& origin);
+std::string dump_json(const Json& j);  // compact; invalid UTF-8 replaced
+
+// Column families, in this order (store.cpp opens them; shards carry the first seven).
+enum Cf {
+  kDocuments,
+  kPassages,
+  kEmbeddings,
+  kRetriever,
+  kPostings,
+  kPassageLen,
+  kSources,
+  kManifest,
+  kNumCf
+};
+extern const char* const kCfNames[kNumCf];
 
 }  // namespace cocom::storage::detail

@@ -100,6 +100,15 @@ struct PostingsSnapshot {
   std::vector<TermPostings> terms;
 };
 
+struct ShardContents;  // storage/shard.h
+
+// What Store::import_shards did.
+struct ImportResult {
+  std::vector<std::string> imported;  // shard directories linked in
+  std::vector<std::string> already;   // shard directories this store had imported before
+  int64_t documents = 0, passages = 0;
+};
+
 class Store {
  public:
   // Opens or creates the store at `path` (a directory). A new store takes `manifest`; an
@@ -112,10 +121,17 @@ class Store {
   static std::unique_ptr<Store> open(const std::string& path, const Manifest& manifest);
   // Opens an existing store for reading only, without its lock, so it works while another
   // process writes it (a RocksDB secondary instance): it sees what was committed when it
-  // opened (a document written in parts only once complete), checks `manifest` like open(),
-  // and every write fails. Crash leftovers are left for the next open() to finish.
+  // opened, or at its last catch_up() (a document written in parts only once complete),
+  // checks `manifest` like open(), and every write fails. Crash leftovers are left for the
+  // next open() to finish.
   static std::unique_ptr<Store> open_reader(const std::string& path, const Manifest& manifest);
   bool read_only() const;
+  // A reader: moves its view to what the writer has committed since (RocksDB's
+  // TryCatchUpWithPrimary: it tails the writer's MANIFEST and write-ahead log, no copy),
+  // re-reading the manifest and the counters. Returns true when the store changed. Must not
+  // run concurrently with reads of this Store (the engine holds its lock exclusively).
+  // A writer: returns false.
+  bool catch_up();
   // Opens an existing store read-only-ish for inspection (no manifest check).
   static std::unique_ptr<Store> open_existing(const std::string& path);
   ~Store();
@@ -182,6 +198,22 @@ class Store {
   StoreStats stats() const;
   // A value that changes with every write (for checking the FAISS file is in sync).
   uint64_t sequence() const;
+
+  // Sharded bulk ingestion (storage/shard.h).
+  // A store that never held a passage hands out ids from `first` on (a shard worker's store).
+  void set_first_passage_id(uint64_t first);
+  // Writes every row as shard `index` of `count` into `dir` (created; must not hold a
+  // shard.json): one SST file per non-empty column family, then shard.json. Fails while a
+  // document is written in parts or retired passages wait for deletion.
+  void export_shard(const std::string& dir, int64_t index, int64_t count) const;
+  // Links shards (read and checked by read_shard) into the store with ONE IngestExternalFiles
+  // over every column family: the shards' files (copied, the shard directories are left as
+  // they are), and a small file made here holding the new counters and one marker per shard.
+  // RocksDB records it as one MANIFEST edit: a crash leaves the store as before or after it,
+  // never in between. A shard imported before (its marker) is skipped; nothing is linked
+  // when a shard was made with another model or setting (the error names both values), has
+  // a document the store (or another shard) already holds, or passage ids the store uses.
+  ImportResult import_shards(const std::vector<ShardContents>& shards);
 
   struct Impl;
 

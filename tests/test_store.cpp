@@ -8,16 +8,21 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "common/json_util.h"
+#include "storage/store.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -416,5 +421,511 @@ TEST(Store, SigkillDuringALongDocumentLeavesNoPartOfIt) {
   expect_parts_agree(info, true);
   EXPECT_EQ(hits_for(db, "quokka"), 0);
   EXPECT_GT(hits_for(db, "wombat"), 0);
+  fs::remove_all(dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sharded bulk ingestion (cocom ingest --shard I/N --export-sst DIR, cocom store import)
+
+namespace {
+
+// Every document, its passages (text, provenance), their context embeddings and retriever
+// vectors, read straight from RocksDB; passage ids are left out (a shard numbers its own).
+struct StoreRows {
+  std::map<std::string, std::string> docs;  // id -> title|source|hash|passage count
+  std::map<std::string, std::vector<float>> embeddings, vectors;  // "doc#index" -> values
+  std::map<std::string, std::string> passages;                    // "doc#index" -> text|span
+};
+
+StoreRows read_rows(const std::string& db) {
+  StoreRows r;
+  auto s = storage::Store::open_existing(db);
+  s->for_each_document([&](const storage::DocumentRecord& d) {
+    r.docs[d.id] = d.title + "|" + d.source + "|" + d.content_hash + "|" +
+                   std::to_string(d.passage_ids.size());
+    for (uint64_t id : d.passage_ids) {
+      auto p = s->get_passage(id);
+      ASSERT_TRUE(p.has_value()) << db << " passage " << id;
+      const std::string key = d.id + "#" + std::to_string(p->index);
+      r.passages[key] = p->text + "|" + std::to_string(p->char_begin) + "-" +
+                        std::to_string(p->char_end) + "|" + p->doc_id;
+      r.embeddings[key] = s->get_embeddings(id).value_or(std::vector<float>{});
+      r.vectors[key] = s->get_retriever_vector(id).value_or(std::vector<float>{});
+    }
+  });
+  return r;
+}
+
+// Hits as (document, passage index, score), in rank order; ties (same score) sorted by
+// document and index, since the two stores number their passages differently.
+std::vector<std::string> ranked(const std::string& db, const std::string& mode,
+                                const std::string& query) {
+  Json j = run_json("search --json --k 100 --mode " + mode + " --db " + db + " '" + query + "'");
+  std::vector<std::pair<double, std::string>> hits;
+  for (const auto& h : j["hits"]) {
+    hits.emplace_back(h["score"].get<double>(), h["document_id"].get<std::string>() + "#" +
+                                                    std::to_string(h["index"].get<int64_t>()));
+  }
+  std::stable_sort(hits.begin(), hits.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  });
+  std::vector<std::string> out;
+  char buf[64];
+  for (const auto& [score, key] : hits) {
+    std::snprintf(buf, sizeof buf, "%.9g ", score);
+    out.push_back(buf + key);
+  }
+  return out;
+}
+
+std::string shard_cmd(const std::string& corpus, const std::string& r, int i, int n,
+                      const std::string& out, const std::string& extra = "") {
+  return "ingest --json --shard " + std::to_string(i) + "/" + std::to_string(n) + " --export-sst " +
+         out + " --model " + fx() + "/cocom --retriever " + r + " " + extra + " " + corpus;
+}
+
+// What a store holds, for "unchanged" checks: counts and every row.
+std::string fingerprint_of(const std::string& db) {
+  Json info = run_json("info --json --db " + db);
+  StoreRows rows = read_rows(db);
+  std::string s = info["documents"].dump() + info["passages"].dump() + info["embeddings"].dump() +
+                  info["bm25_documents"].dump() + info["index_vectors"].dump();
+  for (const auto& [k, v] : rows.docs) s += k + v;
+  for (const auto& [k, v] : rows.passages) s += k + v;
+  return s;
+}
+
+}  // namespace
+
+// Three workers, each in its own process, ingest a third of a corpus into shards; imported
+// into an empty store they give what one plain ingestion gives: the same documents,
+// passages, embeddings and vectors (bit for bit), BM25 and dense results. Importing again
+// changes nothing.
+TEST(Shards, ThreeShardsImportedEqualOnePlainIngestion) {
+  std::string dir = test::make_temp_dir("shards");
+  std::string corpus = make_corpus(dir, 12);
+  std::string r = make_retriever(dir);
+  const std::string plain = dir + "/plain", merged = dir + "/merged";
+  Json s = run_json("ingest --json --db " + plain + " --model " + fx() + "/cocom --retriever " + r +
+                    " " + corpus);
+  ASSERT_EQ(s["added"], 16) << s.dump();
+  int64_t shard_docs = 0;
+  for (int i = 0; i < 3; ++i) {
+    const std::string out = dir + "/shard" + std::to_string(i);
+    Json w = run_json(shard_cmd(corpus, r, i, 3, out));
+    shard_docs += w["added"].get<int64_t>();
+    EXPECT_TRUE(fs::exists(out + "/shard.json"));
+    EXPECT_FALSE(fs::exists(out + "/work")) << "the worker's own store is removed";
+    // Each worker took a part, not all: the hash spreads 16 documents over 3 shards.
+    EXPECT_LT(w["added"].get<int64_t>(), 16) << w.dump();
+  }
+  EXPECT_EQ(shard_docs, 16);
+  Json imp = run_json("store import --json --db " + merged + " " + dir + "/shard0 " + dir +
+                      "/shard1 " + dir + "/shard2");
+  EXPECT_EQ(imp["imported"].size(), 3u) << imp.dump();
+  EXPECT_EQ(imp["documents"], 16) << imp.dump();
+  Json a = run_json("info --json --db " + plain);
+  Json b = run_json("info --json --db " + merged);
+  for (const char* k : {"documents", "passages", "embeddings", "bm25_documents", "index_vectors",
+                        "compressor_fingerprint", "embedding_dtype", "retriever_fingerprint"}) {
+    EXPECT_EQ(a[k], b[k]) << k << "\n" << a.dump() << "\n" << b.dump();
+  }
+  expect_parts_agree(b, true);
+  const StoreRows ra = read_rows(plain), rb = read_rows(merged);
+  EXPECT_EQ(ra.docs, rb.docs);
+  EXPECT_EQ(ra.passages, rb.passages);
+  ASSERT_EQ(ra.embeddings.size(), rb.embeddings.size());
+  for (const auto& [key, e] : ra.embeddings) {
+    ASSERT_TRUE(rb.embeddings.count(key)) << key;
+    const auto& f = rb.embeddings.at(key);
+    ASSERT_EQ(e.size(), f.size()) << key;
+    EXPECT_FALSE(e.empty()) << key;
+    EXPECT_EQ(0, std::memcmp(e.data(), f.data(), e.size() * sizeof(float))) << key;
+  }
+  EXPECT_EQ(ra.vectors, rb.vectors);
+  for (const char* q : {"license", "zebra3 license terms", "warranty patent recipient"}) {
+    EXPECT_EQ(ranked(plain, "bm25", q), ranked(merged, "bm25", q)) << q;
+    EXPECT_EQ(ranked(plain, "dense", q), ranked(merged, "dense", q)) << q;
+    EXPECT_FALSE(ranked(merged, "bm25", q).empty()) << q;
+  }
+  // The same shards again: skipped, nothing changes.
+  const std::string before = fingerprint_of(merged);
+  imp = run_json("store import --json --db " + merged + " " + dir + "/shard0 " + dir + "/shard2 " +
+                 dir + "/shard1");
+  EXPECT_EQ(imp["imported"].size(), 0u) << imp.dump();
+  EXPECT_EQ(imp["already_imported"].size(), 3u) << imp.dump();
+  EXPECT_EQ(fingerprint_of(merged), before);
+  // The merged store takes ordinary writes afterwards: a removal and a re-ingestion.
+  int rc = 0;
+  std::string out = run("rm --db " + merged + " faq-1", &rc);
+  EXPECT_EQ(rc, 0) << out;
+  s = run_json("ingest --json --db " + merged + " " + corpus);
+  EXPECT_EQ(s["added"], 1) << s.dump();  // faq-1 back; the others unchanged
+  EXPECT_EQ(s["unchanged"], 15) << s.dump();
+  expect_parts_agree(run_json("info --json --db " + merged), true);
+  fs::remove_all(dir);
+}
+
+// A shard made with another model or dtype, one holding documents the store has, and
+// damaged or hostile shard directories are refused, naming what is wrong, and the store is
+// left as it was.
+TEST(Shards, MismatchedDamagedAndHostileShardsAreRefused) {
+  std::string dir = test::make_temp_dir("shards-bad");
+  std::string corpus = make_corpus(dir, 3);
+  std::string r = make_retriever(dir);
+  const std::string db = dir + "/db";
+  run_json(shard_cmd(corpus, r, 0, 2, dir + "/s0"));
+  run_json(shard_cmd(corpus, r, 1, 2, dir + "/s1"));
+  Json imp = run_json("store import --json --db " + db + " " + dir + "/s0");
+  ASSERT_EQ(imp["imported"].size(), 1u) << imp.dump();
+  const std::string before = fingerprint_of(db);
+  auto refused = [&](const std::string& shard, const std::vector<std::string>& words) {
+    int rc = 0;
+    std::string out = run("store import --db " + db + " " + shard, &rc);
+    EXPECT_NE(rc, 0) << shard << "\n" << out;
+    for (const auto& w : words) EXPECT_NE(out.find(w), std::string::npos) << w << "\n" << out;
+    EXPECT_EQ(fingerprint_of(db), before) << shard;
+  };
+  // Another dtype: both values named.
+  run_json(shard_cmd(corpus, r, 1, 2, dir + "/bf16", "--embedding-dtype bf16"));
+  refused(dir + "/bf16", {"embedding dtype bf16", "holds fp16", dir + "/bf16"});
+  // Another model (COCOM-light, whose small fixture BERT takes no 128-token passage: every
+  // document is skipped, exit status 1, but the shard records the model it was made with).
+  {
+    std::string out;
+    test::run_command(test::cocom_binary() + " ingest --json --shard 1/2 --export-sst " + dir +
+                          "/light --model " + fx() + "/cocom-light --retriever " + r + " " + corpus,
+                      &out);
+    ASSERT_TRUE(fs::exists(dir + "/light/shard.json")) << out;
+  }
+  refused(dir + "/light", {"model fingerprint", "the store at"});
+  // Documents the store holds already (the same shard made again into another directory
+  // would be the same shard: skipped; a shard of another split overlaps instead).
+  run_json(shard_cmd(corpus, r, 0, 1, dir + "/all"));
+  refused(dir + "/all", {"is in the store at", "already"});
+  // A flipped byte in an SST file.
+  fs::copy(dir + "/s1", dir + "/flip", fs::copy_options::recursive);
+  {
+    std::string path = dir + "/flip/passages.sst";
+    FILE* f = std::fopen(path.c_str(), "r+b");
+    ASSERT_NE(f, nullptr);
+    std::fseek(f, 40, SEEK_SET);
+    int c = std::fgetc(f);
+    std::fseek(f, 40, SEEK_SET);
+    std::fputc(c ^ 0x55, f);
+    std::fclose(f);
+  }
+  refused(dir + "/flip", {"checksum", "passages.sst"});
+  // shard.json naming a file outside the shard directory.
+  fs::copy(dir + "/s1", dir + "/escape", fs::copy_options::recursive);
+  {
+    Json j = read_json_file(dir + "/escape/shard.json");
+    j["files"][0]["file"] = "../s0/documents.sst";
+    write_json_file(dir + "/escape/shard.json", j);
+  }
+  refused(dir + "/escape", {"not a plain name"});
+  // shard.json whose passage id range does not hold the passages.
+  fs::copy(dir + "/s1", dir + "/range", fs::copy_options::recursive);
+  {
+    Json j = read_json_file(dir + "/range/shard.json");
+    j["passage_ids"][0] = j["passage_ids"][0].get<uint64_t>() + 1;
+    write_json_file(dir + "/range/shard.json", j);
+  }
+  refused(dir + "/range", {"outside the shard's passage ids"});
+  // A column family a shard may not carry (the manifest: its counters and markers).
+  fs::copy(dir + "/s1", dir + "/manifest", fs::copy_options::recursive);
+  {
+    Json j = read_json_file(dir + "/manifest/shard.json");
+    j["files"][0]["cf"] = "manifest";
+    write_json_file(dir + "/manifest/shard.json", j);
+  }
+  refused(dir + "/manifest", {"column family 'manifest'"});
+  // No shard.json (an export that did not finish), and no directory at all.
+  fs::create_directories(dir + "/empty");
+  refused(dir + "/empty", {"no shard.json"});
+  refused(dir + "/nowhere", {"no such directory"});
+  // One bad shard among good ones: nothing is imported.
+  refused(dir + "/s1 " + dir + "/flip", {"checksum"});
+  // The good one still goes in afterwards.
+  imp = run_json("store import --json --db " + db + " " + dir + "/s1");
+  EXPECT_EQ(imp["imported"].size(), 1u) << imp.dump();
+  EXPECT_EQ(run_json("info --json --db " + db)["documents"], 7);
+  // Worker flags: --shard without --export-sst, a bad I/N, --db beside --export-sst.
+  int rc = 0;
+  std::string out = run("ingest --shard 0/2 " + corpus, &rc);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("go together"), std::string::npos) << out;
+  out = run("ingest --shard 2/2 --export-sst " + dir + "/x " + corpus, &rc);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("0 <= I < N"), std::string::npos) << out;
+  out = run("ingest --shard 1/x --export-sst " + dir + "/x " + corpus, &rc);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("expected I/N"), std::string::npos) << out;
+  out = run("ingest --db " + db + " --shard 0/2 --export-sst " + dir + "/x " + corpus, &rc);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("writes no store"), std::string::npos) << out;
+  out = run("ingest --shard 0/2 --export-sst " + dir + "/s0 " + corpus, &rc);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("finished shard already"), std::string::npos) << out;
+  fs::remove_all(dir);
+}
+
+// SIGKILL at any moment of an import leaves the store as before (empty or absent) or as
+// after (every shard), its parts agreeing; importing again then finishes the job.
+TEST(Shards, SigkillDuringImportLeavesTheStoreBeforeOrAfter) {
+  std::string dir = test::make_temp_dir("shards-kill");
+  std::string corpus = make_corpus(dir, 30);
+  std::string r = make_retriever(dir);
+  std::string shards;
+  for (int i = 0; i < 3; ++i) {
+    run_json(shard_cmd(corpus, r, i, 3, dir + "/s" + std::to_string(i)));
+    shards += " " + dir + "/s" + std::to_string(i);
+  }
+  // How long a whole import takes here, to spread the kills over it.
+  const auto t0 = std::chrono::steady_clock::now();
+  run_json("store import --json --db " + dir + "/timing" + shards);
+  const double whole_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  const char* env_rounds = std::getenv("COCOM_CRASH_ROUNDS");
+  const int rounds = env_rounds ? std::max(1, std::atoi(env_rounds)) : 6;
+  std::mt19937 rng(99);
+  // From the start-up (the shards are read and checked) past the end (the store complete).
+  std::uniform_real_distribution<double> when(0.3 * whole_ms, 1.2 * whole_ms);
+  int before = 0, after = 0;
+  for (int round = 0; round < rounds; ++round) {
+    const std::string db = dir + "/db" + std::to_string(round);
+    std::vector<std::string> argv_s = {test::cocom_binary(), "store", "import", "--db", db};
+    for (int i = 0; i < 3; ++i) argv_s.push_back(dir + "/s" + std::to_string(i));
+    std::vector<char*> argv;
+    for (auto& a : argv_s) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      int devnull = ::open("/dev/null", O_WRONLY);
+      dup2(devnull, 1);
+      dup2(devnull, 2);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(int64_t(when(rng) * 1000)));
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    int rc = 0;
+    std::string out = run("info --json --db " + db + " 2>/dev/null", &rc);
+    if (rc != 0) {  // killed before the store was created
+      EXPECT_TRUE(out.find("no cocom store") != std::string::npos ||
+                  out.find("no such store") != std::string::npos)
+          << out;
+      ++before;
+      continue;
+    }
+    Json info = parse_json_text(out, "info");
+    const int64_t docs = info["documents"].get<int64_t>();
+    EXPECT_TRUE(docs == 0 || docs == 34) << "round " << round << ": " << info.dump();
+    expect_parts_agree(info, true);
+    (docs == 0 ? before : after) += 1;
+    Json imp = run_json("store import --json --db " + db + shards);
+    EXPECT_EQ(imp["imported"].size() + imp["already_imported"].size(), 3u) << imp.dump();
+    info = run_json("info --json --db " + db);
+    EXPECT_EQ(info["documents"], 34) << info.dump();
+    expect_parts_agree(info, true);
+  }
+  std::printf("kills: %d left the store as before, %d as after\n", before, after);
+  fs::remove_all(dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read-only replicas
+
+namespace {
+
+// `cocom console --read-only` in a child process, questions and commands on a pipe.
+class Replica {
+ public:
+  explicit Replica(const std::string& db) {
+    // Close-on-exec: the other children (the primary, the other replica) must not hold this
+    // console's stdin open, or closing it would never end the console.
+    int in[2], out[2];
+    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) return;
+    std::vector<std::string> argv_s = {
+        test::cocom_binary(), "console", "--read-only", "--db", db, "--k", "2", "--mode", "bm25",
+        "--max-new-tokens",   "3"};
+    std::vector<char*> argv;
+    for (auto& a : argv_s) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(in[0], 0);
+      dup2(out[1], 1);
+      dup2(out[1], 2);
+      close(in[1]);
+      close(out[0]);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    to_ = in[1];
+    from_ = out[0];
+  }
+  ~Replica() {
+    if (to_ >= 0) close(to_);
+    if (pid_ > 0) {
+      int status = 0;
+      waitpid(pid_, &status, 0);
+    }
+    if (from_ >= 0) close(from_);
+  }
+  // The store's document count as this replica answers it now (:stats), -1 on failure.
+  int64_t documents() {
+    if (!send(":stats\n")) return -1;
+    const std::string text = read_until("\nindex ");
+    const size_t at = text.rfind("documents ");
+    if (at == std::string::npos) return -1;
+    return std::atoll(text.c_str() + at + 10);
+  }
+  // Asks a question; returns what the console printed up to its timing line.
+  std::string ask(const std::string& q) {
+    if (!send(q + "\n")) return "";
+    return read_until("tokens/s");
+  }
+  // Closes stdin; returns the exit status.
+  int finish() {
+    close(to_);
+    to_ = -1;
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+ private:
+  bool send(const std::string& s) {
+    return to_ >= 0 && write(to_, s.data(), s.size()) == static_cast<ssize_t>(s.size());
+  }
+  std::string read_until(const std::string& marker) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < deadline) {
+      const size_t at = buf_.find(marker);
+      if (at != std::string::npos) {
+        const size_t end = buf_.find('\n', at + 1);
+        if (end != std::string::npos) {
+          std::string text = buf_.substr(0, end + 1);
+          buf_.erase(0, end + 1);
+          return text;
+        }
+      }
+      pollfd pfd{from_, POLLIN, 0};
+      if (poll(&pfd, 1, 100) <= 0) continue;
+      char b[4096];
+      const ssize_t n = read(from_, b, sizeof b);
+      if (n <= 0) break;
+      buf_.append(b, size_t(n));
+    }
+    std::string text = buf_;
+    buf_.clear();
+    return text;
+  }
+  pid_t pid_ = -1;
+  int to_ = -1, from_ = -1;
+  std::string buf_;
+};
+
+}  // namespace
+
+// A primary ingests while two replica processes (cocom console --read-only) answer: each
+// sees every document the primary had committed when it was asked (the primary is held
+// still at two points of its ingestion to make "committed" exact), never a partial one,
+// and everything once the primary is done, without being reopened.
+TEST(Replicas, TwoReplicasFollowAPrimaryThatIngests) {
+  std::string dir = test::make_temp_dir("replicas");
+  std::string base = make_corpus(dir, 0);  // 4 documents first
+  std::string r = make_retriever(dir);
+  const std::string db = dir + "/db";
+  Json s = run_json("ingest --json --db " + db + " --model " + fx() + "/cocom --retriever " + r +
+                    " " + base);
+  ASSERT_EQ(s["added"], 4);
+  Replica a(db), b(db);
+  ASSERT_EQ(a.documents(), 4);
+  ASSERT_EQ(b.documents(), 4);
+  // 30 more documents, ingested by the primary in another process.
+  std::string more = dir + "/more";
+  fs::create_directories(more);
+  // Named so that the primary (which walks a directory in name order) takes them in order.
+  auto name = [](int i) { return std::string(i < 10 ? "0" : "") + std::to_string(i); };
+  for (int i = 0; i < 30; ++i) {
+    test::write_bytes(
+        more + "/m" + name(i) + ".txt",
+        "Record " + name(i) + " describes the numbat" + name(i) + " colony and its burrows.");
+  }
+  int fds[2];
+  ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+  std::vector<std::string> argv_s = {
+      test::cocom_binary(), "ingest", "--progress-lines", "--db", db, more};
+  std::vector<char*> argv;
+  for (auto& x : argv_s) argv.push_back(x.data());
+  argv.push_back(nullptr);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int devnull = ::open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    dup2(fds[1], 2);
+    close(fds[0]);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  // Holds the primary after `target` progress lines (documents committed), checks both
+  // replicas, lets it go on.
+  int lines = 0;
+  std::string pending;
+  int64_t last_a = 4, last_b = 4;
+  for (int target : {6, 18}) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
+    while (lines < target) {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the primary is stuck";
+      pollfd pfd{fds[0], POLLIN, 0};
+      if (poll(&pfd, 1, 100) <= 0) continue;
+      char buf[512];
+      ssize_t n = read(fds[0], buf, sizeof buf);
+      ASSERT_GT(n, 0) << "the primary ended early after " << lines << " documents";
+      pending.append(buf, size_t(n));
+      for (size_t nl; (nl = pending.find('\n')) != std::string::npos; pending.erase(0, nl + 1)) {
+        if (pending.compare(0, 8, "ingest: ") == 0) ++lines;
+      }
+    }
+    kill(pid, SIGSTOP);
+    const int64_t da = a.documents(), db_ = b.documents();
+    EXPECT_GE(da, 4 + lines) << "replica a is behind what was committed";
+    EXPECT_GE(db_, 4 + lines) << "replica b is behind what was committed";
+    EXPECT_LE(da, 34);
+    EXPECT_GE(da, last_a);  // never goes back
+    EXPECT_GE(db_, last_b);
+    last_a = da;
+    last_b = db_;
+    // They answer meanwhile, from what they see (the last committed record is found).
+    const std::string last = "numbat" + name(lines - 1);
+    const std::string answer = a.ask("What describes the " + last + " colony?");
+    EXPECT_NE(answer.find(last), std::string::npos) << answer;
+    kill(pid, SIGCONT);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  close(fds[0]);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  // Done: both see all of it, without reopening.
+  EXPECT_EQ(a.documents(), 34);
+  EXPECT_EQ(b.documents(), 34);
+  const std::string answer = b.ask("What describes the numbat29 colony?");
+  EXPECT_NE(answer.find("numbat29"), std::string::npos) << answer;
+  EXPECT_EQ(a.finish(), 0);
+  EXPECT_EQ(b.finish(), 0);
+  // The replicas wrote nothing: the store opens for writing, whole.
+  Json info = run_json("info --json --db " + db);
+  EXPECT_EQ(info["documents"], 34);
+  expect_parts_agree(info, true);
   fs::remove_all(dir);
 }

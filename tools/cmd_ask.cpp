@@ -78,6 +78,7 @@ int cmd_ask(const GlobalOptions& g, const AskArgs& a) {
   opt.generation.top_k = static_cast<int>(a.top_k);
   opt.generation.seed = a.seed;
   opt.no_compress = a.no_compress;
+  opt.read_only = a.read_only;
 
   std::unique_ptr<Engine> engine;
   Status s = open_for_reading(opt, &engine);

@@ -556,6 +556,7 @@ int cmd_console(const GlobalOptions& g, const ConsoleArgs& a) {
   o.verbose = g.verbose;
   o.top_k = static_cast<size_t>(a.k);
   o.no_compress = a.no_compress;
+  o.read_only = a.read_only;  // a replica: catches up before each question
   o.generation.max_new_tokens = static_cast<int>(a.max_new_tokens);
   if (interactive) std::fprintf(stderr, "opening %s ...\n", a.db.c_str());
   std::unique_ptr<Engine> engine;

@@ -56,6 +56,7 @@ int cmd_serve(const GlobalOptions& g, const ServeArgs& a) {
   if (a.k < 1 || a.k > 50) fail("--k ", a.k, ": must be 1..50");
   o.top_k = size_t(a.k);
   o.web = !a.no_web;
+  o.read_only = a.read_only;
   o.shutdown_grace_seconds = a.grace;
   o.print = [](const std::string& line) {
     std::cout << line << std::endl;  // flushed: scripts wait for the URL line
@@ -131,6 +132,10 @@ void add_serve_command(CLI::App& app, const GlobalOptions& g, ServeArgs& a, int&
                 "k passages) are refused with 400, naming the largest k that fits")
       ->capture_default_str();
   c->add_flag("--no-web", a.no_web, "do not serve the web page at /");
+  c->add_flag("--read-only", a.read_only,
+              "serve the stores as replicas: opened without their lock while another process "
+              "writes them, caught up before each request, never written (ingestion and "
+              "removal get 403)");
   c->callback([&] { rc = cmd_serve(g, a); });
 }
 

@@ -166,6 +166,30 @@ int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
     std::error_code ec;
     if (!std::filesystem::exists(p, ec)) fail("ingest: ", p, ": no such file or directory");
   }
+  const bool sharded = !a.shard.empty() || !a.export_sst.empty();
+  ShardOptions so;
+  if (sharded) {
+    if (a.shard.empty() || a.export_sst.empty()) {
+      fail("--shard I/N and --export-sst DIR go together (a worker of a sharded ingestion)");
+    }
+    if (!a.store.db.empty()) {
+      fail("--db ", a.store.db, ": a worker with --export-sst writes no store; merge the shards ",
+           "with cocom store import --db DIR SHARD_DIR...");
+    }
+    const size_t slash = a.shard.find('/');
+    try {
+      size_t used = 0, used2 = 0;
+      if (slash == std::string::npos) throw std::invalid_argument("no slash");
+      so.index = std::stoi(a.shard.substr(0, slash), &used);
+      so.count = std::stoi(a.shard.substr(slash + 1), &used2);
+      if (used != slash || used2 != a.shard.size() - slash - 1) throw std::invalid_argument("");
+    } catch (const std::exception&) {
+      fail("--shard ", a.shard, ": expected I/N, e.g. 0/3");
+    }
+    so.export_dir = a.export_sst;
+  } else if (a.store.db.empty()) {
+    fail("--db: a store directory is required");
+  }
   Options o = store_options(g, a.store);
   o.load_model_eagerly = true;  // fail before reading anything when the model cannot load
   if (a.overlap >= 0) o.chunk_overlap_tokens = static_cast<int>(a.overlap);
@@ -174,9 +198,12 @@ int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
   }
   o.passages_per_batch = static_cast<int>(a.passages_per_batch);
   // A setting other than the store's own (dtype, index, overlap, prefixes) is refused by Open.
-  std::unique_ptr<Engine> engine = open_engine(o);
-  const Json info = stats_json(*engine);
-  print_storage_estimate(info, info.value("context_max_length", int64_t{128}), a.paths);
+  std::unique_ptr<Engine> engine;
+  if (!sharded) {
+    engine = open_engine(o);
+    const Json info = stats_json(*engine);
+    print_storage_estimate(info, info.value("context_max_length", int64_t{128}), a.paths);
+  }
   IngestOptions io;
   io.include = a.include;
   io.exclude = a.exclude;
@@ -206,7 +233,8 @@ int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
     std::fflush(stderr);
     return true;
   };
-  IngestStats s = value_of(engine->Ingest(a.paths, io));
+  IngestStats s =
+      sharded ? value_of(IngestShard(o, a.paths, so, io)) : value_of(engine->Ingest(a.paths, io));
   if (tty) std::fprintf(stderr, "\n");
   for (const auto& w : s.warnings) std::fprintf(stderr, "cocom: warning: %s\n", w.c_str());
   if (s.stopped_early) {
@@ -228,7 +256,8 @@ int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
     j["warnings"] = s.warnings;
     j["formats"] = s.formats;
     j["stopped_early"] = s.stopped_early;
-    j["store"] = stats_json(*engine);
+    if (engine) j["store"] = stats_json(*engine);
+    if (sharded && !s.stopped_early) j["shard"] = so.export_dir;
     std::cout << j.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
     return rc;
   }
@@ -246,8 +275,41 @@ int cmd_ingest(const GlobalOptions& g, const IngestArgs& a) {
       static_cast<long long>(s.added), static_cast<long long>(s.unchanged),
       static_cast<long long>(s.replaced), s.skipped.size(), static_cast<long long>(s.passages),
       s.seconds, s.seconds > 0 ? double(s.passages) / s.seconds : 0.0, skipped.c_str());
+  if (sharded && !s.stopped_early) {
+    std::printf("shard %d/%d written to %s (merge with: cocom store import --db DIR %s ...)\n",
+                so.index, so.count, so.export_dir.c_str(), so.export_dir.c_str());
+  }
   if (nothing) std::fprintf(stderr, "cocom: error: nothing ingested: every input was skipped\n");
   return rc;
+}
+
+int cmd_store_import(const GlobalOptions& g, const ImportArgs& a) {
+  (void)g;
+  ImportStats s = value_of(ImportShards(a.db, a.shards));
+  if (a.json) {
+    Json j;
+    j["imported"] = s.imported;
+    j["already_imported"] = s.already_imported;
+    j["documents"] = s.documents;
+    j["passages"] = s.passages;
+    j["index_vectors"] = s.index_vectors;
+    j["seconds"] = s.seconds;
+    std::cout << j.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
+    return 0;
+  }
+  for (const auto& d : s.already_imported) {
+    std::printf("%s: imported before, skipped\n", d.c_str());
+  }
+  std::printf(
+      "%zu shard(s) imported into %s: %lld documents, %lld passages in %.2f s (%.0f "
+      "passages/s)%s\n",
+      s.imported.size(), a.db.c_str(), static_cast<long long>(s.documents),
+      static_cast<long long>(s.passages), s.seconds,
+      s.seconds > 0 ? double(s.passages) / s.seconds : 0.0,
+      s.index_vectors > 0
+          ? ("; dense index rebuilt: " + std::to_string(s.index_vectors) + " vectors").c_str()
+          : "");
+  return 0;
 }
 
 int cmd_search(const GlobalOptions& g, const SearchArgs& a) {

@@ -86,6 +86,8 @@ struct IngestArgs {
   int64_t max_file_mb = 256, max_nesting_depth = 256, max_unpacked_mb = 256;
   bool json = false;
   bool progress_lines = false;  // one progress line per document, even when stderr is no terminal
+  std::string shard;            // --shard I/N (with --export-sst)
+  std::string export_sst;       // --export-sst DIR
 };
 int cmd_ingest(const GlobalOptions& g, const IngestArgs& a);
 struct SearchArgs {
@@ -101,6 +103,13 @@ struct RmArgs {
 };
 int cmd_rm(const GlobalOptions& g, const RmArgs& a);
 int cmd_store_info(const GlobalOptions& g, const StoreArgs& a, bool json);
+// cocom store import --db DIR SHARD_DIR...
+struct ImportArgs {
+  std::string db;
+  std::vector<std::string> shards;
+  bool json = false;
+};
+int cmd_store_import(const GlobalOptions& g, const ImportArgs& a);
 
 // cocom ask: built on the public API (include/cocom/cocom.h).
 struct AskArgs {
@@ -115,6 +124,7 @@ struct AskArgs {
   int64_t prompt_memory_mb = 8192;
   bool json = false;
   bool no_compress = false;
+  bool read_only = false;        // --read-only: a replica (Options::read_only)
   std::string weights = "fp32";  // --weights: decoder resident format
 };
 int cmd_ask(const GlobalOptions& g, const AskArgs& a);
@@ -149,6 +159,7 @@ struct ConsoleArgs {
   int64_t max_new_tokens = 64;
   int64_t prompt_memory_mb = 8192;
   bool no_compress = false;
+  bool read_only = false;        // --read-only: a replica (Options::read_only)
   std::string weights = "fp32";  // --weights: decoder resident format
 };
 int cmd_console(const GlobalOptions& g, const ConsoleArgs& a);
@@ -172,6 +183,7 @@ struct ServeArgs {
   double grace = 5;
   int64_t prompt_memory_mb = 8192;
   bool no_web = false;
+  bool read_only = false;  // --read-only: replicas (Options::read_only)
 };
 int cmd_serve(const GlobalOptions& g, const ServeArgs& a);
 void add_serve_command(CLI::App& app, const GlobalOptions& g, ServeArgs& a, int& rc);

@@ -207,7 +207,11 @@ int main(int argc, char** argv) {
   c_cmp->callback([&] { rc = cmd_compress(g, cmp); });
 
   auto add_store_options = [](CLI::App* c, StoreArgs& s, bool with_model) {
-    c->add_option("--db", s.db, "knowledge store directory")->required();
+    auto* db = c->add_option("--db", s.db,
+                             with_model ? "knowledge store directory (required, except for a "
+                                          "worker with --shard I/N --export-sst DIR)"
+                                        : "knowledge store directory");
+    if (!with_model) db->required();  // ingest: checked by cmd_ingest
     if (with_model) {
       c->add_option("--model", s.model,
                     "COCOM checkpoint (remembered by the store after the first ingest)");
@@ -270,8 +274,27 @@ int main(int argc, char** argv) {
                   "print one progress line per document (and per part of a long one) to stderr "
                   "(for logs; a terminal gets a "
                   "single updating line without it)");
+  c_ing->add_option("--shard", ing.shard,
+                    "I/N: ingest only the documents whose id hashes to I of N (0 <= I < N <= "
+                    "1024), for N workers; needs --export-sst");
+  c_ing->add_option("--export-sst", ing.export_sst,
+                    "with --shard: write the shard as RocksDB SST files + shard.json into this "
+                    "new directory instead of a store (--db is then not used); merge shards "
+                    "with cocom store import");
   c_ing->add_option("paths", ing.paths, "files and directories")->required();
   c_ing->callback([&] { rc = cmd_ingest(g, ing); });
+
+  auto* c_store = app.add_subcommand("store", "store utilities: import shards");
+  c_store->require_subcommand(1);
+  ImportArgs imp;
+  auto* c_imp = c_store->add_subcommand(
+      "import",
+      "link shards made by cocom ingest --shard I/N --export-sst DIR into a store (atomic, "
+      "idempotent; created when --db holds none), then rebuild its dense index");
+  c_imp->add_option("--db", imp.db, "the store directory")->required();
+  c_imp->add_option("shards", imp.shards, "shard directories")->required();
+  c_imp->add_flag("--json", imp.json, "print a JSON summary");
+  c_imp->callback([&] { rc = cmd_store_import(g, imp); });
 
   SearchArgs srch;
   auto* c_srch = app.add_subcommand("search", "ranked passages for a query, with provenance");
@@ -317,6 +340,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   c_ask->add_option("--seed", ask.seed, "random seed for sampling")->capture_default_str();
   c_ask->add_flag("--json", ask.json, "print one JSON object (answer, sources, timings)");
+  c_ask->add_flag("--read-only", ask.read_only,
+                  "open the store as a replica (a RocksDB secondary: no lock, never written, "
+                  "caught up with its writer before answering)");
   c_ask->add_flag("--no-compress", ask.no_compress,
                   "uncompressed baseline: the decoder reads the passages' text");
   c_ask->add_option("question", ask.question, "the question")->required();
@@ -357,6 +383,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   c_con->add_flag("--no-compress", con.no_compress,
                   "answer from the passages' text instead of their context embeddings");
+  c_con->add_flag("--read-only", con.read_only,
+                  "open the store as a replica (a RocksDB secondary: no lock, never written, "
+                  "caught up with its writer before each question)");
   c_con->callback([&] { rc = cmd_console(g, con); });
 
   ConformanceArgs conf;
@@ -403,7 +432,10 @@ int main(int argc, char** argv) {
   cocom::bench::StoreBenchOptions sb;
   auto* c_sb = c_bench->add_subcommand(
       "store", "ingestion throughput (random COCOM checkpoints) and search latency at scale");
-  c_sb->add_option("--what", sb.what, "comma list: ingest, search")->capture_default_str();
+  c_sb->add_option("--what", sb.what, "comma list: ingest, search, import")->capture_default_str();
+  c_sb->add_option("--import-passages", sb.import_passages,
+                   "passages of the import part (a shard's merge against the write path)")
+      ->capture_default_str();
   c_sb->add_option("--passages", sb.passages, "stored passages for the search part")
       ->capture_default_str();
   c_sb->add_option("--dim", sb.dim, "retriever dimension (dense search)")->capture_default_str();

@@ -200,11 +200,14 @@ struct Options {
   // Create the store when db_path has none. False: Open fails with NotFound instead.
   bool create_if_missing = true;
   // Open an existing store for reading only, without taking its lock, so it works while
-  // another process ingests into it (a RocksDB secondary instance). It sees what was
-  // committed when Open ran (reopen to see later documents; a document being written in
-  // parts only once complete). Search, Ask and Stats work; Ingest and Remove fail with
-  // FailedPrecondition. `cocom search`, `info`, `ask` and `console` fall back to it when the
-  // store is locked by another process.
+  // another process ingests into it (a RocksDB secondary instance: a replica on the same or
+  // a shared directory; any number of them). Before each Search, Ask and Stats it catches up
+  // with what the writer has committed since (RocksDB's TryCatchUpWithPrimary, which tails
+  // the writer's MANIFEST and log; when the store changed, the dense index is reloaded from
+  // the writer's file or rebuilt from RocksDB). A document being written in parts is seen
+  // only once complete. Ingest and Remove fail with FailedPrecondition; it never writes the
+  // store. `cocom search`, `info`, `ask` and `console` fall back to it when the store is
+  // locked by another process; `--read-only` (ask, console, serve) asks for it.
   bool read_only = false;
   // Load the COCOM model at Open (true) or on the first Ingest/Ask (false).
   bool load_model_eagerly = false;
@@ -343,6 +346,52 @@ struct IngestStats {
   // "text (gzip)" for a compressed one).
   std::map<std::string, int64_t> formats;
 };
+
+// ---------------------------------------------------------------------------------------------
+// Sharded bulk ingestion (docs/scale-out.md)
+//
+// N workers (a shell loop, SLURM, Kubernetes Jobs...) each call IngestShard on the same inputs
+// with the same model and settings and their own index I of N. Each reads every input, keeps
+// the documents whose id hashes to I, compresses them, and writes them as RocksDB SST files
+// (one per column family) with shard.json into ShardOptions::export_dir; no store is left
+// behind. ImportShards links shards into a store.
+
+struct ShardOptions {
+  int index = 0;  // I, 0 <= I < count
+  int count = 0;  // N, the run's workers (1..1024)
+  // Where the shard goes: absent or empty (the "work" sub-directory a killed worker left is
+  // cleared). Options::db_path is ignored: the worker's store lives in export_dir/work while
+  // it runs.
+  std::string export_dir;
+};
+
+// Ingests shard `shard.index` of `shard.count` of `paths` (files and directories as Ingest
+// takes them; a document's id is its absolute path, so workers must see the inputs under the
+// same paths) and exports it. `options` are those of a new store (model, retriever, dtype,
+// context length, overlap, prefixes, weights); the import refuses a shard made with others.
+// When ingest.progress stops it, nothing is exported (stopped_early is set).
+Result<IngestStats> IngestShard(const Options& options, const std::vector<std::string>& paths,
+                                const ShardOptions& shard, const IngestOptions& ingest = {});
+
+struct ImportStats {
+  std::vector<std::string> imported;          // shard directories linked in now
+  std::vector<std::string> already_imported;  // imported before: skipped (idempotent)
+  int64_t documents = 0, passages = 0;        // added now
+  int64_t index_vectors = 0;                  // in the rebuilt dense index (0: no retriever)
+  double seconds = 0;
+};
+
+// Links shards into the store at db_path (created from the first shard's settings when there
+// is none) with one RocksDB IngestExternalFiles over every column family: the shards' SST
+// files are copied in as they are, never rewritten, with the new BM25 counters and a marker
+// per shard, recorded in one MANIFEST edit; then the dense index is rebuilt. Every shard is
+// read and checked row by row first (Corruption for a damaged or hostile one). Nothing is
+// imported (FailedPrecondition, naming both values) when a shard was made with another model
+// or setting, holds a document the store already has, or uses passage ids the store uses.
+// A shard imported before is skipped. A crash at any point leaves the store as it was before
+// the call or as after it. Needs the store's lock (no other writer).
+Result<ImportStats> ImportShards(const std::string& db_path,
+                                 const std::vector<std::string>& shard_dirs);
 
 // ---------------------------------------------------------------------------------------------
 // Search and answers
