@@ -816,7 +816,8 @@ TEST_F(ApiStore, CliAskJsonAndMissingStore) {
 
   // Plain output (stdout is a pipe: the answer is printed whole), sources, a timing line.
   rc = cocom::test::run_command(
-      bin + " ask --db " + db_ + " --k 2 --max-new-tokens 4 --no-compress 'What is the warranty?'",
+      bin + " ask --db " + db_ +
+          " --k 2 --max-new-tokens 4 --no-compress 'What is the license warranty?'",
       &out);
   ASSERT_EQ(rc, 0) << out;
   EXPECT_TRUE(has(out, "[1] Warranty")) << out;

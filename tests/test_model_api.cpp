@@ -295,7 +295,8 @@ TEST(ModelApi, TwoEnginesOnOneModelShareItsWeights) {
     EXPECT_EQ(st->added, 1);
   }
   for (auto& e : engines) {
-    auto a = e->Ask("Which software does the store keep?", {1, cocom::SearchMode::kBm25, {}, {}});
+    auto a =
+        e->Ask("Which software does the store keep?", {1, cocom::SearchMode::kBm25, {}, {}, {}});
     ASSERT_TRUE(a.ok()) << a.status().ToString();
   }
   // One copy of the weights: both engines answer with the Model's own CocomModel.
@@ -444,7 +445,7 @@ TEST(StoreSettings, KeptInTheManifestAndConflictsRefused) {
   cocom::Options q = plain;
   q.weights = cocom::WeightFormat::kInt8;
   ASSERT_TRUE(cocom::Engine::Open(q, &e).ok());
-  auto a = e->Ask("What does the GPL guarantee?", {1, cocom::SearchMode::kBm25, {}, {}});
+  auto a = e->Ask("What does the GPL guarantee?", {1, cocom::SearchMode::kBm25, {}, {}, {}});
   EXPECT_TRUE(a.ok()) << a.status().ToString();
   auto in = e->IngestDocuments({{"d2", "", kPassages[2], ""}});
   EXPECT_EQ(in.status().code(), cocom::Status::Code::kInvalidArgument) << in.status().ToString();
