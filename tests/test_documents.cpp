@@ -17,6 +17,7 @@
 #include "common/utf8.h"
 #include "ingest/documents.h"
 #include "ingest/html.h"
+#include "tests/ingest_test_util.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -75,19 +76,8 @@ std::string make_pdf(const std::string& text, const std::string& title) {
   return pdf;
 }
 
-const Document* find_doc(const ReadResult& r, const std::string& id) {
-  for (const auto& d : r.documents) {
-    if (d.id == id) return &d;
-  }
-  return nullptr;
-}
-
-std::string find_skip(const ReadResult& r, const std::string& path) {
-  for (const auto& s : r.skipped) {
-    if (s.path == path) return s.reason;
-  }
-  return "<not skipped>";
-}
+using cocom::test::find_doc;
+using cocom::test::find_skip;
 
 bool any_warning(const ReadResult& r, const std::string& needle) {
   for (const auto& w : r.warnings) {

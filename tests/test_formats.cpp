@@ -17,6 +17,7 @@
 #include "common/error.h"
 #include "common/utf8.h"
 #include "ingest/documents.h"
+#include "tests/ingest_test_util.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -105,19 +106,8 @@ std::string trim_newlines(std::string s) {
   return s;
 }
 
-const Document* find_doc(const ReadResult& r, const std::string& id) {
-  for (const auto& d : r.documents) {
-    if (d.id == id) return &d;
-  }
-  return nullptr;
-}
-
-std::string find_skip(const ReadResult& r, const std::string& path) {
-  for (const auto& s : r.skipped) {
-    if (s.path == path) return s.reason;
-  }
-  return "<not skipped>";
-}
+using cocom::test::find_doc;
+using cocom::test::find_skip;
 
 bool has(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;
