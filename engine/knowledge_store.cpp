@@ -492,6 +492,11 @@ std::vector<storage::NewPassage> KnowledgeStore::make_passages(
   }
   std::vector<storage::NewPassage> np(texts.size());
   const int64_t per = emb.size(1) * emb.size(2);
+  // Title words count twice in stores with a named analyzer: the passage text starts with the
+  // title, and its words are added once more (analysed once for all the document's passages).
+  const std::string analyzer = store_->manifest().analyzer;
+  const std::vector<std::string> title_terms =
+      analyzer.empty() ? std::vector<std::string>{} : index::analyze(doc.title, analyzer);
   for (size_t i = 0; i < np.size(); ++i) {
     const ingest::Passage& p = ps[begin + i];
     np[i].record.doc_id = doc.id;
@@ -505,13 +510,8 @@ std::vector<storage::NewPassage> KnowledgeStore::make_passages(
       const float* v = rv.data_ptr<float>() + int64_t(i) * rv.size(1);
       np[i].retriever_vector.assign(v, v + rv.size(1));
     }
-    // Title words count twice in stores with a named analyzer: the passage text starts with
-    // the title, and its words are added once more.
-    const std::string& analyzer = store_->manifest().analyzer;
     np[i].terms = index::analyze(p.text, analyzer);
-    if (!analyzer.empty()) {
-      for (auto& t : index::analyze(doc.title, analyzer)) np[i].terms.push_back(std::move(t));
-    }
+    np[i].terms.insert(np[i].terms.end(), title_terms.begin(), title_terms.end());
   }
   retriever_flat->clear();
   if (rv.defined()) retriever_flat->assign(rv.data_ptr<float>(), rv.data_ptr<float>() + rv.numel());
